@@ -1,0 +1,251 @@
+"""One run configuration: dataclasses with defaults, YAML presets, file and --set overrides.
+
+Resolution order: defaults <- preset <- config file <- `--set key=value`. Every key is
+checked before any work starts; a wrong key or value raises ConfigError naming the key
+and what it accepts.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def choice(default, *choices):
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass
+class ModelConfig:
+    source: str = choice("tiny", "tiny", "gguf", "hf")  # tiny: random init, built offline
+    path: str = ""             # gguf: the .gguf file; hf: a save_pretrained folder
+    name: str = ""             # label written into attempts; defaults to the source
+    tiny_layers: int = 2
+    tiny_hidden: int = 64
+    tiny_heads: int = 2
+    seed: int = 0
+    dtype: str = choice("auto", "auto", "float32", "bfloat16")  # auto: fp32 on CPU, bf16 on GPU
+
+    def __post_init__(self):
+        if self.source in ("gguf", "hf") and not self.path:
+            raise ConfigError(f"model.path: required when model.source is '{self.source}' "
+                              "(a .gguf file or a save_pretrained folder)")
+        if self.tiny_hidden % self.tiny_heads:
+            raise ConfigError("model.tiny_hidden: must be a multiple of model.tiny_heads")
+
+
+@dataclass
+class DataConfig:
+    source: str = choice("arithmetic", "arithmetic")
+    n_train: int = 16
+    n_eval: int = 16
+    operations: str = "+-"     # any of + - *
+    digits: int = 2
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.operations or set(self.operations) - set("+-*"):
+            raise ConfigError("data.operations: use one or more of '+', '-', '*' (e.g. '+-')")
+        _positive(self, "n_train", "n_eval", "digits", prefix="data")
+
+
+@dataclass
+class GenerateConfig:
+    """How sample_attempts decodes for evaluation (greedy by default, as in the paper)."""
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    batch_size: int = 16
+
+    def __post_init__(self):
+        _positive(self, "max_new_tokens", "batch_size", prefix="generate")
+        if self.temperature < 0:
+            raise ConfigError("generate.temperature: must be >= 0 (0 is greedy)")
+
+
+@dataclass
+class TrainConfig:
+    stage1_steps: int = 10
+    stage2_steps: int = 10
+    skip_stage1: bool = False       # ablation: Stage II straight from the base model
+    problems_per_step: int = 4
+    samples_per_problem: int = 4    # k, for the RLOO baseline
+    temperature: float = 1.0        # the paper's; log-probs use the same tempered distribution
+    max_new_tokens: int = 64
+    learning_rate: float = 5e-6
+    alpha: float = 10.0             # Stage II shaping bonus; 0 disables it (ablation)
+    beta1: float = 0.01             # KL on both attempts (Stage II), on attempt 2 (Stage I)
+    beta2: float = 0.1              # Stage I KL on attempt 1 (0.25 for code in the paper)
+    baseline: str = choice("rloo", "rloo", "mean", "none")
+    kl_estimator: str = choice("k3", "k3", "k1", "k2")
+    zero_stage: int = choice(0, 0, 1, 2, 3)
+    gradient_accumulation_steps: int = 1
+    gradient_clipping: float = 1.0
+    optimizer: str = choice("adamw", "adamw", "adam")
+    seed: int = 0
+
+    def __post_init__(self):
+        _positive(self, "problems_per_step", "max_new_tokens", "gradient_accumulation_steps",
+                  prefix="train")
+        if self.samples_per_problem < 1 or (self.baseline == "rloo" and self.samples_per_problem < 2):
+            raise ConfigError("train.samples_per_problem: the RLOO baseline needs at least 2 "
+                              "samples per problem; set it >= 2 or train.baseline to 'mean'/'none'")
+        if self.temperature <= 0:
+            raise ConfigError("train.temperature: must be > 0; RL samples on-policy")
+        for name in ("stage1_steps", "stage2_steps", "alpha", "beta1", "beta2"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}: must be >= 0")
+        if self.learning_rate <= 0:
+            raise ConfigError("train.learning_rate: must be > 0")
+
+
+@dataclass
+class VerifyConfig:
+    runner: str = "DirectRunner"
+    direct_num_workers: int = 0     # 0: one worker per core
+    direct_running_mode: str = choice("multi_processing", "multi_processing", "multi_threading",
+                                      "in_memory")
+    timeout_s: float = 10.0
+
+
+@dataclass
+class PromptConfig:
+    """Templates; empty means the task's default from prompts.py (the paper's App. C)."""
+    attempt1: str = ""
+    correction: str = ""
+
+
+@dataclass
+class RunConfig:
+    name: str = "selfcorrect"
+    task: str = choice("math", "math")
+    output_dir: str = "runs"        # local folder or gs:// prefix for the run's results
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _positive(obj, *names, prefix):
+    for name in names:
+        if getattr(obj, name) < 1:
+            raise ConfigError(f"{prefix}.{name}: must be >= 1, got {getattr(obj, name)}")
+
+
+def _coerce(key: str, value: Any, typ: str):
+    if typ == "bool":
+        if isinstance(value, bool):
+            return value
+    elif typ == "int":
+        # KFP passes dict parameters through protobuf Struct, which turns ints into floats
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ == "str":
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {typ}, got {type(value).__name__} {value!r}")
+
+
+def build(cls, data: dict | None, prefix: str = ""):
+    """Build a config dataclass from a (partial) dict, checking every key and value."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}: unknown key; accepted keys: {', '.join(known)}")
+    kwargs = {}
+    for name, f in known.items():
+        key = prefix + name
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            kwargs[name] = build(f.default_factory, data.get(name), key + ".")
+            continue
+        if name not in data:
+            continue
+        value = _coerce(key, data[name], f.type)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not accepted; accepted values: "
+                              f"{', '.join(map(str, choices))}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("selfcorrect.presets").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict:
+    if name not in preset_names():
+        raise ConfigError(f"preset: {name!r} is not a preset; presets: {', '.join(preset_names())}")
+    return yaml.safe_load(resources.files("selfcorrect.presets").joinpath(f"{name}.yaml").read_text()) or {}
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def parse_set(item: str) -> dict:
+    """`train.learning_rate=1e-5` -> {"train": {"learning_rate": 1e-05}} (values parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.stage1_steps=5")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load(preset: str | None = None, config_file: str | None = None,
+         overrides: list[str] = ()) -> RunConfig:
+    data: dict = read_preset(preset) if preset else {}
+    if config_file:
+        try:
+            from_file = yaml.safe_load(Path(config_file).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"--config {config_file}: no such file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config {config_file}: not valid YAML: {e}") from None
+        if not isinstance(from_file, dict):
+            raise ConfigError(f"--config {config_file}: expected a mapping of keys at the top")
+        data = merge(data, from_file)
+    for item in overrides:
+        data = merge(data, parse_set(item))
+    cfg = build(RunConfig, data)
+    return resolve_paths(cfg)
+
+
+def resolve_paths(cfg: RunConfig) -> RunConfig:
+    """Make local paths absolute, so pipeline steps running elsewhere find them."""
+    if cfg.model.path and "://" not in cfg.model.path:
+        cfg.model.path = str(Path(cfg.model.path).expanduser().resolve())
+    if "://" not in cfg.output_dir:
+        cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+    return cfg
+
+
+def from_dict(data: dict) -> RunConfig:
+    """Rebuild a resolved config inside a pipeline step (from the KFP dict parameter)."""
+    return build(RunConfig, data)

@@ -1,0 +1,141 @@
+"""Read and write artifacts on a local path or a gs:// URI, with atomic writes.
+
+Local writes go to a temporary file in the target folder and are renamed into
+place, so a crash never leaves a half-written file. GCS uploads are atomic by
+nature: an object appears only when its upload completes. The GCS client honours
+STORAGE_EMULATOR_HOST, which is how the tests reach a local emulator.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+
+class StorageError(OSError):
+    """A read or write that failed, naming the URI."""
+
+
+def is_gcs(uri: str) -> bool:
+    return str(uri).startswith("gs://")
+
+
+def split_gcs(uri: str) -> tuple[str, str]:
+    bucket, _, blob = str(uri)[len("gs://"):].partition("/")
+    if not bucket:
+        raise StorageError(f"{uri}: a gs:// URI needs a bucket name")
+    return bucket, blob
+
+
+@lru_cache(maxsize=1)
+def _client():
+    from google.cloud import storage
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"),
+                              credentials=AnonymousCredentials())
+    return storage.Client()
+
+
+def _blob(uri: str):
+    bucket, name = split_gcs(uri)
+    return _client().bucket(bucket).blob(name)
+
+
+def read_bytes(uri: str) -> bytes:
+    uri = str(uri)
+    if is_gcs(uri):
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return _blob(uri).download_as_bytes()
+        except NotFound:
+            raise FileNotFoundError(f"{uri}: no such object") from None
+    try:
+        return Path(uri).read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{uri}: no such file") from None
+
+
+def read_text(uri: str) -> str:
+    data = read_bytes(uri)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise StorageError(f"{uri}: line {line}: not UTF-8 (byte {e.start})") from None
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    uri = str(uri)
+    if is_gcs(uri):
+        _blob(uri).upload_from_string(data)
+        return
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def exists(uri: str) -> bool:
+    uri = str(uri)
+    if is_gcs(uri):
+        return _blob(uri).exists()
+    return Path(uri).exists()
+
+
+def join(base: str, *parts: str) -> str:
+    base = str(base)
+    if is_gcs(base):
+        return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+    return str(Path(base, *parts))
+
+
+def upload_tree(local_dir: str, uri: str) -> list[str]:
+    """Copy every file under local_dir to uri (a folder or gs:// prefix); returns the URIs.
+
+    A local destination is filled in a temporary sibling folder and renamed into
+    place, so readers see either the old tree or the whole new one.
+    """
+    src = Path(local_dir)
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    if is_gcs(uri):
+        out = []
+        for p in files:
+            dest = join(uri, p.relative_to(src).as_posix())
+            _blob(dest).upload_from_filename(str(p))
+            out.append(dest)
+        return out
+    dest = Path(uri)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [str(dest / p.relative_to(src)) for p in files]
