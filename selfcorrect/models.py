@@ -35,7 +35,7 @@ def gpt2_tokenizer():
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(data / "encoder.json", Path(tmp, "vocab.json"))
         shutil.copy(data / "vocab.bpe", Path(tmp, "merges.txt"))
-        tok = GPT2TokenizerFast(vocab_file=f"{tmp}/vocab.json", merges_file=f"{tmp}/merges.txt")
+        tok = GPT2TokenizerFast.from_pretrained(tmp)
     tok.pad_token = tok.eos_token
     return tok
 
