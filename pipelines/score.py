@@ -1,0 +1,56 @@
+"""The SCoRe DAG: data -> gate -> base attempts -> Beam verification -> gate ->
+Stage I -> Stage II -> trained attempts -> verification -> evaluation.
+
+Every arrow carries a typed artifact; every dataset that crosses a step passes a Great
+Expectations gate before the next step uses it.
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset
+
+from selfcorrect import __version__
+from selfcorrect.components import (evaluate, prepare_model, prepare_problems, sample_attempts,
+                                    train_stage1, train_stage2, validate_data, verify_attempts)
+
+PIPELINE_NAME = "selfcorrect-score"
+
+
+def _verified(config, problems, model, label: str):
+    """Attempts on the eval split, verified and gated; returns (attempts, verdicts) tasks."""
+    attempts = sample_attempts(config=config, problems=problems, model=model, split="eval")
+    attempts.set_display_name(f"sample-attempts-{label}")
+    attempts_gate = validate_data(kind="attempts", data=attempts.outputs["attempts"],
+                                  problems=problems)
+    attempts_gate.set_display_name(f"gate-attempts-{label}")
+    verdicts = verify_attempts(config=config, problems=problems,
+                               attempts=attempts.outputs["attempts"]).after(attempts_gate)
+    verdicts.set_display_name(f"verify-attempts-{label}")
+    gate = validate_data(kind="verdicts", data=verdicts.outputs["verdicts"], problems=problems)
+    gate.set_display_name(f"gate-verdicts-{label}")
+    return attempts, verdicts, gate
+
+
+@dsl.pipeline(name=PIPELINE_NAME, display_name=f"{PIPELINE_NAME} {__version__}",
+              description=f"SCoRe self-correction training, selfcorrect version {__version__}")
+def score_pipeline(config: dict) -> Dataset:
+    problems = prepare_problems(config=config)
+    problems_gate = validate_data(kind="problems", data=problems.outputs["problems"])
+    problems_gate.set_display_name("gate-problems")
+    data = problems.outputs["problems"]
+
+    base = prepare_model(config=config)
+    base_attempts, base_verdicts, base_gate = _verified(config, data, base.outputs["model"], "base")
+    base_attempts.after(problems_gate)
+
+    stage1 = train_stage1(config=config, problems=data, base_model=base.outputs["model"])
+    stage1.after(problems_gate, base_gate)
+    stage2 = train_stage2(config=config, problems=data, init_model=stage1.outputs["model"],
+                          base_model=base.outputs["model"])
+    trained_attempts, trained_verdicts, trained_gate = _verified(
+        config, data, stage2.outputs["model"], "trained")
+
+    report = evaluate(base_attempts=base_attempts.outputs["attempts"],
+             base_verdicts=base_verdicts.outputs["verdicts"],
+             trained_attempts=trained_attempts.outputs["attempts"],
+             trained_verdicts=trained_verdicts.outputs["verdicts"]).after(trained_gate)
+    return report.outputs["results"]

@@ -1,0 +1,83 @@
+"""`selfcorrect run | compile | verify | validate`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from selfcorrect import __version__
+from selfcorrect.config import ConfigError
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="a preset from selfcorrect/presets (tiny, demo)")
+    p.add_argument("--config", help="a YAML run configuration file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key, e.g. --set train.stage1_steps=5 (repeatable)")
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from selfcorrect import config, evaluate
+    from selfcorrect.pipelines.local import run_local
+
+    cfg = config.load(args.preset, args.config, args.overrides)
+    console = Console()
+    console.print(f"[bold]selfcorrect {__version__}[/]: running the SCoRe pipeline locally "
+                  f"({cfg.name}, model {cfg.model.name or cfg.model.source})")
+    out = run_local(cfg)
+    table = Table(title=f"Self-correction on {int(out['results']['base']['n'])} eval problems (%)")
+    table.add_column("model")
+    for key in evaluate.METRICS:
+        table.add_column(evaluate.LABELS[key], justify="right")
+    for name, m in out["results"].items():
+        table.add_row(name, *(f"{100 * m[k]:+.1f}" if k.startswith("delta") else f"{100 * m[k]:.1f}"
+                              for k in evaluate.METRICS))
+    console.print(table)
+    console.print(f"pipeline finished in {out['seconds']:.0f} s")
+    console.print(f"artifacts: [bold]{out['run_dir']}[/]")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from selfcorrect.pipelines.compile import compile_pipeline
+
+    cfg = None
+    if args.preset or args.config or args.overrides:
+        from selfcorrect import config
+
+        cfg = config.load(args.preset, args.config, args.overrides).to_dict()
+    print(compile_pipeline(args.output, cfg))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="selfcorrect", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"selfcorrect {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole pipeline locally through kfp.local")
+    _config_args(run)
+    comp = sub.add_parser("compile", help="compile the pipeline to versioned IR YAML")
+    comp.add_argument("--output", default="dist", help="folder for the YAML (default: dist)")
+    _config_args(comp)
+    sub.add_parser("verify", add_help=False, help="verify attempts with the Beam step")
+    sub.add_parser("validate", add_help=False, help="check a dataset with its GX suite")
+
+    if argv and argv[0] in ("verify", "validate"):   # these parse their own options
+        if argv[0] == "verify":
+            from selfcorrect.verify.beam import main as verify_main
+            return verify_main(argv[1:])
+        from selfcorrect.validate import main as validate_main
+        return validate_main(argv[1:])
+    args = parser.parse_args(argv)
+    try:
+        return {"run": cmd_run, "compile": cmd_compile}[args.command](args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

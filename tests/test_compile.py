@@ -1,0 +1,30 @@
+import re
+
+import yaml
+
+from selfcorrect import __version__, images
+from selfcorrect.pipelines.compile import compile_pipeline
+
+STEPS = {"prepare-problems", "prepare-model", "validate-data", "sample-attempts",
+         "verify-attempts", "train-stage1", "train-stage2", "evaluate"}
+
+
+def test_compiled_pipeline_is_versioned_and_pins_images(tmp_path):
+    path = compile_pipeline(tmp_path)
+    assert path.name == f"selfcorrect-pipeline-{__version__}.yaml"
+    ir = yaml.safe_load(path.read_text())
+    assert ir["pipelineInfo"]["name"] == "selfcorrect-score"
+    assert __version__ in ir["pipelineInfo"]["displayName"]
+    executors = ir["deploymentSpec"]["executors"]
+    used = {e["container"]["image"] for e in executors.values()}
+    assert used == {images.image(n) for n in images.IMAGES}
+    for img in used:
+        assert img.endswith(f":{__version__}") and ":latest" not in img
+    names = {re.sub(r"-\d+$", "", c[len("comp-"):]) for c in ir["components"]}
+    assert STEPS <= names
+    assert "config" in ir["root"]["inputDefinitions"]["parameters"]
+
+
+def test_registry_comes_from_one_place(monkeypatch):
+    monkeypatch.setenv("SELFCORRECT_REGISTRY", "us-docker.pkg.dev/p/r/")
+    assert images.image("selfcorrect-trainer") == f"us-docker.pkg.dev/p/r/selfcorrect-trainer:{__version__}"

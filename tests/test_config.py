@@ -1,0 +1,50 @@
+import pytest
+
+from selfcorrect import config
+from selfcorrect.config import ConfigError
+
+
+def test_presets_load_and_differ():
+    tiny, demo = config.load("tiny"), config.load("demo")
+    assert tiny.model.source == "tiny" and demo.model.source == "gguf"
+    assert demo.model.path.endswith(".gguf") and demo.model.path.startswith("/")
+
+
+def test_precedence_defaults_preset_file_set(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("train:\n  alpha: 3\n  beta1: 0.5\n")
+    cfg = config.load("tiny", str(f), ["train.alpha=7", "data.operations=*"])
+    assert cfg.train.alpha == 7.0           # --set beats the file
+    assert cfg.train.beta1 == 0.5           # the file beats the preset and defaults
+    assert cfg.train.stage1_steps == 2      # the preset beats the defaults
+    assert cfg.data.operations == "*" and cfg.train.beta2 == 0.1
+
+
+@pytest.mark.parametrize("item, words", [
+    ("train.bogus=1", ["train.bogus", "unknown key", "stage1_steps"]),
+    ("train.baseline=ppo", ["train.baseline", "'ppo'", "rloo, mean, none"]),
+    ("train.zero_stage=4", ["train.zero_stage", "0, 1, 2, 3"]),
+    ("train.stage1_steps=many", ["train.stage1_steps", "expected int"]),
+    ("model.source=gguf", ["model.path", "required"]),
+    ("data.operations=/", ["data.operations"]),
+    ("train.samples_per_problem=1", ["RLOO", "samples_per_problem"]),
+    ("nothing", ["key=value"]),
+])
+def test_bad_keys_and_values_name_the_key(item, words):
+    with pytest.raises(ConfigError) as e:
+        config.load("tiny", overrides=[item])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="demo, tiny"):
+        config.load("huge")
+
+
+def test_round_trip_through_kfp_struct_floats():
+    cfg = config.load("tiny")
+    data = cfg.to_dict()
+    data["train"]["stage1_steps"] = 2.0     # what a KFP dict parameter turns ints into
+    again = config.from_dict(data)
+    assert again == cfg and isinstance(again.train.stage1_steps, int)
