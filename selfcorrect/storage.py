@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -70,6 +71,20 @@ def read_text(uri: str) -> str:
         raise StorageError(f"{uri}: line {line}: not UTF-8 (byte {e.start})") from None
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     uri = str(uri)
     if is_gcs(uri):
@@ -77,9 +92,16 @@ def write_bytes(uri: str, data: bytes) -> None:
         return
     target = Path(uri)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes the file 0600; give it the mode a plain open() would give
+    # (0666 & ~umask), or keep the mode of the file being replaced.
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(f.fileno() if os.chmod in os.supports_fd else tmp, mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -114,6 +136,8 @@ def upload_tree(local_dir: str, uri: str) -> list[str]:
     place, so readers see either the old tree or the whole new one.
     """
     src = Path(local_dir)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{local_dir}: no such folder")
     files = sorted(p for p in src.rglob("*") if p.is_file())
     if is_gcs(uri):
         out = []
@@ -131,7 +155,11 @@ def upload_tree(local_dir: str, uri: str) -> list[str]:
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(dest, old)
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                os.replace(old, dest)  # put the old tree back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, dest)

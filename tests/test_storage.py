@@ -1,0 +1,372 @@
+"""Tests for selfcorrect.storage against local paths and an in-process GCS emulator.
+
+The emulator (gcp-storage-emulator) runs in this process on 127.0.0.1, bound to
+port 0 so the OS picks a free port with no race; STORAGE_EMULATOR_HOST points the
+real google-cloud-storage client at it.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from selfcorrect import storage
+
+BUCKET = "selfcorrect-test"
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    """Start the emulator, point the client at it, create a bucket; yield gs://BUCKET."""
+    from gcp_storage_emulator.server import create_server
+    from google.cloud import storage as gcs_lib
+
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()
+    try:
+        port = server._api._httpd.server_address[1]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+            mp.setenv("GOOGLE_CLOUD_PROJECT", "local")
+            storage._client.cache_clear()
+            try:
+                client = storage._client()
+                assert client is not None
+                client.create_bucket(BUCKET)
+                assert isinstance(client, gcs_lib.Client)
+                yield f"gs://{BUCKET}"
+            finally:
+                storage._client.cache_clear()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gs_prefix(gcs, request):
+    """A gs:// prefix unique to the test, so tests do not see each other's objects."""
+    return storage.join(gcs, request.node.name)
+
+
+def _gcs_names(prefix: str) -> list[str]:
+    bucket, name = storage.split_gcs(prefix)
+    return sorted(b.name for b in storage._client().list_blobs(bucket, prefix=name + "/"))
+
+
+# --- local ------------------------------------------------------------------
+
+
+def test_local_round_trip(tmp_path):
+    p = storage.join(str(tmp_path), "sub", "dir", "a.txt")
+    storage.write_text(p, "héllo\nwörld\n")
+    assert storage.read_text(p) == "héllo\nwörld\n"
+    b = storage.join(str(tmp_path), "b.bin")
+    storage.write_bytes(b, bytes(range(256)))
+    assert storage.read_bytes(b) == bytes(range(256))
+    # Overwrite replaces the content.
+    storage.write_text(p, "new")
+    assert storage.read_text(p) == "new"
+    # No temp files remain next to the targets.
+    assert sorted(os.listdir(tmp_path)) == ["b.bin", "sub"]
+    assert os.listdir(tmp_path / "sub" / "dir") == ["a.txt"]
+
+
+def test_local_exists(tmp_path):
+    p = tmp_path / "x.txt"
+    assert not storage.exists(str(p))
+    storage.write_text(str(p), "x")
+    assert storage.exists(str(p))
+    assert storage.exists(p)  # Path objects are accepted too
+
+
+def test_local_missing_raises_file_not_found(tmp_path):
+    p = str(tmp_path / "nope.txt")
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        storage.read_bytes(p)
+    with pytest.raises(FileNotFoundError) as ei:
+        storage.read_text(p)
+    assert p in str(ei.value)
+
+
+def test_local_non_utf8_names_uri_and_line(tmp_path):
+    p = str(tmp_path / "bad.txt")
+    storage.write_bytes(p, b"ok line\nsecond\nthird \xff\xfe here\n")
+    with pytest.raises(storage.StorageError) as ei:
+        storage.read_text(p)
+    msg = str(ei.value)
+    assert p in msg
+    assert "line 3" in msg
+
+
+# --- gs:// ------------------------------------------------------------------
+
+
+def test_gcs_round_trip_text_and_bytes(gs_prefix):
+    t = storage.join(gs_prefix, "dir", "a.txt")
+    storage.write_text(t, "héllo\nwörld\n")
+    assert storage.read_text(t) == "héllo\nwörld\n"
+    b = storage.join(gs_prefix, "b.bin")
+    payload = bytes(range(256)) * 4
+    storage.write_bytes(b, payload)
+    assert storage.read_bytes(b) == payload
+    storage.write_text(t, "overwritten")
+    assert storage.read_text(t) == "overwritten"
+    assert _gcs_names(gs_prefix) == [
+        f"{gs_prefix[len('gs://' + BUCKET + '/'):]}/b.bin",
+        f"{gs_prefix[len('gs://' + BUCKET + '/'):]}/dir/a.txt",
+    ]
+
+
+def test_gcs_exists(gs_prefix):
+    uri = storage.join(gs_prefix, "e.txt")
+    assert storage.exists(uri) is False
+    storage.write_text(uri, "e")
+    assert storage.exists(uri) is True
+
+
+def test_gcs_missing_raises_file_not_found(gs_prefix):
+    uri = storage.join(gs_prefix, "missing.txt")
+    with pytest.raises(FileNotFoundError) as ei:
+        storage.read_bytes(uri)
+    assert uri in str(ei.value)
+    with pytest.raises(FileNotFoundError) as ei:
+        storage.read_text(uri)
+    assert uri in str(ei.value)
+    # A bucket that does not exist is reported the same way.
+    nob = "gs://no-such-bucket-xyz/a.txt"
+    with pytest.raises(FileNotFoundError) as ei:
+        storage.read_bytes(nob)
+    assert nob in str(ei.value)
+
+
+def test_gcs_non_utf8_names_uri_and_line(gs_prefix):
+    uri = storage.join(gs_prefix, "bad.txt")
+    storage.write_bytes(uri, b"line one\n\xc3\x28 broken\n")
+    with pytest.raises(storage.StorageError) as ei:
+        storage.read_text(uri)
+    msg = str(ei.value)
+    assert uri in msg
+    assert "line 2" in msg
+    assert isinstance(ei.value, OSError)
+
+
+def test_split_gcs_needs_bucket():
+    assert storage.split_gcs("gs://b/x/y.txt") == ("b", "x/y.txt")
+    with pytest.raises(storage.StorageError, match="gs:///x"):
+        storage.split_gcs("gs:///x")
+
+
+# --- upload_tree ------------------------------------------------------------
+
+
+def _make_tree(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def test_upload_tree_to_gcs(tmp_path, gs_prefix):
+    files = {"a.txt": b"A", "sub/b.json": b'{"b": 1}', "sub/deep/c.bin": b"\x00\x01"}
+    src = _make_tree(tmp_path / "src", files)
+    out = storage.upload_tree(str(src), gs_prefix + "/")  # trailing slash tolerated
+    expected = [storage.join(gs_prefix, rel) for rel in sorted(files)]
+    assert out == expected
+    name_prefix = gs_prefix[len(f"gs://{BUCKET}/"):]
+    assert _gcs_names(gs_prefix) == [f"{name_prefix}/{rel}" for rel in sorted(files)]
+    for rel, data in files.items():
+        assert storage.read_bytes(storage.join(gs_prefix, rel)) == data
+
+
+def test_upload_tree_local_new_destination(tmp_path):
+    src = _make_tree(tmp_path / "src", {"a.txt": b"A", "x/y.txt": b"Y"})
+    dest = tmp_path / "out" / "tree"
+    out = storage.upload_tree(str(src), str(dest))
+    assert out == [str(dest / "a.txt"), str(dest / "x" / "y.txt")]
+    assert (dest / "a.txt").read_bytes() == b"A"
+    assert (dest / "x" / "y.txt").read_bytes() == b"Y"
+    assert os.listdir(tmp_path / "out") == ["tree"]  # no temp folder left
+
+
+def test_upload_tree_local_replaces_existing_tree_whole(tmp_path):
+    dest = _make_tree(tmp_path / "dest", {"old.txt": b"old", "keep/same.txt": b"v1",
+                                           "gone/deep.txt": b"gone"})
+    src = _make_tree(tmp_path / "src", {"new.txt": b"new", "keep/same.txt": b"v2"})
+    out = storage.upload_tree(str(src), str(dest))
+    assert out == [str(dest / "keep" / "same.txt"), str(dest / "new.txt")]
+    got = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert got == ["keep/same.txt", "new.txt"]
+    assert (dest / "keep" / "same.txt").read_bytes() == b"v2"
+    # Only src and dest remain: no temp or .old folder left behind.
+    assert sorted(os.listdir(tmp_path)) == ["dest", "src"]
+    # Source untouched.
+    assert (src / "new.txt").read_bytes() == b"new"
+
+
+def test_upload_tree_local_failure_keeps_old_tree(tmp_path, monkeypatch):
+    dest = _make_tree(tmp_path / "dest", {"old.txt": b"old"})
+    src = _make_tree(tmp_path / "src", {"new.txt": b"new"})
+
+    def boom(*a, **k):
+        raise OSError("simulated copy failure")
+
+    monkeypatch.setattr(storage.shutil, "copytree", boom)
+    with pytest.raises(OSError, match="simulated"):
+        storage.upload_tree(str(src), str(dest))
+    assert (dest / "old.txt").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["dest", "src"]
+
+
+def test_upload_tree_local_failed_swap_restores_old_tree(tmp_path, monkeypatch):
+    """If the new tree cannot be renamed into place, the old tree is put back."""
+    dest = _make_tree(tmp_path / "dest", {"old.txt": b"old"})
+    src = _make_tree(tmp_path / "src", {"new.txt": b"new"})
+    real_replace = os.replace
+
+    def replace(a, b):
+        if Path(a).name.startswith(".dest.") and not Path(a).name.endswith(".old") \
+                and Path(b) == dest:
+            raise OSError("simulated failure renaming the new tree into place")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(storage.os, "replace", replace)
+    with pytest.raises(OSError, match="simulated"):
+        storage.upload_tree(str(src), str(dest))
+    monkeypatch.undo()
+    assert (dest / "old.txt").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["dest", "src"]
+
+
+def test_upload_tree_missing_source_raises(tmp_path, gs_prefix):
+    missing = str(tmp_path / "no-such-dir")
+    with pytest.raises(FileNotFoundError) as ei:
+        storage.upload_tree(missing, str(tmp_path / "dest"))
+    assert missing in str(ei.value)
+    with pytest.raises(FileNotFoundError) as ei:
+        storage.upload_tree(missing, gs_prefix)
+    assert missing in str(ei.value)
+    assert _gcs_names(gs_prefix) == []
+
+
+# --- atomic local writes ----------------------------------------------------
+
+
+def test_atomic_write_crash_in_replace_keeps_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "f.txt"
+    storage.write_text(str(p), "original")
+
+    def boom(*a, **k):
+        raise OSError("simulated crash before rename")
+
+    monkeypatch.setattr(storage.os, "replace", boom)
+    with pytest.raises(OSError, match="simulated crash"):
+        storage.write_text(str(p), "replacement that never lands")
+    monkeypatch.undo()
+    assert p.read_text() == "original"
+    assert os.listdir(tmp_path) == ["f.txt"]  # temp file cleaned up
+
+
+def test_atomic_write_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "f.bin"
+    storage.write_bytes(str(p), b"original")
+
+    def fsync_boom(fd):
+        raise KeyboardInterrupt("simulated crash during fsync")
+
+    # Crash during fsync, after the bytes have been written to the temp file.
+    monkeypatch.setattr(storage.os, "fsync", fsync_boom)
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_bytes(str(p), b"partial" * 1000)
+    monkeypatch.undo()
+    assert p.read_bytes() == b"original"
+    assert os.listdir(tmp_path) == ["f.bin"]
+
+    # Data that is not bytes at all fails inside f.write.
+    with pytest.raises(TypeError):
+        storage.write_bytes(str(p), "not bytes")  # type: ignore[arg-type]
+    assert p.read_bytes() == b"original"
+    assert os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_atomic_write_crash_half_written_keeps_old_file(tmp_path, monkeypatch):
+    """The temp file gets half the data, then the write dies: target is untouched."""
+    p = tmp_path / "f.txt"
+    storage.write_text(str(p), "original")
+    real_fdopen = os.fdopen
+    seen = {}
+
+    class HalfWriter:
+        def __init__(self, f):
+            self._f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+            return False
+
+        def write(self, data):
+            self._f.write(data[: len(data) // 2])
+            self._f.flush()
+            seen["tmp"] = os.readlink(f"/proc/self/fd/{self._f.fileno()}") \
+                if os.path.exists("/proc/self/fd") else None
+            raise OSError("simulated crash mid-write (disk full)")
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+    monkeypatch.setattr(storage.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+    with pytest.raises(OSError, match="mid-write"):
+        storage.write_text(str(p), "a much longer replacement " * 50)
+    monkeypatch.undo()
+    assert p.read_text() == "original"
+    assert os.listdir(tmp_path) == ["f.txt"]
+    if seen.get("tmp"):  # the half-written temp file lived next to the target
+        assert Path(seen["tmp"]).parent == tmp_path.resolve()
+        assert not Path(seen["tmp"]).exists()
+
+
+def _umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def test_atomic_write_file_mode_like_a_plain_write(tmp_path):
+    """A temp-file-and-rename write must not leave the file 0600 (mkstemp's mode)."""
+    p = tmp_path / "new.txt"
+    storage.write_text(str(p), "x")
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~_umask()
+    # Overwriting an existing file keeps that file's mode.
+    q = tmp_path / "existing.txt"
+    q.write_text("old")
+    os.chmod(q, 0o640)
+    storage.write_text(str(q), "new")
+    assert q.read_text() == "new"
+    assert stat.S_IMODE(q.stat().st_mode) == 0o640
+
+
+def test_atomic_write_into_new_folder(tmp_path):
+    p = tmp_path / "a" / "b" / "c.txt"
+    storage.write_text(str(p), "deep")
+    assert p.read_text() == "deep"
+
+
+# --- join -------------------------------------------------------------------
+
+
+def test_join_local(tmp_path):
+    assert storage.join(str(tmp_path), "a", "b.txt") == str(tmp_path / "a" / "b.txt")
+    assert storage.join(tmp_path, "x") == str(tmp_path / "x")
+    assert storage.join("rel", "a/b", "c") == str(Path("rel", "a", "b", "c"))
+
+
+def test_join_gcs():
+    assert storage.join("gs://b", "a", "c.txt") == "gs://b/a/c.txt"
+    assert storage.join("gs://b/", "a/", "/c.txt") == "gs://b/a/c.txt"
+    assert storage.join("gs://b/pre//", "x") == "gs://b/pre/x"
+    assert storage.join("gs://b/pre") == "gs://b/pre"
+    assert storage.is_gcs(storage.join("gs://b", "x"))
