@@ -370,3 +370,15 @@ def test_join_gcs():
     assert storage.join("gs://b/pre//", "x") == "gs://b/pre/x"
     assert storage.join("gs://b/pre") == "gs://b/pre"
     assert storage.is_gcs(storage.join("gs://b", "x"))
+
+
+def test_records_read_and_write_gcs_through_the_same_code(gs_prefix):
+    from selfcorrect.records import Problem, RecordError, read_jsonl, write_jsonl
+
+    rows = [Problem("p1", "math", "What is 1 + 1?", "2"), Problem("p2", "math", "2 * 3?", "6")]
+    uri = f"{gs_prefix}/problems.jsonl"
+    assert write_jsonl(uri, rows) == 2
+    assert read_jsonl(uri, Problem) == rows
+    storage.write_text(f"{gs_prefix}/bad.jsonl", '{"id": "p1", "task": "math"}\n')
+    with pytest.raises(RecordError, match=r"gs://.*/bad.jsonl: row 1: field 'prompt': missing"):
+        read_jsonl(f"{gs_prefix}/bad.jsonl", Problem)
