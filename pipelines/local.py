@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -11,10 +10,10 @@ from selfcorrect.config import RunConfig
 
 
 def run_local(cfg: RunConfig) -> dict:
-    """Run the DAG; returns {"run_dir", "results", "pipeline_root"}.
+    """Run the DAG; returns {"results", "run_dir", "pipeline_root", "seconds"}.
 
-    Steps run as subprocesses of this Python (use_venv=False), so the interpreter's
-    folder goes first on PATH: the component command calls `python3`.
+    Steps run one after another as subprocesses of this very interpreter (kfp.local puts
+    sys.executable in place of the image's `python3`), so the installed package is used.
     """
     from kfp import local
 
@@ -25,7 +24,6 @@ def run_local(cfg: RunConfig) -> dict:
                          "root; copy results to gs:// afterwards or run on a cluster")
     root = Path(cfg.output_dir, "kfp-local").resolve()
     root.mkdir(parents=True, exist_ok=True)
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
