@@ -1,0 +1,276 @@
+"""Data gates: real Great Expectations runs over small JSONL files (no mocks).
+
+GX takes seconds to import and ~0.5 s a run on 2 cores, so the valid datasets are
+validated once per module and each violation costs exactly one run.
+"""
+import dataclasses
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import jsonschema
+import pytest
+
+from selfcorrect import records, storage, validate as v
+from selfcorrect.records import Attempt, Problem, Verdict
+
+UNIQUE = "expect_column_values_to_be_unique"
+COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
+IN_SET = "expect_column_values_to_be_in_set"
+BETWEEN = "expect_column_values_to_be_between"
+MATCH = "expect_column_values_to_match_regex"
+NOT_MATCH = "expect_column_values_to_not_match_regex"
+
+
+def valid_rows() -> dict[str, list[dict]]:
+    problems = [
+        Problem("p1", "math", "What is 1 + 1?", answer="2", source="arithmetic"),
+        Problem("p2", "math", "What is 2 * 3?", answer="6", source="arithmetic", split="eval"),
+        Problem("p3", "code", "Write f(x) returning x + 1.", test="def check(c):\n    assert c(1) == 2\n",
+                entry_point="f", source="humaneval"),
+    ]
+    keys = [(p.id, s, t) for p in problems for s in (0, 1) for t in (1, 2)]   # 12 rows
+    attempts = [Attempt(pid, s, t, f"answer {pid}/{s}/{t}", "tiny@0.1.0", truncated=(s == 1)) for pid, s, t in keys]
+    verdicts = [Verdict(pid, s, t, correct=(t == 2), reward=float(t == 2), reason="" if t == 2 else "wrong answer",
+                        verifier="math" if pid != "p3" else "code") for pid, s, t in keys]
+    return {k: [dataclasses.asdict(r) for r in rs]
+            for k, rs in {"problems": problems, "attempts": attempts, "verdicts": verdicts}.items()}
+
+
+def write(path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("valid")
+    return {kind: write(d / f"{kind}.jsonl", rows) for kind, rows in valid_rows().items()}
+
+
+@pytest.fixture(scope="module")
+def valid_results(files):
+    return {kind: v.validate(kind, uri, problems_uri=None if kind == "problems" else files["problems"])
+            for kind, uri in files.items()}
+
+
+# ---- valid data -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", list(v.KINDS))
+def test_valid_datasets_pass(valid_results, kind):
+    result = valid_results[kind]
+    assert result.success, result.markdown()
+    assert (result.kind, result.rows, result.failures, result.skipped) == (kind, len(valid_rows()[kind]), [], [])
+    assert result.checks == len(v.load_suite(kind)["expectations"]) + (0 if kind == "problems" else 2)
+    assert result.markdown().startswith(f"### Data gate `{kind}`: passed")
+    assert "<html" in result.html and "Cross-dataset checks (all passed)" in result.html
+
+
+def test_gx_stays_quiet_and_is_imported_lazily(files, capfd):
+    v.validate("problems", files["problems"])
+    out, err = capfd.readouterr()
+    assert "Calculating Metrics" not in out + err and "it/s" not in out + err   # GX's tqdm bars are off
+    code = ("import sys, selfcorrect.validate; "
+            "sys.exit(sorted({'great_expectations', 'pandas'} & set(sys.modules)) or 0)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_cross_check_is_skipped_visibly_without_a_problems_file(files):
+    result = v.validate("attempts", files["attempts"])
+    assert result.success and result.skipped == ["problem_id_known: no problems file given"]
+    assert "skipped problem_id_known" in result.markdown()
+
+
+# ---- each kind of violation fails, named, with the offending rows --------------------
+
+def _dup_id(rows): rows[1]["id"] = "p1"
+def _bad_task(rows): rows[1]["task"] = "physics"
+def _math_without_answer(rows): rows[0]["answer"] = "  "
+def _code_without_entry_point(rows): rows[2]["entry_point"] = ""
+def _turn3(rows): rows[1]["turn"] = 3                      # (p1, 0, 2) -> turn 3
+def _dup_key(rows): rows.append(dict(rows[0]))             # (p1, 0, 1) twice
+def _no_turn1(rows): del rows[2]                           # drop (p1, 1, 1); (p1, 1, 2) is now row 3
+def _unknown_problem(rows):
+    for r in rows[:2]:                                     # both turns of (p1, 0)
+        r["problem_id"] = "p404"
+def _empty(n):
+    def edit(rows):
+        for r, text in zip(rows[1::2], ["", " \n", "\t"][:n]):
+            r["completion"] = text
+    edit.__name__ = f"_empty{n}"
+    return edit
+def _reward(i, value):
+    def edit(rows): rows[i]["reward"] = value
+    edit.__name__ = f"_reward{value}_row{i + 1}"
+    return edit
+
+
+VIOLATIONS = [
+    ("problems", _dup_id, {(UNIQUE, "id"): 1}, [1, 2]),
+    ("problems", _bad_task, {(IN_SET, "task"): 1}, [2]),
+    ("problems", _math_without_answer, {(MATCH, "answer"): 1}, [1]),
+    ("problems", _code_without_entry_point, {(MATCH, "entry_point"): 1}, [3]),
+    ("attempts", _turn3, {(IN_SET, "turn"): 1}, [2]),
+    ("attempts", _dup_key, {(COMPOUND_UNIQUE, "problem_id, sample, turn"): 1}, [1, 13]),
+    ("attempts", _no_turn1, {("turn2_has_turn1", "turn"): 1}, [3]),
+    ("attempts", _unknown_problem, {("problem_id_known", "problem_id"): 1}, [1, 2]),
+    ("attempts", _empty(2), {(NOT_MATCH, "completion"): 1}, [2, 4]),     # 2 of 12 > 10%
+    ("attempts", _empty(1), {}, []),                                      # 1 of 12 is within it
+    ("verdicts", _reward(1, 1.5), {(BETWEEN, "reward"): 2}, [2]),         # out of [0, 1], and not 1
+    ("verdicts", _reward(0, 1.0), {(BETWEEN, "reward"): 1}, [1]),         # incorrect but rewarded
+    ("verdicts", _unknown_problem, {("problem_id_known", "problem_id"): 1}, [1, 2]),
+    ("verdicts", _no_turn1, {("turn2_has_turn1", "turn"): 1}, [3]),
+]
+
+
+@pytest.mark.parametrize("kind, edit, expected, example_rows", VIOLATIONS,
+                         ids=[f"{kind}{edit.__name__}" for kind, edit, *_ in VIOLATIONS])
+def test_violation_is_named(tmp_path, files, kind, edit, expected, example_rows):
+    rows = valid_rows()[kind]
+    edit(rows)
+    problems = None if kind == "problems" else files["problems"]
+    result = v.validate(kind, write(tmp_path / f"{kind}.jsonl", rows), problems_uri=problems)
+    assert Counter((f.check, f.column) for f in result.failures) == Counter(expected), result.markdown()
+    assert result.success == (not expected)
+    for f in result.failures:
+        assert [e["row"] for e in f.examples] == example_rows
+        assert f.check in result.markdown()
+    if expected:
+        row = result.failures[0].examples[0]
+        assert f"row {row['row']}: " in result.markdown() and "FAILED" in result.markdown()
+
+
+def test_threshold_reports_share_and_allowance(tmp_path):
+    rows = valid_rows()["attempts"]
+    _empty(3)(rows)
+    (failure,) = v.validate("attempts", write(tmp_path / "a.jsonl", rows)).failures
+    assert "3 of 12 rows fail (25.0%; at most 10% allowed)" in failure.detail
+    assert failure.examples[1]["completion"] == " \n"
+
+
+# ---- the JSON Schemas, the suites and records.py agree --------------------------------
+
+JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+
+
+@pytest.mark.parametrize("kind", list(v.KINDS))
+def test_schema_matches_record_fields(kind):
+    schema, cls = v.load_schema(kind), v.KINDS[kind]
+    fields = dataclasses.fields(cls)
+    assert schema["title"] == cls.__name__ and schema["additionalProperties"] is False
+    assert list(schema["properties"]) == [f.name for f in fields]
+    assert schema["required"] == [f.name for f in fields if f.default is dataclasses.MISSING]
+    for f in fields:
+        prop = schema["properties"][f.name]
+        assert prop["type"] == JSON_TYPES[f.type], f.name
+        if f.default is not dataclasses.MISSING:
+            assert prop["default"] == f.default, f.name
+    suite = v.load_suite(kind)
+    (columns,) = [e["kwargs"]["column_set"] for e in suite["expectations"]
+                  if e["type"] == "expect_table_columns_to_match_set"]
+    assert columns == [f.name for f in fields] and suite["meta"]["record"] == cls.__name__
+
+
+@pytest.mark.parametrize("kind", list(v.KINDS))
+def test_schema_enums_are_the_suite_value_sets(kind):
+    props = v.load_schema(kind)["properties"]
+    sets = {e["kwargs"]["column"]: e["kwargs"]["value_set"]
+            for e in v.load_suite(kind)["expectations"] if e["type"] == IN_SET}
+    assert sets and sets == {name: p["enum"] for name, p in props.items() if "enum" in p}
+
+
+@pytest.mark.parametrize("kind", list(v.KINDS))
+def test_schema_accepts_and_rejects_what_records_does(kind):
+    validator = jsonschema.Draft202012Validator(v.load_schema(kind))
+    cls = v.KINDS[kind]
+    rows = valid_rows()[kind]
+    for row in rows:
+        validator.validate(row)
+    first = next(f for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING)
+    int_field = next((f.name for f in dataclasses.fields(cls) if f.type == "int"), None)
+    bad = [{k: x for k, x in rows[0].items() if k != first.name},   # a required field missing
+           {**rows[0], "extra": 1},                                 # an unknown field
+           {**rows[0], first.name: 7}]                              # a wrong type
+    if int_field:
+        bad.append({**rows[0], int_field: True})                    # a bool is not an int
+    for row in bad:
+        assert not validator.is_valid(row), row
+        with pytest.raises(records.RecordError):
+            records.from_dict(cls, row)
+
+
+# ---- unusable input: a clear error naming file and row; CLI exit 2 ---------------------
+
+@pytest.mark.parametrize("content, error, words", [
+    (None, FileNotFoundError, "no such file"),
+    (b"", records.RecordError, "empty"),
+    (b"\n  \n", records.RecordError, "empty"),
+    (b'{"id": "p1", "task": "math", "prompt": "x"}\n{not json\n', records.RecordError, "row 2"),
+    (b'{"id": "p1", "task": "math", "prompt": "x"}\n{"id": "\xff"}\n', storage.StorageError, "line 2: not UTF-8"),
+    (b'{"id": "p1", "task": "math", "prompt": 3}\n', records.RecordError, "row 1: field 'prompt'"),
+])
+def test_unusable_input_raises_naming_file_and_row(tmp_path, capsys, content, error, words):
+    path = tmp_path / "problems.jsonl"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=str(path)) as info:
+        v.validate("problems", str(path))
+    assert words in str(info.value)
+    assert v.main(["--kind", "problems", str(path)]) == 2
+    assert str(path) in capsys.readouterr().err
+
+
+def test_unusable_problems_file_is_named(tmp_path, files):
+    missing = str(tmp_path / "nope.jsonl")
+    with pytest.raises(FileNotFoundError, match=missing):
+        v.validate("attempts", files["attempts"], problems_uri=missing)
+    with pytest.raises(records.RecordError, match="unknown field"):   # attempts passed as problems
+        v.validate("verdicts", files["verdicts"], problems_uri=files["attempts"])
+
+
+def test_unknown_kind_and_misused_problems_file(files):
+    with pytest.raises(ValueError, match="kinds are problems, attempts, verdicts"):
+        v.validate("rewards", files["problems"])
+    with pytest.raises(ValueError, match="problems_uri"):
+        v.validate("problems", files["problems"], problems_uri=files["problems"])
+    with pytest.raises(SystemExit) as exit_:
+        v.main(["--kind", "problems", files["problems"], "--problems", files["problems"]])
+    assert exit_.value.code == 2
+
+
+# ---- CLI and gate -----------------------------------------------------------------------
+
+def test_cli_exit_codes(tmp_path, files, capsys):
+    assert v.main(["--kind", "verdicts", files["verdicts"], "--problems", files["problems"]]) == 0
+    assert "`verdicts`: passed" in capsys.readouterr().out
+    rows = valid_rows()["verdicts"]
+    _reward(1, 1.5)(rows)
+    bad = write(tmp_path / "verdicts.jsonl", rows)
+    report = tmp_path / "report.md"
+    assert v.main(["--kind", "verdicts", bad, "--report", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and BETWEEN in out and "reward=1.5" in out
+    assert report.read_text() == out
+    assert v.main(["--kind", "verdicts", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_gate_writes_report_and_raises(tmp_path, files):
+    passed = tmp_path / "ok" / "report.md"
+    assert v.gate("attempts", files["attempts"], str(passed), problems_uri=files["problems"]).success
+    assert passed.read_text().startswith("### Data gate `attempts`: passed")
+
+    rows = valid_rows()["attempts"]
+    _turn3(rows)
+    report, page = tmp_path / "bad" / "report.md", tmp_path / "bad" / "report.html"
+    with pytest.raises(v.GateFailed) as info:
+        v.gate("attempts", write(tmp_path / "a.jsonl", rows), str(report), html_path=str(page))
+    assert not info.value.result.success
+    assert str(info.value) == report.read_text() and IN_SET in str(info.value) and "turn=3" in str(info.value)
+    assert page.read_text().startswith("<!DOCTYPE html>")   # GX Data Docs, rendered by GX
+    assert "1 unexpected values found. ≈8.333% of 12 total rows." in page.read_text()
+
+    unusable = tmp_path / "unusable" / "report.md"
+    with pytest.raises(FileNotFoundError):
+        v.gate("attempts", str(tmp_path / "missing.jsonl"), str(unusable))
+    assert "UNUSABLE INPUT" in unusable.read_text() and "missing.jsonl" in unusable.read_text()
