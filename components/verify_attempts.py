@@ -19,5 +19,6 @@ def verify_attempts(config: dict, problems: Input[Dataset], attempts: Input[Data
     v = cfg.verify
     args = [f"--runner={v.runner}", f"--direct_num_workers={v.direct_num_workers}",
             f"--direct_running_mode={v.direct_running_mode}", *beam_args]
-    counts = beam.run(problems.path, attempts.path, verdicts.path, pipeline_args=args)
+    counts = beam.run(problems.path, attempts.path, verdicts.path, pipeline_args=args,
+                      timeout_s=v.timeout_s)
     verdicts.metadata.update({k: float(c) for k, c in counts.items()})

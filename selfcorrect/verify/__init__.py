@@ -24,7 +24,12 @@ TASKS = ("math", "code")
 
 def verify(problem: Problem, completion: str, *, sample: int = 0, turn: int = 1,
            timeout_s: float = 10.0) -> Verdict:
-    """Check one completion of a problem: reward 1.0 when correct, else 0.0 with a reason."""
+    """Check one completion of a problem: reward 1.0 when correct, else 0.0 with a reason.
+
+    timeout_s is the wall-clock limit of a code run; math needs none (its work is bounded by
+    input size, see selfcorrect.verify.math). Raises ValueError only for a problem that
+    cannot be checked (unknown task, a code problem without tests), never for a completion.
+    """
     if problem.task == "math":
         from selfcorrect.verify import math as math_verifier
 

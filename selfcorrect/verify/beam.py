@@ -1,0 +1,232 @@
+"""The Beam step: verify every attempt against its problem with the shared verifier.
+
+    {"problems": PCollection[Problem], "attempts": PCollection[Attempt]}
+        | VerifyAttempts(timeout_s)
+    -> {"verdicts": PCollection[Verdict], "dead_letters": PCollection[dict]}
+
+A wrong answer, a crashing or hostile completion is a Verdict (reward 0, with its reason).
+What is the verifier's own fault (verify() raising, an attempt naming an unknown problem) goes
+to the dead-letter output, counted by a Beam counter, and the pipeline goes on.
+
+`run()` reads JSONL records, runs the pipeline (DirectRunner, one worker process per core by
+default; any Beam option passes through, e.g. `--runner DataflowRunner --project ...`) and
+writes the verdicts as JSONL sorted by (problem_id, sample, turn).
+
+CLI: `selfcorrect verify --problems PATH --attempts PATH --output PATH [Beam options...]`
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import uuid
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from selfcorrect import records, storage
+from selfcorrect.records import Attempt, Problem, Verdict
+
+NAMESPACE = "selfcorrect.verify"
+DEAD_LETTERS = "dead_letters"
+DEFAULT_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]  # 0: per core
+_LOCAL_RUNNERS = {"directrunner", "direct", "bundlebaseddirectrunner", "switchingdirectrunner"}
+
+
+def dead_letter(stage: str, error: str, attempt: Attempt) -> dict:
+    """A record of an attempt the step could not judge, with enough to replay it."""
+    return {"stage": stage, "error": error, "problem_id": attempt.problem_id,
+            "sample": attempt.sample, "turn": attempt.turn, "attempt": dataclasses.asdict(attempt)}
+
+
+class JoinFn(beam.DoFn):
+    """(problem_id, {"problems": [...], "attempts": [...]}) -> (Problem, Attempt) per attempt.
+
+    Attempts whose problem is missing (or ambiguous: two different problems, one id) go to
+    the dead-letter output.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.unmatched = Metrics.counter(NAMESPACE, "attempts_without_problem")
+
+    def process(self, element):
+        problem_id, grouped = element
+        problems, attempts = set(grouped["problems"]), list(grouped["attempts"])
+        if len(problems) == 1:
+            problem = problems.pop()
+            for attempt in attempts:
+                yield problem, attempt
+            return
+        why = (f"no problem with id {problem_id!r}" if not problems
+               else f"{len(problems)} different problems share the id {problem_id!r}")
+        for attempt in attempts:
+            self.unmatched.inc()
+            yield TaggedOutput(DEAD_LETTERS, dead_letter("join", why, attempt))
+
+
+class VerifyFn(beam.DoFn):
+    """(Problem, Attempt) -> Verdict, through selfcorrect.verify.verify()."""
+
+    def __init__(self, timeout_s: float = 10.0):
+        super().__init__()
+        self.timeout_s = timeout_s
+        self.verified = Metrics.counter(NAMESPACE, "verdicts")
+        self.correct = Metrics.counter(NAMESPACE, "correct")
+        self.errors = Metrics.counter(NAMESPACE, "verifier_errors")
+
+    def setup(self):
+        # the heavy imports and the sandbox probe, once per worker instead of per element
+        import math_verify  # noqa: F401
+        import sympy  # noqa: F401
+
+        from selfcorrect.verify import code
+
+        code.network_isolation_available()
+
+    def process(self, element):
+        from selfcorrect.verify import verify_attempt
+
+        problem, attempt = element
+        try:
+            verdict = verify_attempt(problem, attempt, timeout_s=self.timeout_s)
+        except Exception as e:  # the verifier's own failure: never the attempt's
+            self.errors.inc()
+            yield TaggedOutput(DEAD_LETTERS, dead_letter("verify", f"{type(e).__name__}: {e}",
+                                                         attempt))
+            return
+        self.verified.inc()
+        if verdict.correct:
+            self.correct.inc()
+        yield verdict
+
+
+class VerifyAttempts(beam.PTransform):
+    """{"problems": PCollection[Problem], "attempts": PCollection[Attempt]} ->
+    {"verdicts": PCollection[Verdict], "dead_letters": PCollection[dict]}."""
+
+    def __init__(self, timeout_s: float = 10.0):
+        super().__init__()
+        self.timeout_s = timeout_s
+
+    def expand(self, inputs):
+        problems = inputs["problems"] | "KeyProblems" >> beam.Map(lambda p: (p.id, p))
+        attempts = inputs["attempts"] | "KeyAttempts" >> beam.Map(lambda a: (a.problem_id, a))
+        joined = (
+            {"problems": problems, "attempts": attempts}
+            | "Group" >> beam.CoGroupByKey()
+            | "Join" >> beam.ParDo(JoinFn()).with_outputs(DEAD_LETTERS, main="pairs"))
+        checked = (
+            joined.pairs
+            | "Spread" >> beam.Reshuffle()  # one problem's many attempts over many workers
+            | "Verify" >> beam.ParDo(VerifyFn(self.timeout_s)).with_outputs(DEAD_LETTERS,
+                                                                            main="verdicts"))
+        dead = ((joined[DEAD_LETTERS], checked[DEAD_LETTERS])
+                | "DeadLetters" >> beam.Flatten())
+        return {"verdicts": checked.verdicts, "dead_letters": dead}
+
+
+def run(problems_uri: str, attempts_uri: str, output_uri: str,
+        pipeline_args: list[str] | None = None, dead_letter_uri: str | None = None,
+        timeout_s: float = 10.0) -> dict:
+    """Verify the attempts in attempts_uri; write verdicts to output_uri (sorted JSONL).
+
+    Returns counts: {"verdicts", "correct", "dead_letters"}. Dead letters are written to
+    dead_letter_uri when given (JSONL), else only counted (and logged by Beam's counter).
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    problems = records.read_jsonl(problems_uri, Problem)
+    attempts = records.read_jsonl(attempts_uri, Attempt)
+    options = PipelineOptions(DEFAULT_ARGS + list(pipeline_args or []))
+    staging = _staging_dir(output_uri, options)
+    try:
+        with beam.Pipeline(options=options) as p:
+            out = ({"problems": p | "ReadProblems" >> beam.Create(problems),
+                    "attempts": p | "ReadAttempts" >> beam.Create(attempts)}
+                   | "VerifyAttempts" >> VerifyAttempts(timeout_s))
+            (out["verdicts"] | "VerdictJson" >> beam.Map(lambda v: json.dumps(dataclasses.asdict(v)))
+             | "WriteVerdicts" >> beam.io.WriteToText(f"{staging}/verdicts"))
+            (out["dead_letters"] | "DeadJson" >> beam.Map(json.dumps)
+             | "WriteDeadLetters" >> beam.io.WriteToText(f"{staging}/dead_letters"))
+        verdicts = sorted((records.from_dict(Verdict, json.loads(line), output_uri, i)
+                           for i, line in enumerate(_read_shards(f"{staging}/verdicts"), 1)),
+                          key=lambda v: (v.problem_id, v.sample, v.turn))
+        dead = sorted((json.loads(line) for line in _read_shards(f"{staging}/dead_letters")),
+                      key=lambda d: (d["problem_id"], d["sample"], d["turn"]))
+    finally:
+        _remove(staging)
+    records.write_jsonl(output_uri, verdicts)
+    if dead_letter_uri:
+        storage.write_text(dead_letter_uri, "".join(json.dumps(d) + "\n" for d in dead))
+    return {"verdicts": len(verdicts), "correct": sum(v.correct for v in verdicts),
+            "dead_letters": len(dead)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`selfcorrect verify --problems PATH --attempts PATH --output PATH [Beam options...]`"""
+    parser = argparse.ArgumentParser(
+        prog="selfcorrect verify", description="Verify attempts with the Beam step. Options "
+        "not listed here go to Beam, e.g. --runner DataflowRunner --project P --region R "
+        "--temp_location gs://B/tmp, or --direct_num_workers 4.")
+    parser.add_argument("--problems", required=True, help="Problem records (JSONL, path or gs://)")
+    parser.add_argument("--attempts", required=True, help="Attempt records (JSONL)")
+    parser.add_argument("--output", required=True, help="where to write Verdict records (JSONL)")
+    parser.add_argument("--dead-letters", default=None,
+                        help="where to write attempts the verifier could not judge (JSONL)")
+    parser.add_argument("--timeout-s", type=float, default=10.0,
+                        help="wall-clock limit per code run (default: 10)")
+    args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        counts = run(args.problems, args.attempts, args.output, beam_args,
+                     dead_letter_uri=args.dead_letters, timeout_s=args.timeout_s)
+    except (ValueError, OSError) as e:  # a bad record, a missing file, a missing location
+        print(f"verify: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(counts))
+    return 0
+
+
+# --- where the Beam output shards go before being merged into one sorted file -----------------
+
+def _staging_dir(output_uri: str, options) -> str:
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
+
+    runner = options.view_as(StandardOptions).runner
+    if runner is None or str(runner).lower() in _LOCAL_RUNNERS:
+        return tempfile.mkdtemp(prefix="selfcorrect-verify-")
+    # remote workers need a shared location: next to a gs:// output (or Vertex's /gcs/ mount
+    # of one), else under --temp_location
+    name = f"verify-parts-{uuid.uuid4().hex[:12]}"
+    if storage.is_gcs(output_uri):
+        return f"{output_uri}.{name}"
+    if output_uri.startswith("/gcs/"):
+        return f"gs://{output_uri[len('/gcs/'):]}.{name}"
+    temp = options.view_as(GoogleCloudOptions).temp_location
+    if temp:
+        return f"{temp.rstrip('/')}/{name}"
+    raise ValueError(f"verify: runner {runner} needs a shared location for its output: write "
+                     "the verdicts to gs://... or pass --temp_location gs://BUCKET/tmp")
+
+
+def _read_shards(prefix: str) -> list[str]:
+    from apache_beam.io.filesystems import FileSystems
+
+    lines = []
+    for match in FileSystems.match([f"{prefix}-*"]):
+        for meta in sorted(match.metadata_list, key=lambda m: m.path):
+            with FileSystems.open(meta.path) as f:
+                lines.extend(line for line in f.read().decode("utf-8").splitlines() if line.strip())
+    return lines
+
+
+def _remove(staging: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        FileSystems.delete([staging + "/" if storage.is_gcs(staging) else staging])
+    except Exception:  # noqa: BLE001 - cleanup only; never hide the real result or error
+        pass

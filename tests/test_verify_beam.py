@@ -1,0 +1,127 @@
+import json
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl
+from selfcorrect.verify import beam as vbeam
+
+
+def final(x) -> str:
+    return f"Final Answer: The final answer is ${x}$. I hope it is correct."
+
+
+PROBLEMS = [Problem(id=f"arith-{a}+{a}", task="math", prompt=f"What is {a} + {a}?", answer=str(2 * a))
+            for a in range(1, 4)]
+CODE = Problem(id="code-1", task="code", prompt="def inc(x):\n    '''x plus one'''\n",
+               test="def check(f):\n    assert f(1) == 2\n    assert f(-1) == 0\n", entry_point="inc")
+
+
+def attempts() -> list[Attempt]:
+    out = []
+    for p in PROBLEMS:
+        a = int(p.answer)
+        out.append(Attempt(problem_id=p.id, sample=0, turn=1, completion=final(a + 1), model="m"))
+        out.append(Attempt(problem_id=p.id, sample=0, turn=2, completion=final(a), model="m"))
+    out.append(Attempt(problem_id="code-1", sample=0, turn=1, completion="    return x + 1\n", model="m"))
+    out.append(Attempt(problem_id="code-1", sample=1, turn=1, model="m",
+                       completion="import os\nos._exit(0)\n"))  # hostile: must not pass
+    out.append(Attempt(problem_id="nowhere", sample=0, turn=1, completion=final(1), model="m"))
+    return out
+
+
+def expected() -> list[Verdict]:
+    out = []
+    for p in PROBLEMS:
+        a = int(p.answer)
+        out.append(Verdict(p.id, 0, 1, False, 0.0, f"wrong answer: got '{a + 1}', expected '{a}'",
+                           "math-verify"))
+        out.append(Verdict(p.id, 0, 2, True, 1.0, "", "math-verify"))
+    return out
+
+
+def test_verify_attempts_transform():
+    pipeline = BeamTestPipeline()
+    with pipeline as p:
+        out = ({"problems": p | "P" >> beam.Create(PROBLEMS + [CODE]),
+                "attempts": p | "A" >> beam.Create(attempts())}
+               | vbeam.VerifyAttempts(timeout_s=5))
+        math_verdicts = out["verdicts"] | beam.Filter(lambda v: v.verifier == "math-verify")
+        code_verdicts = (out["verdicts"] | beam.Filter(lambda v: v.problem_id == "code-1")
+                         | beam.Map(lambda v: (v.sample, v.correct, v.reason.split(" (")[0])))
+        assert_that(math_verdicts, equal_to(expected()), label="math")
+        assert_that(code_verdicts, equal_to([(0, True, ""), (1, False, "exited before the tests finished")]),
+                    label="code")
+        assert_that(out["dead_letters"] | beam.Map(lambda d: (d["stage"], d["problem_id"], d["error"])),
+                    equal_to([("join", "nowhere", "no problem with id 'nowhere'")]), label="dead")
+    counters = {c.key.metric.name: c.committed for c in
+                pipeline.result.metrics().query(MetricsFilter().with_namespace(vbeam.NAMESPACE))["counters"]}
+    assert counters == {"verdicts": 8, "correct": 4, "attempts_without_problem": 1}
+
+
+def test_a_verifier_failure_goes_to_dead_letters_and_the_rest_goes_on():
+    bad = Problem(id="chess-1", task="chess", prompt="?")   # verify() raises: no verifier
+    with BeamTestPipeline() as p:
+        out = ({"problems": p | "P" >> beam.Create([bad, PROBLEMS[0]]),
+                "attempts": p | "A" >> beam.Create([
+                    Attempt(problem_id="chess-1", sample=0, turn=1, completion="e4", model="m"),
+                    Attempt(problem_id=PROBLEMS[0].id, sample=0, turn=1, completion=final(2), model="m")])}
+               | vbeam.VerifyAttempts())
+        assert_that(out["verdicts"] | beam.Map(lambda v: (v.problem_id, v.correct)),
+                    equal_to([(PROBLEMS[0].id, True)]), label="verdicts")
+        assert_that(out["dead_letters"] | beam.Map(lambda d: (d["stage"], d["error"].split(":")[0])),
+                    equal_to([("verify", "ValueError")]), label="dead")
+
+
+def test_run_with_two_worker_processes(tmp_path):
+    write_jsonl(str(tmp_path / "problems.jsonl"), PROBLEMS + [CODE])
+    shuffled = attempts()[::-1]
+    write_jsonl(str(tmp_path / "attempts.jsonl"), shuffled)
+    counts = vbeam.run(str(tmp_path / "problems.jsonl"), str(tmp_path / "attempts.jsonl"),
+                       str(tmp_path / "out" / "verdicts.jsonl"),
+                       pipeline_args=["--direct_num_workers=2"],
+                       dead_letter_uri=str(tmp_path / "out" / "dead.jsonl"), timeout_s=5)
+    assert counts == {"verdicts": 8, "correct": 4, "dead_letters": 1}
+    verdicts = read_jsonl(str(tmp_path / "out" / "verdicts.jsonl"), Verdict)
+    keys = [(v.problem_id, v.sample, v.turn) for v in verdicts]
+    assert keys == sorted(keys) and len(keys) == 8
+    assert [v for v in verdicts if v.verifier == "math-verify"] == expected()
+    dead = [json.loads(line) for line in (tmp_path / "out" / "dead.jsonl").read_text().splitlines()]
+    assert [(d["problem_id"], d["attempt"]["completion"]) for d in dead] == [("nowhere", final(1))]
+    # nothing but the two outputs is left behind
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dead.jsonl", "verdicts.jsonl"]
+
+
+def test_cli_passes_unknown_options_to_beam(tmp_path, capsys):
+    write_jsonl(str(tmp_path / "problems.jsonl"), PROBLEMS)
+    write_jsonl(str(tmp_path / "attempts.jsonl"), [a for a in attempts() if a.problem_id.startswith("arith")])
+    rc = vbeam.main(["--problems", str(tmp_path / "problems.jsonl"),
+                     "--attempts", str(tmp_path / "attempts.jsonl"),
+                     "--output", str(tmp_path / "verdicts.jsonl"),
+                     "--direct_running_mode", "in_memory", "--direct_num_workers", "1"])
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "verdicts": 6, "correct": 3, "dead_letters": 0}
+    assert read_jsonl(str(tmp_path / "verdicts.jsonl"), Verdict) == expected()
+
+
+def test_cli_reports_a_bad_record(tmp_path, capsys):
+    (tmp_path / "problems.jsonl").write_text('{"id": "p", "task": "math"}\n')
+    (tmp_path / "attempts.jsonl").write_text("")
+    rc = vbeam.main(["--problems", str(tmp_path / "problems.jsonl"), "--attempts",
+                     str(tmp_path / "attempts.jsonl"), "--output", str(tmp_path / "v.jsonl")])
+    assert rc == 2 and "field 'prompt': missing" in capsys.readouterr().err
+
+
+def test_a_remote_runner_needs_a_shared_location():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    with pytest.raises(ValueError, match="temp_location"):
+        vbeam._staging_dir("/local/verdicts.jsonl", PipelineOptions(["--runner=DataflowRunner"]))
+    assert vbeam._staging_dir("gs://b/run/verdicts.jsonl", PipelineOptions(
+        ["--runner=DataflowRunner"])).startswith("gs://b/run/verdicts.jsonl.verify-parts-")
+    assert vbeam._staging_dir("/gcs/b/v.jsonl", PipelineOptions(
+        ["--runner", "DataflowRunner"])).startswith("gs://b/v.jsonl.verify-parts-")
