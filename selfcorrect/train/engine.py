@@ -1,0 +1,98 @@
+"""The DeepSpeed engine for the policy, and the frozen reference.
+
+`ds_config` is a pure function of TrainConfig, so a GPU launch (the `deepspeed` launcher,
+Kubeflow Trainer) builds the same config as the one-process CPU run. On one machine without
+a launcher, `single_process_env` fills in the torch.distributed rendezvous for world size 1.
+The first initialize on CPU JIT-builds DeepSpeed's shared-memory comm op (~40 s, cached
+under ~/.cache/torch_extensions).
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+from selfcorrect.config import TrainConfig
+
+
+def ds_config(train: TrainConfig, *, micro_batch_size: int, gpu: bool,
+              warmup_steps: int = 0) -> dict:
+    """DeepSpeed config dict. `micro_batch_size` counts episodes per backward pass.
+
+    Adam/AdamW as in the paper (AdamW: weight decay 0.01, torch's default; Adam: none). On CPU
+    the optimizer is torch's (`torch_adam`); on GPU DeepSpeed's fused Adam. Constant learning
+    rate unless `warmup_steps` > 0 (then linear WarmupLR from 0). bf16 only on GPU (on CPU
+    it is far slower than fp32).
+    """
+    adamw = train.optimizer == "adamw"
+    # adam_w_mode explicit: DeepSpeed's "Adam" is AdamW unless told otherwise
+    params = {"lr": train.learning_rate, "betas": [0.9, 0.999], "eps": 1e-8,
+              "weight_decay": 0.01 if adamw else 0.0, "adam_w_mode": adamw}
+    if not gpu:
+        params["torch_adam"] = True
+    config = {
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "gradient_clipping": train.gradient_clipping,
+        "optimizer": {"type": "AdamW" if adamw else "Adam", "params": params},
+        "zero_optimization": {"stage": train.zero_stage},
+        "bf16": {"enabled": gpu},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if warmup_steps > 0:
+        config["scheduler"] = {"type": "WarmupLR", "params": {
+            "warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate,
+            "warmup_num_steps": warmup_steps, "warmup_type": "linear"}}
+    return config
+
+
+def single_process_env() -> None:
+    """Rendezvous for one process (world size 1), unless a launcher has set it already."""
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("WORLD_SIZE", "1"),
+                       ("LOCAL_RANK", "0")):
+        os.environ.setdefault(key, value)
+
+
+def build(model: torch.nn.Module, train: TrainConfig, *, micro_batch_size: int):
+    """deepspeed.initialize on the policy; returns the engine (engine.module is the model).
+
+    The model stays in eval mode (dropout off): the training forward pass must score tokens
+    under the same distribution that sampled them. Gradients flow in eval mode.
+    """
+    import deepspeed
+
+    single_process_env()
+    gpu = torch.cuda.is_available()
+    engine, *_ = deepspeed.initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=ds_config(train, micro_batch_size=micro_batch_size, gpu=gpu))
+    engine.module.eval()
+    return engine
+
+
+def save(engine, tokenizer, path: str) -> None:
+    """models.save on the unwrapped policy, gathering ZeRO-3 partitions first; rank 0 writes."""
+    import contextlib
+
+    import deepspeed
+
+    from selfcorrect import models
+
+    gather = deepspeed.zero.GatheredParameters(list(engine.module.parameters())) \
+        if engine.zero_optimization_stage() == 3 else contextlib.nullcontext()
+    with gather:
+        if engine.global_rank == 0:
+            models.save(engine.module, tokenizer, path)
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """The reference: eval mode, no gradients."""
+    model.eval()
+    model.requires_grad_(False)
+    return model

@@ -1,0 +1,185 @@
+"""SCoRe objectives as pure torch functions (arXiv:2409.12917, Eq. 3 and 4; SCORE_SPEC.md).
+
+Notation: x the problem, y1 / y2 the two attempts, r1 = r(y1), r2 = r(y2), pi the policy,
+pi_ref the frozen reference, T the sampling temperature, k the samples per problem.
+
+A step's batch holds "rows": one row per attempt, the attempt's prompt followed by the
+tokens the model generated. Every per-token tensor here is [rows, L] over the last L
+positions of the packed rows, with a mask that is 1 exactly on the generated tokens.
+
+Loss (REINFORCE with a KL penalty, gamma = 0), for one episode:
+
+    loss = sum_{a in (1, 2)} sum_{t in y_a} ( -A_a * log pi_T(y_a,t | ...)
+                                              + beta_a * KL_t(pi || pi_ref) ) / N
+
+    Stage I  (Eq. 3): A_1 = 0,            beta_1 = beta2;  A_2 = adv(r2),              beta_2 = beta1
+    Stage II (Eq. 4): A_1 = adv(r1),      beta_1 = beta1;  A_2 = adv(r2 + alpha (r2 - r1)), beta_2 = beta1
+
+gamma = 0: each attempt's tokens carry only that attempt's advantage. A is a constant
+(no gradient). pi_T = softmax(logits / T): the distribution the samples came from.
+
+Normalisation: each attempt's token sum is divided by a constant N (the generation budget,
+max_new_tokens), then averaged over episodes. With a constant divisor the gradient is the
+unbiased REINFORCE gradient of the sequence-level objective, scaled by 1/N: no length bias
+(a per-sequence mean would favour short wrong answers and long right ones, as noted for
+GRPO in "Understanding R1-Zero-Like Training", Liu et al. 2025), and the same scale for
+reward and KL (the sequence KL is the sum of the per-token KLs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+# ---------------------------------------------------------------- packing and log-probs
+
+@dataclass
+class Packed:
+    input_ids: Tensor       # [R, W] left-padded prompt + generated tokens
+    attention_mask: Tensor  # [R, W] 1 on real tokens
+    position_ids: Tensor    # [R, W] cumsum(mask) - 1: the positions an unpadded row would have
+    targets: Tensor         # [R, L] the last L tokens of each row (L = longest generation)
+    mask: Tensor            # [R, L] float, 1 exactly on the generated tokens
+
+    def to(self, device) -> "Packed":
+        return Packed(*(t.to(device) for t in (self.input_ids, self.attention_mask,
+                                                self.position_ids, self.targets, self.mask)))
+
+    @property
+    def keep(self) -> int:
+        """How many final positions' logits the forward pass must return (L + 1)."""
+        return self.targets.shape[1] + 1
+
+
+def pack(rows: list[tuple[list[int], list[int]]], pad_id: int) -> Packed:
+    """Rows of (prompt_ids, generated_ids), left-padded so every generation ends at the right edge.
+
+    Left padding puts all generated tokens in the last L positions, so the policy only has to
+    project the last L + 1 hidden states onto the vocabulary (`logits_to_keep`).
+    """
+    width = max(len(p) + len(g) for p, g in rows)
+    span = max(len(g) for _, g in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), span))
+    for i, (prompt, gen) in enumerate(rows):
+        seq = list(prompt) + list(gen)
+        ids[i, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        attn[i, width - len(seq):] = 1
+        mask[i, span - len(gen):] = 1.0
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    return Packed(ids, attn, pos, ids[:, width - span:], mask)
+
+
+def token_logprobs(logits: Tensor, targets: Tensor, temperature: float) -> Tensor:
+    """log pi_T(target) = (z_target - logsumexp(z)) with z = logits / T.
+
+    logits [R, L, V] at the positions that predict targets [R, L] (already shifted by one).
+    Computed in float32, whatever the model's dtype.
+    """
+    z = logits.float() / temperature
+    return z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
+
+
+# ---------------------------------------------------------------- KL against the reference
+
+def kl_per_token(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
+    """Per-token sample estimators of KL(pi || pi_ref) at tokens drawn from pi (Schulman, 2020).
+
+    With log-ratio d = log pi - log pi_ref:
+        k1 = d                      unbiased, can be negative; as a loss its expected gradient is 0
+        k2 = d^2 / 2                biased, >= 0; gradient d * grad log pi (the per-token KL gradient)
+        k3 = exp(-d) - 1 + d        unbiased, >= 0 (GRPO's choice)
+    All three are 0 where pi = pi_ref.
+    """
+    d = logp - ref_logp
+    if estimator == "k1":
+        return d
+    if estimator == "k2":
+        return 0.5 * d * d
+    if estimator == "k3":
+        return torch.expm1(-d) + d
+    raise ValueError(f"kl_estimator: {estimator!r}; use 'k1', 'k2' or 'k3'")
+
+
+# ---------------------------------------------------------------- rewards, baselines, advantages
+
+def shaped_reward(r1: Tensor, r2: Tensor, alpha: float) -> Tensor:
+    """Stage II bonus: r2 + alpha * (r2 - r1). Binary, alpha = 10: 0->1: 11, 1->1: 1, 1->0: -10, 0->0: 0."""
+    return r2 + alpha * (r2 - r1)
+
+
+def baseline(rewards: Tensor, kind: str = "rloo") -> Tensor:
+    """Baselines for rewards [P, k] (k samples of each of P problems), same shape.
+
+        rloo: b_i = (sum_j r_j - r_i) / (k - 1)   the mean of the other k - 1 samples
+        mean: b_i = (sum_j r_j) / k                includes the sample itself (slightly biased)
+        none: b_i = 0
+    """
+    k = rewards.shape[-1]
+    if kind == "rloo":
+        if k < 2:
+            raise ValueError("baseline 'rloo' needs at least 2 samples per problem")
+        return (rewards.sum(-1, keepdim=True) - rewards) / (k - 1)
+    if kind == "mean":
+        return rewards.mean(-1, keepdim=True).expand_as(rewards)
+    if kind == "none":
+        return torch.zeros_like(rewards)
+    raise ValueError(f"baseline: {kind!r}; use 'rloo', 'mean' or 'none'")
+
+
+@dataclass
+class StageTerms:
+    """Per-episode coefficients of one stage: advantage and KL weight for each attempt."""
+    adv1: Tensor   # [P, k]
+    adv2: Tensor   # [P, k]
+    beta1: float   # KL weight on attempt-1 tokens
+    beta2: float   # KL weight on attempt-2 tokens
+
+
+def stage_terms(stage: int, r1: Tensor, r2: Tensor, *, alpha: float, beta1: float, beta2: float,
+                baseline_kind: str = "rloo") -> StageTerms:
+    """Advantages per turn (baseline computed within each problem's k samples, per turn).
+
+    Stage I:  attempt 1 has no reward term (A_1 = 0), KL weight beta2 (held near pi_ref);
+              attempt 2 has A_2 = r2 - b(r2), KL weight beta1.
+    Stage II: A_1 = r1 - b(r1); A_2 = s - b(s) with s = shaped_reward(r1, r2, alpha); beta1 on both.
+    """
+    if stage == 1:
+        return StageTerms(torch.zeros_like(r1), r2 - baseline(r2, baseline_kind), beta2, beta1)
+    if stage == 2:
+        s = shaped_reward(r1, r2, alpha)
+        return StageTerms(r1 - baseline(r1, baseline_kind), s - baseline(s, baseline_kind),
+                          beta1, beta1)
+    raise ValueError(f"stage: {stage!r}; SCoRe has stages 1 and 2")
+
+
+# ---------------------------------------------------------------- the loss
+
+def reinforce_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, advantage: Tensor, beta: Tensor,
+                   *, normaliser: float, kl_estimator: str = "k3") -> tuple[Tensor, Tensor]:
+    """Per-row loss sum_t mask * (-A * log pi + beta * KL_t) / N, and the per-token KL.
+
+    logp, ref_logp, mask: [R, L]; advantage, beta: [R] (detached; one row = one attempt).
+    Returns (loss [R], kl [R, L]). Sum the rows of an episode, average over episodes.
+    """
+    kl = kl_per_token(logp, ref_logp.detach(), kl_estimator)
+    per_token = -advantage.detach()[:, None] * logp + beta[:, None] * kl
+    return (per_token * mask).sum(-1) / normaliser, kl
+
+
+def episode_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, terms: StageTerms, episodes: slice,
+                 *, normaliser: float, kl_estimator: str = "k3") -> tuple[Tensor, Tensor]:
+    """Mean over episodes of the SCoRe loss, for rows [attempt 1 of each episode..., attempt 2 ...].
+
+    `episodes` selects the episodes (in flattened [P * k] order) whose rows these are, so a step
+    can be split into micro-batches that share the step's advantages. Returns (loss, kl [R, L]).
+    """
+    adv = torch.cat([terms.adv1.flatten()[episodes], terms.adv2.flatten()[episodes]])
+    n = adv.shape[0] // 2
+    beta = torch.tensor([terms.beta1] * n + [terms.beta2] * n, dtype=logp.dtype, device=logp.device)
+    rows, kl = reinforce_loss(logp, ref_logp, mask, adv.to(logp), beta,
+                              normaliser=normaliser, kl_estimator=kl_estimator)
+    return rows.view(2, n).sum(0).mean(), kl

@@ -1,0 +1,218 @@
+"""SCoRe objectives on hand-sized toys: every number below is worked out by hand."""
+import math
+
+import pytest
+import torch
+
+from selfcorrect.config import TrainConfig
+from selfcorrect.train import objectives as obj
+from selfcorrect.train.engine import ds_config
+
+LN2 = math.log(2.0)
+
+
+# ------------------------------------------------------------------ baselines and shaping
+
+def test_rloo_baseline_is_the_mean_of_the_other_samples():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0],
+                      [1.0, 1.0, 1.0, 1.0]])
+    b = obj.baseline(r, "rloo")
+    # problem 0: (2 - r_i) / 3
+    assert torch.allclose(b[0], torch.tensor([1 / 3, 2 / 3, 2 / 3, 1 / 3]))
+    assert torch.allclose(r[0] - b[0], torch.tensor([2 / 3, -2 / 3, -2 / 3, 2 / 3]))
+    # all right: no signal
+    assert torch.equal(r[1] - b[1], torch.zeros(4))
+
+
+def test_mean_and_none_baselines():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    assert torch.equal(obj.baseline(r, "mean"), torch.full((1, 4), 0.5))
+    assert torch.equal(obj.baseline(r, "none"), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        obj.baseline(torch.ones(3, 1), "rloo")
+
+
+def test_shaping_bonus_alpha_10():
+    r1 = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    r2 = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    # wrong->right, right->right, right->wrong, wrong->wrong
+    assert obj.shaped_reward(r1, r2, 10.0).tolist() == [11.0, 1.0, -10.0, 0.0]
+    assert obj.shaped_reward(r1, r2, 0.0).tolist() == r2.tolist()   # the ablation
+
+
+def test_stage_terms_per_turn():
+    r1 = torch.tensor([[1.0, 0.0]])
+    r2 = torch.tensor([[1.0, 1.0]])
+    one = obj.stage_terms(1, r1, r2, alpha=10, beta1=0.01, beta2=0.1, baseline_kind="rloo")
+    assert one.adv1.tolist() == [[0.0, 0.0]]           # no reward term on attempt 1
+    assert one.adv2.tolist() == [[0.0, 0.0]]           # both right: RLOO gives no signal
+    assert (one.beta1, one.beta2) == (0.1, 0.01)       # beta2 on attempt 1, beta1 on attempt 2
+    two = obj.stage_terms(2, r1, r2, alpha=10, beta1=0.01, beta2=0.1, baseline_kind="rloo")
+    assert two.adv1.tolist() == [[1.0, -1.0]]
+    # shaped = [1, 11] (right->right, wrong->right); RLOO: [1 - 11, 11 - 1]
+    assert two.adv2.tolist() == [[-10.0, 10.0]]
+    assert (two.beta1, two.beta2) == (0.01, 0.01)
+
+
+# ------------------------------------------------------------------ log-probs and KL
+
+def test_token_logprobs_use_the_tempered_distribution():
+    logits = torch.tensor([[[0.0, math.log(3.0)]]])           # softmax: [1/4, 3/4]
+    target = torch.tensor([[1]])
+    assert obj.token_logprobs(logits, target, 1.0).item() == pytest.approx(math.log(0.75))
+    # T = 2: softmax([0, ln3 / 2]) -> sqrt(3) / (1 + sqrt(3))
+    assert obj.token_logprobs(logits, target, 2.0).item() == pytest.approx(
+        math.log(math.sqrt(3) / (1 + math.sqrt(3))))
+    assert obj.token_logprobs(logits, torch.tensor([[0]]), 0.5).item() == pytest.approx(math.log(0.1))
+
+
+def test_kl_estimators_by_hand():
+    logp = torch.tensor([math.log(0.5), math.log(0.25), math.log(0.3)])
+    ref = torch.tensor([math.log(0.25), math.log(0.5), math.log(0.3)])
+    # d = [ln2, -ln2, 0]
+    k1 = obj.kl_per_token(logp, ref, "k1")
+    k2 = obj.kl_per_token(logp, ref, "k2")
+    k3 = obj.kl_per_token(logp, ref, "k3")
+    assert k1.tolist() == pytest.approx([LN2, -LN2, 0.0])
+    assert k2.tolist() == pytest.approx([LN2 ** 2 / 2, LN2 ** 2 / 2, 0.0])
+    assert k3.tolist() == pytest.approx([0.5 - 1 + LN2, 2 - 1 - LN2, 0.0])   # exp(-d) - 1 + d
+    with pytest.raises(ValueError, match="kl_estimator"):
+        obj.kl_per_token(logp, ref, "k4")
+
+
+def test_kl_gradient_pulls_towards_the_reference():
+    for estimator in ("k2", "k3"):
+        logp = torch.tensor([math.log(0.5), math.log(0.25)], requires_grad=True)
+        ref = torch.tensor([math.log(0.25), math.log(0.5)])
+        obj.kl_per_token(logp, ref, estimator).sum().backward()
+        # above the reference: descent lowers log pi; below: raises it
+        assert logp.grad[0] > 0 and logp.grad[1] < 0, estimator
+
+
+# ------------------------------------------------------------------ packing and masks
+
+def test_pack_masks_only_generated_tokens():
+    rows = [([5, 6, 7], [8, 9]),   # prompt 3, generated 2
+            ([5], [8, 9, 10])]     # prompt 1, generated 3
+    p = obj.pack(rows, pad_id=0)
+    assert p.input_ids.tolist() == [[5, 6, 7, 8, 9], [0, 5, 8, 9, 10]]
+    assert p.attention_mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]
+    assert p.position_ids.tolist() == [[0, 1, 2, 3, 4], [0, 0, 1, 2, 3]]
+    assert p.targets.tolist() == [[7, 8, 9], [8, 9, 10]]
+    assert p.mask.tolist() == [[0, 1, 1], [1, 1, 1]]     # the prompt token 7 is not trained
+    assert p.keep == 4
+
+
+def test_loss_ignores_prompt_and_padding_positions():
+    rows = [([5, 6, 7], [8, 9]), ([5], [8, 9, 10])]
+    p = obj.pack(rows, pad_id=0)
+    logp = torch.full((2, 3), -1.0, requires_grad=True)
+    ref = torch.full((2, 3), -2.0)
+    loss, _ = obj.reinforce_loss(logp, ref, p.mask, torch.tensor([1.0, -1.0]),
+                                 torch.tensor([0.1, 0.1]), normaliser=4)
+    loss.sum().backward()
+    assert logp.grad[0, 0] == 0                           # prompt position
+    assert (logp.grad[0, 1:] != 0).all() and (logp.grad[1] != 0).all()
+
+
+# ------------------------------------------------------------------ the loss
+
+def toy(stage, r1, r2, *, beta1=0.01, beta2=0.1, estimator="k3"):
+    """One problem, k = 2 samples: rows [y1 of s0, y1 of s1, y2 of s0, y2 of s1], 2 tokens each."""
+    logp = torch.log(torch.tensor([[0.5, 0.4], [0.2, 0.9], [0.6, 0.3], [0.7, 0.1]])).requires_grad_()
+    ref = torch.log(torch.tensor([[0.4, 0.4], [0.3, 0.8], [0.5, 0.5], [0.6, 0.2]]))
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    terms = obj.stage_terms(stage, torch.tensor([r1]), torch.tensor([r2]), alpha=10,
+                            beta1=beta1, beta2=beta2)
+    loss, _ = obj.episode_loss(logp, ref, mask, terms, slice(0, 2), normaliser=2,
+                               kl_estimator=estimator)
+    loss.backward()
+    return loss, logp, ref, mask
+
+
+def test_stage2_loss_value_by_hand():
+    # r1 = [1, 0], r2 = [1, 1] -> A1 = [1, -1]; shaped [1, 11] -> A2 = [-10, 10]; beta1 on both
+    loss, logp, ref, mask = toy(2, [1.0, 0.0], [1.0, 1.0], estimator="k1")
+    lp, rf = logp.detach(), ref
+    adv = torch.tensor([1.0, -1.0, -10.0, 10.0])[:, None]
+    per_token = (-adv * lp + 0.01 * (lp - rf)) * mask
+    expected = per_token.sum() / 2 / 2                     # / N = 2, mean over 2 episodes
+    assert loss.item() == pytest.approx(expected.item())
+    # d loss / d log pi = (-A + beta) * mask / (N * episodes)
+    assert torch.allclose(logp.grad, (-adv + 0.01) * mask / 4)
+
+
+def test_signs_rewarded_tokens_go_up_penalised_go_down():
+    _, logp, _, mask = toy(2, [1.0, 0.0], [1.0, 1.0], beta1=0.0)
+    g = logp.grad
+    assert (g[0][mask[0] > 0] < 0).all()    # A1 = +1: descent raises log pi
+    assert (g[1][mask[1] > 0] > 0).all()    # A1 = -1: lowers it
+    assert (g[2][mask[2] > 0] > 0).all()    # right->right after a wrong peer: A2 = -10
+    assert (g[3][mask[3] > 0] < 0).all()    # wrong->right: A2 = +10
+
+
+def test_gamma0_stage2_attempt1_gradient_ignores_r2():
+    _, a, _, _ = toy(2, [1.0, 0.0], [1.0, 1.0])
+    _, b, _, _ = toy(2, [1.0, 0.0], [0.0, 1.0])
+    assert torch.equal(a.grad[:2], b.grad[:2])               # attempt-1 rows: unchanged
+    assert not torch.equal(a.grad[2:], b.grad[2:])           # attempt-2 rows: changed
+
+
+def test_gamma0_stage2_attempt2_gradient_sees_r1_only_through_the_shaping():
+    _, a, _, _ = toy(2, [1.0, 0.0], [1.0, 1.0])
+    _, b, _, _ = toy(2, [0.0, 1.0], [1.0, 1.0])
+    assert not torch.equal(a.grad[2:], b.grad[2:])           # the bonus depends on r1
+
+
+def test_gamma0_stage1_attempt1_gets_no_reward_gradient():
+    # beta2 = 0: attempt-1 tokens get no gradient at all, whatever the rewards
+    for r1, r2 in (([1.0, 0.0], [1.0, 0.0]), ([0.0, 0.0], [0.0, 1.0])):
+        _, logp, _, _ = toy(1, r1, r2, beta2=0.0)
+        assert torch.equal(logp.grad[:2], torch.zeros(2, 2))
+        assert logp.grad[2:].abs().sum() > 0
+    # beta2 > 0: the attempt-1 gradient is the KL's alone, the same for any rewards
+    _, a, ref, mask = toy(1, [1.0, 0.0], [1.0, 0.0], beta2=0.1)
+    _, b, _, _ = toy(1, [0.0, 1.0], [0.0, 1.0], beta2=0.1)
+    assert torch.equal(a.grad[:2], b.grad[:2])
+    d = (a.detach() - ref)[:2]
+    assert torch.allclose(a.grad[:2], 0.1 * (1 - torch.exp(-d)) * mask[:2] / 4)   # d k3 / d log pi
+
+
+def test_micro_batches_sum_to_the_full_batch():
+    """Split into micro-batches of episodes (sharing the step's advantages) = one big batch."""
+    torch.manual_seed(0)
+    logp, ref = torch.randn(8, 3), torch.randn(8, 3)          # 4 episodes: 4 attempt-1 rows, 4 attempt-2
+    mask = (torch.rand(8, 3) > 0.3).float()
+    terms = obj.stage_terms(2, torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
+                            torch.tensor([[1.0, 1.0], [0.0, 1.0]]), alpha=10, beta1=0.01, beta2=0.1)
+    full, _ = obj.episode_loss(logp, ref, mask, terms, slice(0, 4), normaliser=3)
+    halves = []
+    for lo in (0, 2):
+        rows = [lo, lo + 1, 4 + lo, 4 + lo + 1]
+        halves.append(obj.episode_loss(logp[rows], ref[rows], mask[rows], terms, slice(lo, lo + 2),
+                                       normaliser=3)[0])
+    assert (halves[0] + halves[1]).item() / 2 == pytest.approx(full.item())
+
+
+# ------------------------------------------------------------------ DeepSpeed config (pure)
+
+def test_ds_config_from_train_config():
+    train = TrainConfig(learning_rate=1e-5, gradient_accumulation_steps=2, gradient_clipping=0.5,
+                        zero_stage=2, optimizer="adam")
+    cpu = ds_config(train, micro_batch_size=8, gpu=False)
+    assert cpu["train_micro_batch_size_per_gpu"] == 8
+    assert cpu["gradient_accumulation_steps"] == 2
+    assert cpu["gradient_clipping"] == 0.5
+    assert cpu["zero_optimization"] == {"stage": 2}
+    assert cpu["optimizer"]["type"] == "Adam"
+    assert cpu["optimizer"]["params"]["lr"] == 1e-5
+    assert cpu["optimizer"]["params"]["adam_w_mode"] is False
+    assert cpu["optimizer"]["params"]["torch_adam"] is True
+    assert cpu["bf16"] == {"enabled": False}
+    assert "scheduler" not in cpu                          # constant learning rate
+    gpu = ds_config(TrainConfig(), micro_batch_size=4, gpu=True, warmup_steps=10)
+    assert gpu["bf16"] == {"enabled": True}
+    assert "torch_adam" not in gpu["optimizer"]["params"]
+    assert gpu["optimizer"]["type"] == "AdamW"
+    assert gpu["scheduler"]["type"] == "WarmupLR"
+    assert gpu["scheduler"]["params"]["warmup_num_steps"] == 10
