@@ -53,6 +53,25 @@ def score(model, packed: obj.Packed, temperature: float) -> torch.Tensor:
     return obj.token_logprobs(out.logits[:, :-1], packed.targets, temperature)
 
 
+def score_turns(model, episodes: list[rollout.Episode], temperature: float, pad_id: int,
+                device) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi_T and mask, [2n, L]: rows of attempt 1, then rows of attempt 2.
+
+    Each attempt is packed on its own, so the short attempt-1 rows are not padded to the
+    length of the attempt-2 rows (whose prompt holds attempt 1): about a third less compute.
+    Generations end at the right edge, so the narrower block is padded on the left.
+    """
+    blocks = []
+    for turn in ("first", "second"):
+        packed = obj.pack([(getattr(e, turn).prompt_ids, getattr(e, turn).ids) for e in episodes],
+                          pad_id).to(device)
+        blocks.append((score(model, packed, temperature), packed.mask))
+    width = max(logp.shape[1] for logp, _ in blocks)
+    pad = lambda t: torch.nn.functional.pad(t, (width - t.shape[1], 0))  # noqa: E731
+    return (torch.cat([pad(logp) for logp, _ in blocks]),
+            torch.cat([pad(mask) for _, mask in blocks]))
+
+
 def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Tensor,
                r2: torch.Tensor, *, stage: int, train: TrainConfig, pad_id: int) -> dict[str, float]:
     """One optimiser step on P * k episodes (problem-major order); r1, r2 are [P, k].
@@ -69,20 +88,17 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
     loss_total, kl_sum, kl_tokens = 0.0, torch.zeros(2), torch.zeros(2)
     for start in range(0, n, micro):
         chunk = episodes[start:start + micro]
-        rows = [(e.first.prompt_ids, e.first.ids) for e in chunk] + \
-               [(e.second.prompt_ids, e.second.ids) for e in chunk]
-        packed = obj.pack(rows, pad_id).to(engine.device)
         with torch.no_grad():
-            ref_logp = score(reference, packed, train.temperature)
-        logp = score(engine, packed, train.temperature)
-        loss, kl = obj.episode_loss(logp, ref_logp, packed.mask, terms, slice(start, start + micro),
+            ref_logp, mask = score_turns(reference, chunk, train.temperature, pad_id, engine.device)
+        logp, _ = score_turns(engine, chunk, train.temperature, pad_id, engine.device)
+        loss, kl = obj.episode_loss(logp, ref_logp, mask, terms, slice(start, start + micro),
                                     normaliser=train.max_new_tokens, kl_estimator=train.kl_estimator)
         engine.backward(loss)   # DeepSpeed scales by 1 / gas
         engine.step()           # updates at the accumulation boundary only
         loss_total += loss.item() / gas
-        masked = (kl.detach() * packed.mask).view(2, len(chunk), -1).float().cpu()
+        masked = (kl.detach() * mask).view(2, len(chunk), -1).float().cpu()
         kl_sum += masked.sum((1, 2))
-        kl_tokens += packed.mask.view(2, len(chunk), -1).float().cpu().sum((1, 2))
+        kl_tokens += mask.view(2, len(chunk), -1).float().cpu().sum((1, 2))
     kl_mean = kl_sum / kl_tokens.clamp(min=1)
     return {"loss": loss_total, "kl_t1": kl_mean[0].item(), "kl_t2": kl_mean[1].item()}
 
