@@ -1,4 +1,8 @@
-"""`selfcorrect run | compile | verify | validate`."""
+"""`selfcorrect run | compile | ...`: one entry point; each subcommand lives with its module.
+
+`run` and `compile` are defined here; the others parse their own options and are found in
+SUBCOMMANDS (name -> "module:function", imported only when used).
+"""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +56,19 @@ def cmd_compile(args) -> int:
     return 0
 
 
+SUBCOMMANDS = {
+    "verify": ("selfcorrect.verify.beam:main", "verify attempts with the Beam step"),
+    "validate": ("selfcorrect.validate:main", "check a dataset with its GX suite"),
+}
+
+
+def _delegate(name: str, argv: list[str]) -> int:
+    import importlib
+
+    module, func = SUBCOMMANDS[name][0].split(":")
+    return getattr(importlib.import_module(module), func)(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="selfcorrect", description=__doc__)
@@ -62,15 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     comp = sub.add_parser("compile", help="compile the pipeline to versioned IR YAML")
     comp.add_argument("--output", default="dist", help="folder for the YAML (default: dist)")
     _config_args(comp)
-    sub.add_parser("verify", add_help=False, help="verify attempts with the Beam step")
-    sub.add_parser("validate", add_help=False, help="check a dataset with its GX suite")
-
-    if argv and argv[0] in ("verify", "validate"):   # these parse their own options
-        if argv[0] == "verify":
-            from selfcorrect.verify.beam import main as verify_main
-            return verify_main(argv[1:])
-        from selfcorrect.validate import main as validate_main
-        return validate_main(argv[1:])
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, add_help=False, help=help_text)
+    if argv and argv[0] in SUBCOMMANDS:   # these parse their own options
+        return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
     try:
         return {"run": cmd_run, "compile": cmd_compile}[args.command](args)
