@@ -9,7 +9,7 @@ DS_STAMP := .cache/deepspeed-op.built
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets run test test-fast compile bench clean
+.PHONY: help setup assets run test test-fast compile bench bench-verify bench-train images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -45,6 +45,16 @@ compile: $(STAMP) ## compile the pipeline to dist/selfcorrect-pipeline-<version>
 
 bench: setup assets ## time setup and the demo pipeline; prints figures
 	$(PY) scripts/bench_run.py
+
+bench-verify: setup ## verification throughput: sequential loop vs Beam (1 worker, 1 per core)
+	$(PY) scripts/bench_verify.py
+
+bench-train: setup ## generation and training tokens/s, FLOP/s against this machine's matmul peak
+	$(PY) scripts/bench_train.py
+
+REGISTRY ?= ghcr.io/selfcorrect
+images: ## build and push the container images (needs a Docker engine; none on the dev machines)
+	$(PY) scripts/build_images.py --registry $(REGISTRY) --push
 
 clean: ## remove runs, build outputs and caches (keeps .venv)
 	rm -rf runs dist .pytest_cache .cache/deepspeed-op.built
