@@ -8,12 +8,12 @@ from selfcorrect.images import image
 def prepare_problems(config: dict, problems: Output[Dataset]):
     """Build the run's problems (train and eval splits) as Problem JSONL."""
     from selfcorrect import config as cfg_mod
-    from selfcorrect.data import arithmetic
+    from selfcorrect.data.prepare import prepare
     from selfcorrect.records import write_jsonl
 
     cfg = cfg_mod.from_dict(config)
-    d = cfg.data
-    rows = arithmetic.generate(d.n_train, d.n_eval, operations=d.operations, digits=d.digits,
-                               seed=d.seed)
+    rows, stats = prepare(cfg.data)
     n = write_jsonl(problems.path, rows)
-    problems.metadata.update({"rows": n, "source": d.source, "format": "jsonl"})
+    problems.metadata.update({"rows": n, "source": cfg.data.source, "format": "jsonl",
+                              "train": sum(p.split == "train" for p in rows),
+                              "eval": sum(p.split == "eval" for p in rows), **stats})

@@ -9,6 +9,12 @@ naming file and row; an empty file is unusable too. Its suite (schemas/<kind>.su
 a GX 1.x ExpectationSuite as data) runs in an ephemeral GX context; the checks that
 need more than one dataset or more than one row (meta.cross_checks) run in pandas and
 are reported in the same Result. GX and pandas are imported inside the functions.
+
+Shares are configurable: an expectation whose meta.threshold names a key of THRESHOLDS
+takes `thresholds={"max_truncated_share": 0.2}` as mostly = 1 - share. Quarantine
+(gate(..., quarantine_uri=, clean_uri=)) moves rows that fail row-level checks to a
+quarantine JSONL (each with the checks it failed) and writes the rest, re-checked, as the
+clean dataset; failures no row removal can fix (columns, shares) still fail the gate.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from selfcorrect import records, storage
 
 KINDS = {"problems": records.Problem, "attempts": records.Attempt, "verdicts": records.Verdict}
 MAX_EXAMPLES = 3
+THRESHOLDS = ("max_empty_share", "max_truncated_share")
 CROSS_CHECKS = {
     "problem_id_known": "every problem_id names a problem in the problems file",
     "turn2_has_turn1": "every turn-2 row has a turn-1 row with the same (problem_id, sample)",
@@ -38,6 +45,7 @@ class Failure:
     column: str | None          # None for table-level expectations
     detail: str                 # what was expected, and how often it was not met
     examples: list[dict] = field(default_factory=list)  # up to 3: {"row": n, key..., column: value}
+    rows: list[int] = field(default_factory=list)  # every failing row (1-based), where quarantinable
 
 
 @dataclass
@@ -49,6 +57,7 @@ class Result:
     failures: list[Failure]
     skipped: list[str] = field(default_factory=list)  # cross checks that could not run, and why
     html: str = ""              # GX Data Docs validation page, plus a cross-check section
+    quarantined: dict[str, int] = field(default_factory=dict)  # check -> rows moved out
 
     @property
     def success(self) -> bool:
@@ -63,6 +72,9 @@ class Result:
             lines.append(f"- **{f.check}**{where}: {f.detail}")
             lines += [f"  - {_format_row(e)}" for e in f.examples]
         lines += [f"- skipped {s}" for s in self.skipped]
+        if self.quarantined:
+            lines += ["", f"Quarantined {self.quarantined.get('rows', 0)} rows; rows per failed check:"]
+            lines += [f"- {check}: {n}" for check, n in self.quarantined.items() if check != "rows"]
         return "\n".join(lines).rstrip() + "\n"
 
 
@@ -91,16 +103,33 @@ def load_schema(kind: str) -> dict:
     return json.loads(_schema_text(f"{kind[:-1]}.schema.json"))
 
 
-def validate(kind: str, uri: str, *, problems_uri: str | None = None) -> Result:
+def validate(kind: str, uri: str, *, problems_uri: str | None = None,
+             thresholds: dict[str, float] | None = None) -> Result:
     """Run the kind's suite and cross checks over the JSONL dataset at uri."""
     if problems_uri is not None and kind == "problems":
         raise ValueError("problems_uri is for attempts and verdicts, not for problems")
     df = _read_frame(uri, _record_type(kind))
     known = None if problems_uri is None else set(_read_frame(problems_uri, records.Problem)["id"])
-    suite = load_suite(kind)
-    key = suite["meta"]["key"]
-    gx_result = _run_suite(suite, df)
+    return _check(kind, str(uri), df, known, suite_with(kind, thresholds))
 
+
+def suite_with(kind: str, thresholds: dict[str, float] | None = None) -> dict:
+    """The kind's suite with shares set: {"max_empty_share": 0.05} -> mostly 0.95."""
+    suite = load_suite(kind)
+    for name, share in (thresholds or {}).items():
+        if name not in THRESHOLDS:
+            raise ValueError(f"unknown threshold {name!r}; thresholds: {', '.join(THRESHOLDS)}")
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ValueError(f"threshold {name}: a share between 0 and 1, got {share!r}")
+        for e in suite["expectations"]:
+            if e.get("meta", {}).get("threshold") == name:
+                e["kwargs"]["mostly"] = 1 - float(share)
+    return suite
+
+
+def _check(kind: str, uri: str, df, known: set | None, suite: dict, complete: bool = False) -> Result:
+    key = suite["meta"]["key"]
+    gx_result = _run_suite(suite, df, complete)
     failures = [_gx_failure(r, df, key) for r in gx_result.results if not r.success]
     cross, skipped = [], []
     for name in suite["meta"]["cross_checks"]:
@@ -110,19 +139,29 @@ def validate(kind: str, uri: str, *, problems_uri: str | None = None) -> Result:
         bad, column = _cross_check(name, df, known)
         if len(bad):
             cross.append(Failure(name, column, f"{CROSS_CHECKS[name]}: {len(bad)} of {len(df)} rows fail",
-                                 _examples(df, bad[:MAX_EXAMPLES], key, column)))
+                                 _examples(df, bad[:MAX_EXAMPLES], key, column), [int(i) + 1 for i in bad]))
     checks = len(gx_result.results) + len(suite["meta"]["cross_checks"]) - len(skipped)
-    result = Result(kind, str(uri), len(df), checks, failures + cross, skipped)
+    result = Result(kind, uri, len(df), checks, failures + cross, skipped)
     result.html = _render_html(gx_result, result, cross)
     return result
 
 
 def gate(kind: str, uri: str, report_path: str, *, problems_uri: str | None = None,
-         html_path: str | None = None) -> Result:
+         html_path: str | None = None, thresholds: dict[str, float] | None = None,
+         quarantine_uri: str | None = None, clean_uri: str | None = None) -> Result:
     """validate(), then always write the Markdown report (and the HTML page if html_path);
-    raise GateFailed when anything failed. Unusable input is reported, then re-raised."""
+    raise GateFailed when anything failed. Unusable input is reported, then re-raised.
+
+    With quarantine_uri (and clean_uri), rows failing row-level checks go to quarantine_uri
+    and the rest to clean_uri; the gate then judges the clean rows (see quarantine())."""
+    if (quarantine_uri is None) != (clean_uri is None):
+        raise ValueError("quarantine_uri and clean_uri go together")
     try:
-        result = validate(kind, uri, problems_uri=problems_uri)
+        if quarantine_uri is None:
+            result = validate(kind, uri, problems_uri=problems_uri, thresholds=thresholds)
+        else:
+            result = quarantine(kind, uri, quarantine_uri, clean_uri, problems_uri=problems_uri,
+                                thresholds=thresholds)
     except Exception as e:
         storage.write_text(report_path, f"### Data gate `{kind}`: UNUSABLE INPUT\n\n{e}\n")
         raise
@@ -134,22 +173,62 @@ def gate(kind: str, uri: str, report_path: str, *, problems_uri: str | None = No
     return result
 
 
+def quarantine(kind: str, uri: str, quarantine_uri: str, clean_uri: str, *,
+               problems_uri: str | None = None, thresholds: dict[str, float] | None = None) -> Result:
+    """Move the rows that fail row-level checks out, re-check the rest, until nothing more
+    can move (a turn-1 row moved out can orphan its turn 2). Writes both files only when
+    the rest passes; otherwise returns the failing Result and writes nothing."""
+    if problems_uri is not None and kind == "problems":
+        raise ValueError("problems_uri is for attempts and verdicts, not for problems")
+    cls = _record_type(kind)
+    rows = records.read_jsonl(uri, cls)
+    df = _read_frame(uri, cls, rows)
+    known = None if problems_uri is None else set(_read_frame(problems_uri, records.Problem)["id"])
+    suite = suite_with(kind, thresholds)
+    moved: dict[int, list[str]] = {}
+    while True:
+        result = _check(kind, str(uri), df.drop(index=[r - 1 for r in moved]), known, suite, complete=True)
+        if result.success or not all(f.rows for f in result.failures):
+            break
+        for f in result.failures:
+            for r in f.rows:
+                moved.setdefault(r, []).append(f.check + (f" ({f.column})" if f.column else ""))
+    if result.success and moved and len(moved) == len(rows):
+        result.failures.append(Failure("quarantine", None, f"all {len(rows)} rows failed row checks; "
+                                                           "nothing is left to pass on"))
+    if not result.success:
+        return result
+    if moved:
+        bad = [{"row": r, "failed": checks, "record": dataclasses.asdict(rows[r - 1])}
+               for r, checks in sorted(moved.items())]
+        storage.write_text(quarantine_uri, "".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bad))
+    else:
+        storage.write_text(quarantine_uri, "")
+    records.write_jsonl(clean_uri, [r for i, r in enumerate(rows, start=1) if i not in moved])
+    counts = {"rows": len(moved)}
+    for checks in moved.values():
+        for c in checks:
+            counts[c] = counts.get(c, 0) + 1
+    result.quarantined = counts
+    return result
+
+
 def _record_type(kind: str) -> type:
     if kind not in KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; kinds are {', '.join(KINDS)}")
     return KINDS[kind]
 
 
-def _read_frame(uri: str, cls: type):
+def _read_frame(uri: str, cls: type, rows: list | None = None):
     import pandas as pd
 
-    rows = records.read_jsonl(uri, cls)
+    rows = records.read_jsonl(uri, cls) if rows is None else rows
     if not rows:
         raise records.RecordError(str(uri), 1, "*", "no records: the file is empty")
     return pd.DataFrame([dataclasses.asdict(r) for r in rows])
 
 
-def _run_suite(suite_spec: dict, df):
+def _run_suite(suite_spec: dict, df, complete: bool = False):
     """One real GX 1.x run: ephemeral context, pandas source, whole-dataframe batch."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -164,7 +243,8 @@ def _run_suite(suite_spec: dict, df):
     suite = context.suites.add(gx.ExpectationSuite(**copy.deepcopy(suite_spec)))
     run = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
     return run.run(batch_parameters={"dataframe": df},
-                   result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES})
+                   result_format={"result_format": "COMPLETE" if complete else "SUMMARY",
+                                  "partial_unexpected_count": MAX_EXAMPLES})
 
 
 def _gx_failure(r, df, key: list[str]) -> Failure:
@@ -181,8 +261,11 @@ def _gx_failure(r, df, key: list[str]) -> Failure:
     if kwargs.get("mostly", 1) < 1:
         detail += f" ({res['unexpected_percent']:.1f}%; at most {1 - kwargs['mostly']:.0%} allowed)"
     shown = kwargs.get("column") or (kwargs.get("column_list") or [None])[0]
+    every = res.get("unexpected_index_list") or []
+    # rows can be quarantined only for all-rows checks; a share over its threshold is systemic
+    rows = [int(i) + 1 for i in every] if kwargs.get("mostly", 1) == 1 else []
     return Failure(config.type, column, detail,
-                   _examples(df, res.get("partial_unexpected_index_list", [])[:MAX_EXAMPLES], key, shown))
+                   _examples(df, res.get("partial_unexpected_index_list", [])[:MAX_EXAMPLES], key, shown), rows)
 
 
 def _cross_check(name: str, df, known: set | None):
@@ -233,7 +316,8 @@ def _render_html(gx_result, result: Result, cross: list[Failure]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`selfcorrect validate --kind KIND PATH [--problems PATH] [--report PATH]`:
+    """`selfcorrect validate --kind KIND PATH [--problems PATH] [--report PATH]
+    [--max-empty-share F] [--max-truncated-share F] [--quarantine PATH --clean PATH]`:
     exit 0 valid, 1 invalid (prints the summary), 2 unusable input (prints the error)."""
     parser = argparse.ArgumentParser(prog="selfcorrect validate",
                                      description="Check a JSONL dataset with its Great Expectations suite.")
@@ -241,17 +325,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", help="JSONL dataset: a local path or gs:// URI")
     parser.add_argument("--problems", help="problems JSONL, to check that every problem_id exists")
     parser.add_argument("--report", help="also write the Markdown report here")
+    for name in THRESHOLDS:
+        parser.add_argument("--" + name.replace("_", "-"), type=float, metavar="SHARE",
+                            help="attempts: the largest share allowed, 0..1")
+    parser.add_argument("--quarantine", help="move rows failing row checks to this JSONL (needs --clean)")
+    parser.add_argument("--clean", help="with --quarantine: write the rows that pass here")
     args = parser.parse_args(argv)
     if args.problems and args.kind == "problems":
         parser.error("--problems is for --kind attempts or verdicts")
+    if bool(args.quarantine) != bool(args.clean):
+        parser.error("--quarantine and --clean go together")
+    thresholds = {n: getattr(args, n) for n in THRESHOLDS if getattr(args, n) is not None}
     try:
-        if args.report:
-            result = gate(args.kind, args.path, args.report, problems_uri=args.problems)
+        opts = dict(problems_uri=args.problems, thresholds=thresholds)
+        if args.quarantine:
+            result = quarantine(args.kind, args.path, args.quarantine, args.clean, **opts)
+            if args.report:
+                storage.write_text(args.report, result.markdown())
+        elif args.report:
+            result = gate(args.kind, args.path, args.report, **opts)
         else:
-            result = validate(args.kind, args.path, problems_uri=args.problems)
+            result = validate(args.kind, args.path, **opts)
     except GateFailed as e:
         result = e.result
-    except (OSError, records.RecordError) as e:
+    except (OSError, ValueError) as e:      # RecordError is a ValueError
         print(f"selfcorrect validate: unusable input: {e}", file=sys.stderr)
         return 2
     print(result.markdown(), end="")

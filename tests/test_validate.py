@@ -274,3 +274,76 @@ def test_gate_writes_report_and_raises(tmp_path, files):
     with pytest.raises(FileNotFoundError):
         v.gate("attempts", str(tmp_path / "missing.jsonl"), str(unusable))
     assert "UNUSABLE INPUT" in unusable.read_text() and "missing.jsonl" in unusable.read_text()
+
+
+# ---- configurable shares and quarantine ------------------------------------------------
+
+NOT_IN_SET = "expect_column_values_to_not_be_in_set"
+
+
+def test_truncated_share_is_configurable(tmp_path, files):
+    # the valid attempts have 6 of 12 truncated: reported by default, enforced when set
+    (failure,) = v.validate("attempts", files["attempts"], thresholds={"max_truncated_share": 0.25}).failures
+    assert (failure.check, failure.column) == (NOT_IN_SET, "truncated")
+    assert "6 of 12 rows fail (50.0%; at most 25% allowed)" in failure.detail
+    assert [e["row"] for e in failure.examples] == [3, 4, 7] and failure.rows == []   # a share: not quarantinable
+    rows = valid_rows()["attempts"]
+    _empty(3)(rows)
+    assert v.validate("attempts", write(tmp_path / "a.jsonl", rows),
+                      thresholds={"max_truncated_share": 0.5, "max_empty_share": 0.25}).success
+
+
+@pytest.mark.parametrize("thresholds, words", [({"max_typo_share": 0.1}, "unknown threshold"),
+                                               ({"max_empty_share": 1.5}, "between 0 and 1"),
+                                               ({"max_empty_share": True}, "between 0 and 1")])
+def test_bad_thresholds_are_named(thresholds, words):
+    with pytest.raises(ValueError, match=words):
+        v.suite_with("attempts", thresholds)
+
+
+def test_quarantine_moves_bad_rows_with_counts_and_passes_the_rest(tmp_path, files):
+    rows = valid_rows()["attempts"]
+    rows[2]["sample"] = -1              # row 3 fails; its turn 2 (row 4) loses its partner
+    rows[5]["turn"] = 3                 # row 6
+    rows[8]["problem_id"] = "p404"      # row 9; and row 10 (p3, 0, 2) loses its partner
+    src = write(tmp_path / "a.jsonl", rows)
+    q, clean, report = tmp_path / "q.jsonl", tmp_path / "clean.jsonl", tmp_path / "gate.md"
+    result = v.gate("attempts", src, str(report), problems_uri=files["problems"],
+                    quarantine_uri=str(q), clean_uri=str(clean))
+    moved = [json.loads(line) for line in q.read_text().splitlines()]
+    assert [m["row"] for m in moved] == [3, 4, 6, 9, 10]
+    assert moved[0]["record"] == rows[2] and moved[0]["failed"] == [f"{BETWEEN} (sample)"]
+    assert result.quarantined == {"rows": 5, f"{BETWEEN} (sample)": 1, "turn2_has_turn1 (turn)": 2,
+                                  f"{IN_SET} (turn)": 1, "problem_id_known (problem_id)": 1}
+    assert "Quarantined 5 rows" in report.read_text() and "turn2_has_turn1 (turn): 2" in report.read_text()
+    assert [r for i, r in enumerate(rows, 1) if i not in (3, 4, 6, 9, 10)] == \
+        [dataclasses.asdict(a) for a in records.read_jsonl(str(clean), Attempt)]
+    assert v.validate("attempts", str(clean), problems_uri=files["problems"]).success
+
+
+def test_quarantine_does_not_hide_a_systemic_failure(tmp_path, capsys):
+    rows = valid_rows()["attempts"]
+    _empty(3)(rows)                     # 25% empty: a share over its threshold, not bad rows
+    src = write(tmp_path / "a.jsonl", rows)
+    q, clean = tmp_path / "q.jsonl", tmp_path / "clean.jsonl"
+    rc = v.main(["--kind", "attempts", src, "--quarantine", str(q), "--clean", str(clean)])
+    assert rc == 1 and NOT_MATCH in capsys.readouterr().out
+    assert not q.exists() and not clean.exists()
+    rows = valid_rows()["attempts"]
+    for r in rows:
+        r["turn"] = 3                   # every row bad: nothing left to pass on
+    rc = v.main(["--kind", "attempts", write(tmp_path / "b.jsonl", rows), "--quarantine", str(q), "--clean", str(clean)])
+    assert rc == 1 and "all 12 rows failed row checks" in capsys.readouterr().out and not clean.exists()
+
+
+def test_cli_thresholds_and_quarantine(tmp_path, files, capsys):
+    assert v.main(["--kind", "attempts", files["attempts"], "--max-truncated-share", "0.1"]) == 1
+    assert "at most 10% allowed" in capsys.readouterr().out
+    assert v.main(["--kind", "attempts", files["attempts"], "--max-empty-share", "2"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+    rows = valid_rows()["problems"]
+    rows.append(dict(rows[0], id="p1"))
+    q, clean = tmp_path / "q.jsonl", tmp_path / "clean.jsonl"
+    rc = v.main(["--kind", "problems", write(tmp_path / "p.jsonl", rows), "--quarantine", str(q), "--clean", str(clean)])
+    assert rc == 0 and "Quarantined 2 rows" in capsys.readouterr().out   # both copies of the duplicate id
+    assert [r.id for r in records.read_jsonl(str(clean), Problem)] == ["p2", "p3"]

@@ -20,7 +20,7 @@ def split_of(problem_id: str, eval_fraction: float = 0.5) -> str:
 
 
 def generate(n_train: int, n_eval: int, *, operations: str = "+-", digits: int = 2,
-             seed: int = 0) -> list[Problem]:
+             seed: int = 0, eval_fraction: float = 0.5) -> list[Problem]:
     """n_train + n_eval distinct problems with `digits`-digit operands.
 
     >>> ps = generate(2, 1, operations="+", digits=1, seed=3)
@@ -39,7 +39,7 @@ def generate(n_train: int, n_eval: int, *, operations: str = "+-", digits: int =
     while want["train"] or want["eval"]:
         a, b, op = rng.randint(lo, hi), rng.randint(lo, hi), rng.choice(operations)
         pid = f"arith-{a}{op}{b}"
-        split = split_of(pid)
+        split = split_of(pid, eval_fraction)
         if pid in seen or not want[split]:
             continue
         seen.add(pid)

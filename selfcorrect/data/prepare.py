@@ -1,0 +1,159 @@
+"""source -> normalise -> size limit -> unique ids -> dedupe by prompt -> hash split -> caps.
+
+    problems, stats = prepare(DataConfig(source="gsm8k", path="gs://b/gsm8k/train.jsonl"))
+
+Output is Problem JSONL (records.write_jsonl, atomic): the format every step reads.
+Nothing is dropped silently: `stats` counts what each stage removed, and the CLI prints it.
+Bad input raises RecordError (file, row, field); the CLI turns it into exit code 2 and
+writes nothing. `difficulty_filter` drops train problems the base model solves always or
+never, from its verdicts.
+
+CLI: selfcorrect prepare --source SOURCE [--path FILE] --output PATH [--n-train N] ...
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+import unicodedata
+from collections import defaultdict
+
+from selfcorrect import records
+from selfcorrect.config import ConfigError, DataConfig, build
+from selfcorrect.data import algebra, arithmetic, sources
+from selfcorrect.data.arithmetic import split_of
+from selfcorrect.records import Problem, RecordError
+
+
+def normalise_prompt(prompt: str) -> str:
+    """The key for de-duplication: NFKC, case-folded, whitespace collapsed.
+
+    >>> normalise_prompt("What  is\\n1+1?") == normalise_prompt("what is 1+1?")
+    True
+    """
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", prompt).casefold()).strip()
+
+
+def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
+    """The run's problems, and counts of what each stage kept and removed."""
+    if cfg.source in ("arithmetic", "algebra"):
+        if cfg.source == "arithmetic":
+            rows = arithmetic.generate(cfg.n_train, cfg.n_eval, operations=cfg.operations,
+                                       digits=cfg.digits, seed=cfg.seed, eval_fraction=cfg.eval_fraction)
+        else:
+            rows = algebra.generate(cfg.n_train, cfg.n_eval, digits=cfg.digits, seed=cfg.seed,
+                                    eval_fraction=cfg.eval_fraction)
+        return rows, {"read": len(rows), "duplicate_prompts": 0, "over_cap": 0, "written": len(rows)}
+    loaded = sources.load(cfg.source, cfg.path)
+    first_row: dict[str, int] = {}
+    seen_prompts: set[str] = set()
+    kept, dupes = [], 0
+    for uri, row, p in loaded:
+        if len(p.prompt) > cfg.max_prompt_chars:
+            raise RecordError(uri, row, "prompt", f"{len(p.prompt)} characters, over data.max_prompt_chars="
+                                                  f"{cfg.max_prompt_chars}")
+        if p.id in first_row:
+            raise RecordError(uri, row, "id", f"duplicate id {p.id!r} (first at row {first_row[p.id]})")
+        first_row[p.id] = row
+        key = normalise_prompt(p.prompt)
+        if key in seen_prompts:
+            dupes += 1
+            continue
+        seen_prompts.add(key)
+        kept.append(p if p.split else dataclasses.replace(p, split=split_of(p.id, cfg.eval_fraction)))
+    want = {"train": cfg.n_train, "eval": cfg.n_eval}
+    out = []
+    for p in kept:
+        if want[p.split]:
+            want[p.split] -= 1
+            out.append(p)
+    return out, {"read": len(loaded), "duplicate_prompts": dupes, "over_cap": len(kept) - len(out),
+                 "written": len(out)}
+
+
+def solve_rates(verdicts: list[records.Verdict], turn: int = 1) -> dict[str, float]:
+    """Share of correct verdicts per problem, over the given turn's samples."""
+    tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for v in verdicts:
+        if v.turn == turn:
+            tally[v.problem_id][0] += v.correct
+            tally[v.problem_id][1] += 1
+    return {pid: right / n for pid, (right, n) in tally.items()}
+
+
+def difficulty_filter(problems: list[Problem], verdicts: list[records.Verdict], *,
+                      drop_always: bool = True, drop_never: bool = True,
+                      splits: tuple[str, ...] = ("train",)) -> tuple[list[Problem], dict]:
+    """Drop problems of `splits` that the base model solved on every (or no) first attempt.
+
+    Problems without verdicts are kept and counted; eval stays whole by default, so
+    before/after comparisons use the same problems.
+
+    >>> P = lambda i: Problem(i, "math", "q" + i, answer="1")
+    >>> V = lambda i, ok: records.Verdict(i, 0, 1, ok, float(ok))
+    >>> kept, n = difficulty_filter([P("a"), P("b"), P("c")], [V("a", True), V("b", False)])
+    >>> [p.id for p in kept], n
+    (['c'], {'always_solved': 1, 'never_solved': 1, 'no_verdicts': 1, 'kept': 1})
+    """
+    rates = solve_rates(verdicts)
+    counts = {"always_solved": 0, "never_solved": 0, "no_verdicts": 0, "kept": 0}
+    kept = []
+    for p in problems:
+        rate = rates.get(p.id)
+        if p.split in splits and rate is None:
+            counts["no_verdicts"] += 1
+        elif p.split in splits and drop_always and rate == 1.0:
+            counts["always_solved"] += 1
+            continue
+        elif p.split in splits and drop_never and rate == 0.0:
+            counts["never_solved"] += 1
+            continue
+        kept.append(p)
+    counts["kept"] = len(kept)
+    return kept, counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`selfcorrect prepare`: exit 0 written, 2 bad configuration or unusable input."""
+    ap = argparse.ArgumentParser(prog="selfcorrect prepare", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", required=True, help="arithmetic, algebra, humaneval, math, gsm8k, mbpp, generic")
+    ap.add_argument("--path", default="", help="input .jsonl/.json/.parquet file (local or gs://)")
+    ap.add_argument("--output", required=True, help="Problem JSONL to write (local or gs://)")
+    for name in ("n_train", "n_eval", "max_prompt_chars", "digits", "seed"):
+        ap.add_argument("--" + name.replace("_", "-"), type=int)
+    ap.add_argument("--eval-fraction", type=float)
+    ap.add_argument("--operations")
+    ap.add_argument("--verdicts", help="base-model Verdict JSONL for the difficulty filter")
+    ap.add_argument("--drop-always-solved", action="store_true")
+    ap.add_argument("--drop-never-solved", action="store_true")
+    args = ap.parse_args(argv)
+    keys = {f.name for f in dataclasses.fields(DataConfig)}
+    given = {k: v for k, v in vars(args).items() if k in keys and v not in (None, False)}
+    try:
+        cfg = build(DataConfig, given, "data.")
+        if (cfg.drop_always_solved or cfg.drop_never_solved) and not args.verdicts:
+            raise ConfigError("--drop-always-solved/--drop-never-solved: need --verdicts FILE")
+        problems, stats = prepare(cfg)
+        if args.verdicts:
+            verdicts = records.read_jsonl(args.verdicts, records.Verdict)
+            problems, stats["difficulty"] = difficulty_filter(
+                problems, verdicts, drop_always=cfg.drop_always_solved, drop_never=cfg.drop_never_solved)
+        if not problems:
+            raise ConfigError("no problems left to write; check n_train/n_eval and the filter")
+        records.write_jsonl(args.output, problems)
+    except ConfigError as e:
+        print(f"selfcorrect prepare: config error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, RecordError, ValueError) as e:
+        print(f"selfcorrect prepare: unusable input: {e}", file=sys.stderr)
+        return 2
+    splits = {s: sum(p.split == s for p in problems) for s in ("train", "eval")}
+    print(json.dumps({"output": args.output, "source": cfg.source, **splits, **stats}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
