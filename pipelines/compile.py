@@ -1,6 +1,16 @@
-"""Compile the pipeline to IR YAML named with the package version."""
+"""Compile the pipeline and every component to IR YAML named with the package version.
+
+`compile_pipeline(dir)` writes `selfcorrect-pipeline-<version>.yaml` and
+`components/<component>-<version>.yaml` (one per component, loadable with
+`kfp.components.load_component_from_file`); compiling twice gives byte-identical files.
+`version_name()` names the pipeline version uploaded to a cluster: the package version, plus
+the git commit when the checkout is not the release tag (`0.1.0+g1a2b3c4`, `0.1.0+g1a2b3c4.dirty`).
+"""
 from __future__ import annotations
 
+import ast
+import re
+import subprocess
 from pathlib import Path
 
 from kfp import compiler
@@ -9,16 +19,86 @@ from selfcorrect import __version__
 from selfcorrect.config import RunConfig
 from selfcorrect.pipelines.score import PIPELINE_NAME, score_pipeline
 
+REPO = Path(__file__).resolve().parent.parent
+
 
 def pipeline_file(output_dir: str | Path) -> Path:
     return Path(output_dir) / f"{PIPELINE_NAME.replace('-score', '')}-pipeline-{__version__}.yaml"
 
 
+def components() -> dict:
+    """name -> component, for every component in selfcorrect.components."""
+    from selfcorrect import components as comps
+
+    return {name: getattr(comps, name) for name in sorted(comps.__all__)}
+
+
+def component_file(output_dir: str | Path, name: str) -> Path:
+    return Path(output_dir) / "components" / f"{name}-{__version__}.yaml"
+
+
+def compile_components(output_dir: str | Path = "dist") -> list[Path]:
+    """One YAML per component, with the version in its name, description and image tag."""
+    paths = []
+    for name, comp in components().items():
+        out = component_file(output_dir, name)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        compiler.Compiler().compile(comp, str(out))
+        _stable_header(out, f"# selfcorrect {__version__}: component {name}\n")
+        paths.append(out)
+    return paths
+
+
 def compile_pipeline(output_dir: str | Path = "dist", config: dict | None = None) -> Path:
-    """Write `selfcorrect-pipeline-<version>.yaml`; `config` is the default run config."""
+    """Write the pipeline YAML (`config` is the default run config) and the component YAMLs."""
     out = pipeline_file(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(
         score_pipeline, str(out),
         pipeline_parameters={"config": config or RunConfig().to_dict()})
+    _stable_header(out)
+    compile_components(output_dir)
     return out
+
+
+_DEFAULT = re.compile(r"^(#.*\[Default: )(\{.*\})\]$")
+
+
+def _sorted(value):
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    return [_sorted(v) for v in value] if isinstance(value, list) else value
+
+
+def _stable_header(path: Path, first_line: str = "") -> None:
+    """KFP's comment header prints dict defaults in protobuf map order, which changes from
+    process to process; print them with sorted keys so the file is byte-identical."""
+    lines = path.read_text().split("\n")
+    for i, line in enumerate(lines):
+        if not line.startswith("#"):
+            break
+        m = _DEFAULT.match(line)
+        if m:
+            lines[i] = f"{m.group(1)}{_sorted(ast.literal_eval(m.group(2)))!r}]"
+    path.write_text(first_line + "\n".join(lines))
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def version_name(repo: str | Path = REPO) -> str:
+    """The pipeline version name: `0.1.0` on a clean checkout of tag v0.1.0 (or outside git),
+    `0.1.0+g<commit>` elsewhere, with `.dirty` when files differ from the commit."""
+    commit = _git("rev-parse", "--short=7", "HEAD", cwd=Path(repo))
+    if commit is None or not (Path(repo) / ".git").exists():   # installed, not a checkout
+        return __version__
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=Path(repo)))
+    tags = (_git("tag", "--points-at", "HEAD", cwd=Path(repo)) or "").split()
+    if not dirty and ({__version__, f"v{__version__}"} & set(tags)):
+        return __version__
+    return f"{__version__}+g{commit}" + (".dirty" if dirty else "")
