@@ -6,6 +6,7 @@ imported when a pipeline is compiled.
 """
 from selfcorrect.components.evaluate import evaluate
 from selfcorrect.components.prepare_model import prepare_model
+from selfcorrect.components.promote import decide_promotion, promote_model
 from selfcorrect.components.prepare_problems import prepare_problems
 from selfcorrect.components.sample_attempts import sample_attempts
 from selfcorrect.components.train import train_stage1, train_stage2
@@ -13,4 +14,5 @@ from selfcorrect.components.validate_data import validate_data
 from selfcorrect.components.verify_attempts import verify_attempts
 
 __all__ = ["prepare_problems", "prepare_model", "validate_data", "sample_attempts",
-           "verify_attempts", "train_stage1", "train_stage2", "evaluate"]
+           "verify_attempts", "train_stage1", "train_stage2", "evaluate",
+           "decide_promotion", "promote_model"]

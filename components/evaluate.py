@@ -1,25 +1,58 @@
+from typing import Optional
+
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 from selfcorrect.images import image
 
 
 @dsl.component(base_image=image("selfcorrect-base"), install_kfp_package=False)
-def evaluate(base_attempts: Input[Dataset], base_verdicts: Input[Dataset],
+def evaluate(config: dict, problems: Input[Dataset],
+             base_attempts: Input[Dataset], base_verdicts: Input[Dataset],
              trained_attempts: Input[Dataset], trained_verdicts: Input[Dataset],
-             metrics: Output[Metrics], report: Output[Markdown], results: Output[Dataset]):
-    """Self-correction metrics for the base and the trained model, from verifier verdicts."""
+             metrics: Output[Metrics], report: Output[Markdown], html: Output[HTML],
+             results: Output[Dataset], details: Output[Dataset],
+             stage1_model: Optional[Input[Model]] = None,
+             stage2_model: Optional[Input[Model]] = None,
+             stage1_attempts: Optional[Input[Dataset]] = None,
+             stage1_verdicts: Optional[Input[Dataset]] = None):
+    """Self-correction metrics for the base and the trained model, from verifier verdicts.
+
+    metrics: scalars per model (KFP Metrics); report: Markdown tables with bootstrap
+    intervals; html: the report with plots; results: {model: summary} JSON; details: per
+    task / per difficulty metrics and edit ratios as JSON. stage1_model / stage2_model, when
+    given, add their training curves (metrics.json) to the HTML; stage1_attempts /
+    stage1_verdicts, when given, add the Stage I checkpoint as a row ("stage1").
+    """
     import json
+    import os
 
+    from selfcorrect import config as cfg_mod
     from selfcorrect import evaluate as ev
+    from selfcorrect import report as rep
     from selfcorrect import storage
-    from selfcorrect.records import Attempt, Verdict, read_jsonl
+    from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl
 
-    table = {}
-    for name, att, ver in (("base", base_attempts, base_verdicts),
-                           ("trained", trained_attempts, trained_verdicts)):
-        table[name] = ev.summarise(read_jsonl(ver.path, Verdict), read_jsonl(att.path, Attempt))
-        for key, value in table[name].items():
+    e = cfg_mod.from_dict(config).eval
+    todo = read_jsonl(problems.path, Problem)
+    models = {}
+    evaluated = [("base", base_attempts, base_verdicts)]
+    if stage1_attempts is not None and stage1_verdicts is not None:
+        evaluated.append(("stage1", stage1_attempts, stage1_verdicts))
+    evaluated.append(("trained", trained_attempts, trained_verdicts))
+    for name, att, ver in evaluated:
+        models[name] = ev.evaluate_model(read_jsonl(ver.path, Verdict),
+                                         read_jsonl(att.path, Attempt), todo,
+                                         samples=e.bootstrap_samples, confidence=e.confidence,
+                                         seed=e.seed)
+        for key, value in models[name]["summary"].items():
             metrics.log_metric(f"{name}_{key}", value)
-    storage.write_text(results.path, json.dumps(table, indent=2))
-    storage.write_text(report.path, "# Self-correction\n\n" + ev.markdown_table(table) + "\n")
+    training = {}
+    for stage, model in (("stage I", stage1_model), ("stage II", stage2_model)):
+        if model is not None and os.path.isfile(os.path.join(model.path, "metrics.json")):
+            training[stage] = json.loads(storage.read_text(os.path.join(model.path, "metrics.json")))
+    storage.write_text(results.path, json.dumps({n: r["summary"] for n, r in models.items()},
+                                                indent=2))
+    storage.write_text(details.path, json.dumps(models, indent=2))
+    storage.write_text(report.path, rep.markdown(models))
+    storage.write_text(html.path, rep.render_html(models, training))

@@ -1,16 +1,19 @@
 """The SCoRe DAG: data -> gate -> base attempts -> Beam verification -> gate ->
-Stage I -> Stage II -> trained attempts -> verification -> evaluation.
+Stage I -> Stage II -> attempts of the Stage I and Stage II models -> verification ->
+evaluation (base, stage1, trained) -> promotion gate
+(dsl.If: the trained model goes to the registry only when config.promotion's conditions hold).
 
 Every arrow carries a typed artifact; every dataset that crosses a step passes a Great
 Expectations gate before the next step uses it.
 """
 
 from kfp import dsl
-from kfp.dsl import Dataset
+from kfp.dsl import Dataset, Model
 
 from selfcorrect import __version__
-from selfcorrect.components import (evaluate, prepare_model, prepare_problems, sample_attempts,
-                                    train_stage1, train_stage2, validate_data, verify_attempts)
+from selfcorrect.components import (decide_promotion, evaluate, prepare_model, prepare_problems,
+                                    promote_model, sample_attempts, train_stage1, train_stage2,
+                                    validate_data, verify_attempts)
 
 PIPELINE_NAME = "selfcorrect-score"
 
@@ -30,6 +33,20 @@ def _verified(config, problems, model, label: str):
     return attempts, verdicts, gate
 
 
+@dsl.pipeline(name="selfcorrect-promotion-gate",
+              description="Promote the model to the registry when config.promotion's "
+                          "conditions hold against the evaluation results")
+def promotion_gate(config: dict, results: Dataset, model: Model, problems: Dataset,
+                   verdicts: Dataset):
+    """decide_promotion -> dsl.If(promote) -> promote_model; reusable as a sub-DAG."""
+    gate = decide_promotion(config=config, results=results)
+    gate.set_display_name("promotion-gate")
+    with dsl.If(gate.outputs["Output"] == True, name="promote-if-better"):  # noqa: E712
+        promote_model(config=config, model=model, results=results, problems=problems,
+                      verdicts=verdicts,
+                      decision=gate.outputs["decision"]).set_display_name("promote-model")
+
+
 @dsl.pipeline(name=PIPELINE_NAME, display_name=f"{PIPELINE_NAME} {__version__}",
               description=f"SCoRe self-correction training, selfcorrect version {__version__}")
 def score_pipeline(config: dict) -> Dataset:
@@ -46,11 +63,23 @@ def score_pipeline(config: dict) -> Dataset:
     stage1.after(problems_gate, base_gate)
     stage2 = train_stage2(config=config, problems=data, init_model=stage1.outputs["model"],
                           base_model=base.outputs["model"])
+    stage1_attempts, stage1_verdicts, stage1_gate = _verified(
+        config, data, stage1.outputs["model"], "stage1")
     trained_attempts, trained_verdicts, trained_gate = _verified(
         config, data, stage2.outputs["model"], "trained")
 
-    report = evaluate(base_attempts=base_attempts.outputs["attempts"],
-             base_verdicts=base_verdicts.outputs["verdicts"],
-             trained_attempts=trained_attempts.outputs["attempts"],
-             trained_verdicts=trained_verdicts.outputs["verdicts"]).after(trained_gate)
+    report = evaluate(config=config, problems=data,
+                      base_attempts=base_attempts.outputs["attempts"],
+                      base_verdicts=base_verdicts.outputs["verdicts"],
+                      trained_attempts=trained_attempts.outputs["attempts"],
+                      trained_verdicts=trained_verdicts.outputs["verdicts"],
+                      stage1_model=stage1.outputs["model"],
+                      stage2_model=stage2.outputs["model"],
+                      stage1_attempts=stage1_attempts.outputs["attempts"],
+                      stage1_verdicts=stage1_verdicts.outputs["verdicts"]
+                      ).after(stage1_gate, trained_gate)
+
+    promotion_gate(config=config, results=report.outputs["results"],
+                   model=stage2.outputs["model"], problems=data,
+                   verdicts=trained_verdicts.outputs["verdicts"])
     return report.outputs["results"]

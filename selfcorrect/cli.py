@@ -39,6 +39,11 @@ def cmd_run(args) -> int:
         table.add_row(name, *(f"{100 * m[k]:+.1f}" if k.startswith("delta") else f"{100 * m[k]:.1f}"
                               for k in evaluate.METRICS))
     console.print(table)
+    from pathlib import Path
+    for html in sorted(Path(out["run_dir"]).glob("evaluate*/html")):
+        console.print(f"report: [bold]{html}[/] (HTML)", soft_wrap=True)
+    for decision in sorted(Path(out["run_dir"]).glob("decide-promotion*/decision")):
+        console.print(decision.read_text().strip().splitlines()[0].lstrip("# ").replace("*", ""))
     console.print(f"pipeline finished in {out['seconds']:.0f} s")
     console.print(f"artifacts: [bold]{out['run_dir']}[/]")
     return 0
@@ -59,6 +64,11 @@ def cmd_compile(args) -> int:
 SUBCOMMANDS = {
     "verify": ("selfcorrect.verify.beam:main", "verify attempts with the Beam step"),
     "validate": ("selfcorrect.validate:main", "check a dataset with its GX suite"),
+    "submit": ("selfcorrect.pipelines.cluster:main_submit", "upload this version and start a run on KFP or Vertex"),
+    "schedule": ("selfcorrect.pipelines.cluster:main_schedule", "create a recurring run pinned to this version"),
+    "schedules": ("selfcorrect.pipelines.cluster:main_schedules", "list or delete recurring runs"),
+    "evaluate": ("selfcorrect.evaluate_cli:main", "evaluate model folders on a problems file"),
+    "prepare": ("selfcorrect.data.prepare:main", "build Problem JSONL from a problem source"),
 }
 
 

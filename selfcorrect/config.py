@@ -44,17 +44,40 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = choice("arithmetic", "arithmetic")
-    n_train: int = 16
+    """Where problems come from (selfcorrect.data.prepare); file sources read `path`."""
+    source: str = choice("arithmetic", "arithmetic", "algebra", "humaneval", "math", "gsm8k",
+                         "mbpp", "generic")
+    path: str = ""             # math/gsm8k/mbpp/generic: a .jsonl or .parquet file, local or gs://
+    n_train: int = 16          # at most this many train problems (file order; generated: exactly)
     n_eval: int = 16
-    operations: str = "+-"     # any of + - *
-    digits: int = 2
+    eval_fraction: float = 0.5  # share of ids that hash to the eval split
+    max_prompt_chars: int = 8000  # a longer prompt is an error naming file, row and field
+    operations: str = "+-"     # arithmetic: any of + - *
+    digits: int = 2            # arithmetic and algebra: operand size
     seed: int = 0
+    drop_always_solved: bool = False  # difficulty filter over base-model verdicts (train split)
+    drop_never_solved: bool = False
 
     def __post_init__(self):
         if not self.operations or set(self.operations) - set("+-*"):
             raise ConfigError("data.operations: use one or more of '+', '-', '*' (e.g. '+-')")
-        _positive(self, "n_train", "n_eval", "digits", prefix="data")
+        _positive(self, "n_train", "n_eval", "digits", "max_prompt_chars", prefix="data")
+        if not 0 < self.eval_fraction < 1:
+            raise ConfigError(f"data.eval_fraction: must be between 0 and 1 (exclusive), got "
+                              f"{self.eval_fraction}; 0.5 puts half the ids in eval")
+        if self.source in FILE_SOURCES and not self.path:
+            raise ConfigError(f"data.path: required when data.source is '{self.source}' "
+                              "(a .jsonl or .parquet file, local or gs://)")
+        if self.path and self.source not in FILE_SOURCES:
+            raise ConfigError(f"data.path: only read by the file sources ({', '.join(FILE_SOURCES)}); "
+                              f"remove it or set data.source to one of them")
+        if self.path and not self.path.lower().endswith((".jsonl", ".json", ".parquet")):
+            raise ConfigError(f"data.path: {self.path!r} must end in .jsonl, .json or .parquet")
+        if self.path and "://" not in self.path:
+            self.path = str(Path(self.path).expanduser().resolve())
+
+
+FILE_SOURCES = ("math", "gsm8k", "mbpp", "generic")
 
 
 @dataclass
@@ -90,10 +113,22 @@ class TrainConfig:
     gradient_clipping: float = 1.0
     optimizer: str = choice("adamw", "adamw", "adam")
     seed: int = 0
+    single_turn: bool = False       # ablation: RL on attempt 1 with r1 only (both stages)
+    checkpoint_every: int = 0       # resumable DeepSpeed checkpoint every N steps; 0: none
+    keep_checkpoints: int = 2       # newest periodic checkpoints kept per stage
+    offline_first_attempts: int = 0  # Stage II (paper 5.3): of the k samples of a problem, how
+                                     # many take attempt 1 from the base model (no loss on it)
 
     def __post_init__(self):
         _positive(self, "problems_per_step", "max_new_tokens", "gradient_accumulation_steps",
-                  prefix="train")
+                  "keep_checkpoints", prefix="train")
+        if not 0 <= self.offline_first_attempts <= self.samples_per_problem:
+            raise ConfigError("train.offline_first_attempts: must be between 0 and "
+                              f"train.samples_per_problem ({self.samples_per_problem}); e.g. 1 "
+                              "of 4 samples starts from a base-model first attempt")
+        if self.checkpoint_every < 0:
+            raise ConfigError("train.checkpoint_every: must be >= 0 (0 turns periodic "
+                              "checkpoints off; e.g. 50 saves every 50 steps)")
         if self.samples_per_problem < 1 or (self.baseline == "rloo" and self.samples_per_problem < 2):
             raise ConfigError("train.samples_per_problem: the RLOO baseline needs at least 2 "
                               "samples per problem; set it >= 2 or train.baseline to 'mean'/'none'")
@@ -107,12 +142,64 @@ class TrainConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """What the training components ask the cluster for; empty: nothing (CPU, one process).
+
+    accelerator_type is the platform's name (Vertex AI: NVIDIA_TESLA_A100, NVIDIA_H100_80GB;
+    Kubeflow: nvidia.com/gpu). accelerator_count > 1 launches one DeepSpeed process per GPU.
+    Not verified on GPU yet.
+    """
+    accelerator_type: str = ""
+    accelerator_count: int = 0
+    cpu_limit: str = ""             # e.g. "8" or "7500m"
+    memory_limit: str = ""          # e.g. "64G"
+    launcher: str = choice("deepspeed", "deepspeed", "torchrun")
+
+    def __post_init__(self):
+        if self.accelerator_count < 0:
+            raise ConfigError("resources.accelerator_count: must be >= 0 (0: CPU)")
+        if bool(self.accelerator_type) != (self.accelerator_count > 0):
+            raise ConfigError("resources.accelerator_type and resources.accelerator_count go "
+                              "together: set both (e.g. NVIDIA_TESLA_A100 and 1) or neither (CPU)")
+
+
+@dataclass
 class VerifyConfig:
     runner: str = "DirectRunner"
     direct_num_workers: int = 0     # 0: one worker per core
     direct_running_mode: str = choice("multi_processing", "multi_processing", "multi_threading",
                                       "in_memory")
     timeout_s: float = 10.0
+
+
+@dataclass
+class EvalConfig:
+    """How evaluate summarises verdicts: bootstrap confidence intervals over (problem, sample)."""
+    bootstrap_samples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self):
+        _positive(self, "bootstrap_samples", prefix="eval")
+        if not 0 < self.confidence < 1:
+            raise ConfigError("eval.confidence: must be between 0 and 1, e.g. 0.95")
+
+
+@dataclass
+class PromotionConfig:
+    """When the trained model is promoted to the registry (all conditions must hold)."""
+    registry: str = ""              # folder or gs:// prefix; "" = <output_dir>/registry
+    min_gain_over_base: float = 0.0     # Accuracy@t2(trained) - Accuracy@t2(base) >= this
+    min_gain_over_current: float = 0.0  # ... minus the currently promoted model's, if any
+    max_delta_c_to_i: float = 1.0       # Delta_c->i(trained) <= this
+
+    def __post_init__(self):
+        for name in ("min_gain_over_base", "min_gain_over_current"):
+            if not -1 <= getattr(self, name) <= 1:
+                raise ConfigError(f"promotion.{name}: must be in [-1, 1] (a difference of "
+                                  "accuracies), e.g. 0.02")
+        if not 0 <= self.max_delta_c_to_i <= 1:
+            raise ConfigError("promotion.max_delta_c_to_i: must be in [0, 1]; 1 disables it")
 
 
 @dataclass
@@ -131,8 +218,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -246,6 +336,8 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
         cfg.model.path = str(Path(cfg.model.path).expanduser().resolve())
     if "://" not in cfg.output_dir:
         cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+    if cfg.promotion.registry and "://" not in cfg.promotion.registry:
+        cfg.promotion.registry = str(Path(cfg.promotion.registry).expanduser().resolve())
     return cfg
 
 

@@ -5,11 +5,12 @@ so what training reports and what evaluation reports cannot drift apart.
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from rapidfuzz.distance import Levenshtein
 
-from selfcorrect.records import Attempt, Verdict
+from selfcorrect.records import Attempt, Problem, Verdict
 
 METRICS = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")
 LABELS = {"accuracy_t1": "Accuracy@t1", "accuracy_t2": "Accuracy@t2", "delta": "Delta(t1,t2)",
@@ -70,3 +71,175 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
             + f" | {100 * m.get('unchanged_share', 0):.1f} | {int(m['n'])} |"
             for name, m in results.items()]
     return "\n".join([head, rule, *rows])
+
+
+# --- Confidence intervals, breakdowns and answer repeats (the evaluate step's details) ---
+
+def bootstrap_ci(pairs: list[tuple[bool, bool]], *, samples: int = 1000, confidence: float = 0.95,
+                 seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval of each metric, resampling (problem, sample) pairs.
+
+    Seeded, so the same verdicts give the same intervals. No pairs: (0, 0) for each metric.
+
+    >>> ci = bootstrap_ci([(True, True)] * 5)
+    >>> ci["accuracy_t2"], ci["delta"]
+    ((1.0, 1.0), (0.0, 0.0))
+    """
+    import numpy as np
+
+    if not pairs:
+        return {k: (0.0, 0.0) for k in METRICS}
+    arr = np.asarray(pairs, dtype=bool)
+    idx = np.random.default_rng(seed).integers(0, len(arr), size=(samples, len(arr)))
+    t1, t2 = arr[idx, 0], arr[idx, 1]
+    per = {"accuracy_t1": t1.mean(1), "accuracy_t2": t2.mean(1),
+           "delta": t2.mean(1) - t1.mean(1), "delta_i_to_c": (~t1 & t2).mean(1),
+           "delta_c_to_i": (t1 & ~t2).mean(1)}
+    lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
+    return {k: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) for k, v in per.items()}
+
+
+_ARITH_ID = re.compile(r"^arith-(-?\d+)([-+*])(-?\d+)$")
+_ALGEBRA_ID = re.compile(r"^alg-(\d+)x([-+]\d+)=(-?\d+)$")
+
+
+def difficulty(problem: Problem) -> str:
+    """A difficulty label from generated problems' ids: arithmetic by operation and operand
+    digits, algebra (`alg-3x+4=10`) by coefficient digits; 'all' for anything else.
+
+    >>> difficulty(Problem("arith-37+145", "math", "?")), difficulty(Problem("alg-12x-3=21", "math", "?"))
+    ('+ 3-digit', 'ax+b 2-digit')
+    >>> difficulty(Problem("HumanEval/0", "code", "?"))
+    'all'
+    """
+    if m := _ARITH_ID.match(problem.id):
+        a, op, b = m.groups()
+        return f"{op} {max(len(a.lstrip('-')), len(b.lstrip('-')))}-digit"
+    if m := _ALGEBRA_ID.match(problem.id):
+        return f"ax+b {len(m.group(1))}-digit"
+    return "all"
+
+
+def answer_repeat_share(attempts: list[Attempt]) -> float:
+    """Share of second attempts whose final answer repeats the first's (math extraction).
+
+    Pairs where neither attempt has an extractable answer compare their whole text.
+
+    >>> A = lambda pid, turn, text: Attempt(pid, 0, turn, text, "m")
+    >>> answer_repeat_share([A("p", 1, "it is 12"), A("p", 2, "Hmm, so 12."),
+    ...                      A("q", 1, "it is 3"), A("q", 2, "no: 4")])
+    0.5
+    """
+    from selfcorrect.verify.math import extract_answer
+
+    by_key: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
+    for a in attempts:
+        by_key[(a.problem_id, a.sample)][a.turn] = a.completion
+    pairs = [(t[1], t[2]) for t in by_key.values() if 1 in t and 2 in t]
+    if not pairs:
+        return 0.0
+    same = 0
+    for first, second in pairs:
+        x, y = extract_answer(first), extract_answer(second)
+        same += (x == y) if (x is not None or y is not None) else first.strip() == second.strip()
+    return same / len(pairs)
+
+
+def grouped_metrics(verdicts: list[Verdict], problems: list[Problem], by, **ci) -> dict[str, dict]:
+    """Metrics (with intervals) per group of problems, `by(problem) -> label`, sorted by label.
+
+    A verdict naming an unknown problem raises KeyError naming it.
+    """
+    label = {p.id: by(p) for p in problems}
+    groups: dict[str, list[Verdict]] = defaultdict(list)
+    for v in verdicts:
+        if v.problem_id not in label:
+            raise KeyError(f"verdict (sample {v.sample}, turn {v.turn}) names problem "
+                           f"{v.problem_id!r}, which is not among the problems")
+        groups[label[v.problem_id]].append(v)
+    out = {}
+    for name in sorted(groups):
+        pairs = pair_outcomes(groups[name])
+        out[name] = {**self_correction_metrics(pairs),
+                     "ci": {k: list(b) for k, b in bootstrap_ci(pairs, **ci).items()}}
+    return out
+
+
+def evaluate_model(verdicts: list[Verdict], attempts: list[Attempt], problems: list[Problem], *,
+                   samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Everything the report shows for one model.
+
+    {"summary": summarise(...) + answer_repeat_share + <metric>_ci_low/_ci_high,
+     "per_task": {task: metrics+ci}, "per_difficulty": {...}, "edit_ratios": [...]}.
+    """
+    ci_kw = dict(samples=samples, confidence=confidence, seed=seed)
+    summary = summarise(verdicts, attempts)
+    summary["answer_repeat_share"] = answer_repeat_share(attempts)
+    for key, (lo, hi) in bootstrap_ci(pair_outcomes(verdicts), **ci_kw).items():
+        summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = lo, hi
+    return {"summary": summary,
+            "per_task": grouped_metrics(verdicts, problems, lambda p: p.task, **ci_kw),
+            "per_difficulty": grouped_metrics(verdicts, problems, difficulty, **ci_kw),
+            "edit_ratios": edit_ratios(attempts), "confidence": confidence}
+
+
+def markdown_ci_table(results: dict[str, dict[str, float]]) -> str:
+    """Like markdown_table, each cell `value [low, high]` in percent, from evaluate_model summaries."""
+    head = "| model | " + " | ".join(LABELS[k] for k in METRICS) + " | n |"
+    rule = "|---" * (len(METRICS) + 2) + "|"
+    rows = [f"| {name} | " + " | ".join(
+        f"{100 * m[k]:.1f} [{100 * m.get(k + '_ci_low', m[k]):.1f}, "
+        f"{100 * m.get(k + '_ci_high', m[k]):.1f}]" for k in METRICS) + f" | {int(m['n'])} |"
+        for name, m in results.items()]
+    return "\n".join([head, rule, *rows])
+
+
+# --- Sampling study (paper Fig. 1 right): majority vote at equal generated-sample budget ---
+
+def majority_vote_accuracy(attempts: list[Attempt], verdicts: list[Verdict], *, turn: int,
+                           samples: int) -> float:
+    """Per problem, the most common final answer among samples 0..samples-1 at `turn`;
+    the share of problems whose majority answer was judged correct (ties: lowest sample).
+
+    >>> A = lambda s, text: Attempt("p", s, 1, text, "m")
+    >>> V = lambda s, ok: Verdict("p", s, 1, ok, float(ok))
+    >>> atts = [A(0, "is 4"), A(1, "is 5"), A(2, "is 5")]
+    >>> majority_vote_accuracy(atts, [V(0, True), V(1, False), V(2, False)], turn=1, samples=3)
+    0.0
+    >>> majority_vote_accuracy(atts, [V(0, True), V(1, False), V(2, False)], turn=1, samples=1)
+    1.0
+    """
+    from collections import Counter
+
+    from selfcorrect.verify.math import extract_answer
+
+    correct = {(v.problem_id, v.sample, v.turn): v.correct for v in verdicts}
+    by_problem: dict[str, list[tuple[int, str, bool]]] = defaultdict(list)
+    for a in attempts:
+        if a.turn == turn and a.sample < samples:
+            key = (a.problem_id, a.sample, a.turn)
+            if key not in correct:
+                raise KeyError(f"attempt {key}: no verdict for it")
+            answer = extract_answer(a.completion) or a.completion.strip()
+            by_problem[a.problem_id].append((a.sample, answer, correct[key]))
+    if not by_problem:
+        return 0.0
+    hits = 0
+    for rows in by_problem.values():
+        rows.sort()
+        counts = Counter(answer for _, answer, _ in rows)
+        best = max(counts.values())
+        winner = next(answer for _, answer, _ in rows if counts[answer] == best)
+        hits += any(ok for _, answer, ok in rows if answer == winner)
+    return hits / len(by_problem)
+
+
+def sampling_study(attempts: list[Attempt], verdicts: list[Verdict], k: int) -> dict[str, float]:
+    """Majority vote over k first attempts vs over the second attempts of k/2 episodes:
+    the same k generated samples each (the paper's Figure 1, right)."""
+    if k < 2:
+        raise ValueError(f"sampling study: k must be >= 2 samples per problem, got {k}")
+    return {"majority_k_t1": majority_vote_accuracy(attempts, verdicts, turn=1, samples=k),
+            "majority_half_k_t2": majority_vote_accuracy(attempts, verdicts, turn=2,
+                                                         samples=k // 2),
+            "k": float(k)}

@@ -16,8 +16,44 @@ def local_run(tmp_path_factory):
     from selfcorrect.pipelines.local import run_local
 
     out = tmp_path_factory.mktemp("run")
-    cfg = config.load("tiny", overrides=[f"output_dir={out}"])
+    # a gate that always opens: the promote branch runs
+    cfg = config.load("tiny", overrides=[f"output_dir={out}", "promotion.min_gain_over_base=-1"])
     return cfg, run_local(cfg)
+
+
+@pytest.fixture(scope="module")
+def rejected_run(local_run, tmp_path_factory):
+    """The pipeline's promotion_gate sub-DAG again, on the first run's artifacts (imported),
+    against the same registry, now holding that run's model: asking for +1 point over the
+    currently promoted model must close the gate."""
+    from kfp import dsl, local
+    from kfp.dsl import Dataset, Model
+
+    from selfcorrect.pipelines.score import promotion_gate
+
+    cfg, out = local_run
+    run = Path(out["run_dir"])
+
+    def imported(task: str, name: str, cls):
+        return dsl.importer(artifact_uri=str(_artifact(run, task, name)), artifact_class=cls,
+                            reimport=False).output
+
+    @dsl.pipeline(name="gate-only")
+    def gate_only(config: dict):
+        promotion_gate(config=config, results=imported("evaluate", "results", Dataset),
+                       model=imported("train-stage2", "model", Model),
+                       problems=imported("prepare-problems", "problems", Dataset),
+                       verdicts=imported("verify-attempts-3", "verdicts", Dataset))
+
+    strict = config.load("tiny", overrides=[f"output_dir={cfg.output_dir}",
+                                            "promotion.min_gain_over_base=-1",
+                                            "promotion.min_gain_over_current=0.01"])
+    root = tmp_path_factory.mktemp("gate")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               raise_on_error=True)
+    gate_only(config=strict.to_dict())
+    (gate_run,) = root.glob("gate-only-*")
+    return strict, gate_run
 
 
 def _artifact(run_dir: Path, task: str, name: str) -> Path:
@@ -28,7 +64,7 @@ def _artifact(run_dir: Path, task: str, name: str) -> Path:
 
 def test_results_hold_five_metrics_for_both_models(local_run):
     cfg, out = local_run
-    assert set(out["results"]) == {"base", "trained"}
+    assert list(out["results"]) == ["base", "stage1", "trained"]
     for m in out["results"].values():
         for key in METRICS:
             assert -1.0 <= m[key] <= 1.0
@@ -41,7 +77,7 @@ def test_every_step_left_well_formed_artifacts(local_run):
     run = Path(out["run_dir"])
     problems = read_jsonl(str(_artifact(run, "prepare-problems", "problems")), Problem)
     assert len(problems) == cfg.data.n_train + cfg.data.n_eval
-    for label in ("", "-2"):
+    for label in ("", "-2", "-3"):      # base, Stage I and Stage II models
         attempts = read_jsonl(str(_artifact(run, f"sample-attempts{label}", "attempts")), Attempt)
         verdicts = read_jsonl(str(_artifact(run, f"verify-attempts{label}", "verdicts")), Verdict)
         assert len(attempts) == len(verdicts) == 2 * cfg.data.n_eval
@@ -54,7 +90,55 @@ def test_every_step_left_well_formed_artifacts(local_run):
         saved = json.loads((model / "resolved_config.json").read_text())
         assert saved == cfg.to_dict()
     reports = sorted(run.glob("validate-data*/report"))
-    assert len(reports) == 5 and all(r.read_text().strip() for r in reports)
+    assert len(reports) == 7 and all(r.read_text().strip() for r in reports)
     metrics = json.loads(_artifact(run, "evaluate", "executor_output.json").read_text())
     logged = metrics["artifacts"]["metrics"]["artifacts"][0]["metadata"]
-    assert {f"{m}_{k}" for m in ("base", "trained") for k in METRICS} <= set(logged)
+    assert {f"{m}_{k}" for m in ("base", "stage1", "trained") for k in METRICS} <= set(logged)
+
+
+def test_evaluate_wrote_html_markdown_and_details(local_run):
+    import re
+
+    cfg, out = local_run
+    run = Path(out["run_dir"])
+    page = _artifact(run, "evaluate", "html").read_text()
+    assert page.count("<table") == 3 and "Accuracy@t2" in page
+    # accuracy by turn, i->c / c->i, edit histogram, and both stages' training curves
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 5
+    assert "Training curve of stage II" in page
+    md = _artifact(run, "evaluate", "report").read_text()
+    assert "| trained |" in md and "per difficulty" in md
+    details = json.loads(_artifact(run, "evaluate", "details").read_text())
+    for name in ("base", "stage1", "trained"):
+        assert set(details[name]["per_task"]) == {"math"}
+        assert len(details[name]["edit_ratios"]) == cfg.data.n_eval
+        s = details[name]["summary"]
+        assert s["accuracy_t2_ci_low"] <= s["accuracy_t2"] <= s["accuracy_t2_ci_high"]
+
+
+def test_gate_open_promotes_model_with_manifest(local_run):
+    from selfcorrect import __version__, promote
+
+    cfg, out = local_run
+    run = Path(out["run_dir"])
+    assert "**promoted**" in _artifact(run, "decide-promotion", "decision").read_text()
+    current = promote.read_current(str(Path(cfg.output_dir, "registry")))
+    assert current is not None and current["pipeline_version"] == __version__
+    assert current["config"] == cfg.to_dict()
+    assert current["metrics"] == out["results"]["trained"]
+    assert Path(current["data"]["problems"]).is_file()
+    assert (Path(current["uri"]) / "model.safetensors").is_file()
+    assert json.loads((Path(current["uri"]) / "manifest.json").read_text()) == current
+
+
+def test_gate_closed_skips_promotion(rejected_run):
+    from selfcorrect import promote
+
+    cfg, run = rejected_run
+    decision = _artifact(run, "decide-promotion", "decision").read_text()
+    assert "**not promoted**" in decision
+    assert "FAIL: Accuracy@t2" in decision and "vs promoted" in decision
+    assert not list(run.glob("promote-model*"))
+    registry = Path(cfg.output_dir, "registry")
+    assert len(list((registry / "models").iterdir())) == 1     # still only the first run's
+    assert promote.read_current(str(registry))["id"] in decision   # the one it compared with

@@ -1,0 +1,47 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+from selfcorrect.images import image
+
+
+@dsl.component(base_image=image("selfcorrect-base"), install_kfp_package=False)
+def decide_promotion(config: dict, results: Input[Dataset], decision: Output[Markdown]) -> bool:
+    """Check config.promotion's conditions against the evaluation results and the registry's
+    currently promoted model; writes the decision and its reasons; returns whether to promote."""
+    import json
+
+    from selfcorrect import promote, storage
+
+    table = json.loads(storage.read_text(results.path))
+    registry = promote.registry_uri(config)
+    current = promote.read_current(registry)
+    verdict = promote.decide(table["trained"], table["base"], current, config["promotion"])
+    storage.write_text(decision.path, verdict.to_markdown())
+    decision.metadata.update({"promote": verdict.promote, "reasons": verdict.reasons,
+                              "registry": registry,
+                              "current": current.get("id") if current else ""})
+    return verdict.promote
+
+
+@dsl.component(base_image=image("selfcorrect-base"), install_kfp_package=False)
+def promote_model(config: dict, model: Input[Model], results: Input[Dataset],
+                  problems: Input[Dataset], verdicts: Input[Dataset], decision: Input[Markdown],
+                  entry: Output[Artifact]):
+    """Write the model and its manifest (pipeline version, config, data, metrics) to the
+    registry and make it the current one; `entry` records the registry URI and manifest."""
+    import json
+
+    from selfcorrect import promote, storage
+
+    metrics = json.loads(storage.read_text(results.path))["trained"]
+    reasons = promote.Decision(True, [line[2:] for line in
+                                      storage.read_text(decision.path).splitlines()
+                                      if line.startswith("- ")])
+    manifest = promote.manifest(config, metrics,
+                                {"problems": problems.uri, "verdicts": verdicts.uri,
+                                 "model": model.uri},
+                                model.metadata.get("name", "model"), reasons)
+    registry = promote.registry_uri(config)
+    uri = promote.promote(model.path, registry, manifest)
+    storage.write_text(entry.path, json.dumps({**manifest, "uri": uri}, indent=2))
+    entry.metadata.update({"registry": registry, "uri": uri, "id": manifest["id"]})

@@ -1,0 +1,121 @@
+"""`selfcorrect evaluate`: the pipeline's evaluation outside the pipeline.
+
+    selfcorrect evaluate --model PATH --problems PATH [--baseline PATH] [--output DIR]
+                         [--split eval|train|all] [--samples K] [--preset tiny] [--set KEY=VALUE ...]
+
+For each model (a save_pretrained folder, e.g. a pipeline Model artifact or a registry
+entry, or a .gguf file): two attempts per problem (selfcorrect.rollout; greedy unless
+generate.temperature > 0; --samples K episodes per problem, which adds the sampling study),
+verification with the Beam step (selfcorrect.verify.beam.run, options from `verify.*`),
+then the same metric and report functions as the evaluate component. Writes
+results.json, details.json, report.md and report.html under --output.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+
+def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, cfg,
+                    split: str = "eval", samples: int = 1) -> dict:
+    """{name: model folder} -> {name: evaluate_model(...)}; writes attempts, verdicts, reports.
+
+    samples > 1: that many episodes per problem (decode with generate.temperature > 0), and
+    the summary adds the sampling study (majority over k first attempts vs k/2 corrections).
+    """
+    from selfcorrect import evaluate as ev
+    from selfcorrect import models as model_io
+    from selfcorrect import report, rollout, storage
+    from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl
+    from selfcorrect.verify import beam
+
+    problems = read_jsonl(problems_uri, Problem)
+    todo = [p for p in problems if split == "all" or p.split == split]
+    if not todo:
+        raise ValueError(f"{problems_uri}: no problems with split '{split}' "
+                         f"(splits present: {sorted({p.split for p in problems}) or 'none'}); "
+                         "use --split all")
+    g, v, e = cfg.generate, cfg.verify, cfg.eval
+    out: dict[str, dict] = {}
+    training: dict[str, dict] = {}
+    for name, path in models.items():
+        if path.endswith(".gguf") and Path(path).is_file():
+            net, tok = model_io.load(dataclasses.replace(cfg.model, source="gguf", path=path))
+        elif Path(path, "config.json").is_file():
+            net, tok = model_io.load(cfg.model, path=path)
+        else:
+            raise FileNotFoundError(f"--model/--baseline {path}: neither a save_pretrained "
+                                    "folder (no config.json) nor a .gguf file")
+        episodes = rollout.two_attempts(net, tok, todo, samples=samples, temperature=g.temperature,
+                                        max_new_tokens=g.max_new_tokens,
+                                        batch_size=g.batch_size, templates=cfg.prompts)
+        attempts_uri = storage.join(output_dir, name, "attempts.jsonl")
+        verdicts_uri = storage.join(output_dir, name, "verdicts.jsonl")
+        write_jsonl(attempts_uri, [a for ep in episodes for a in ep.attempts(name)])
+        beam.run(problems_uri, attempts_uri, verdicts_uri,
+                 pipeline_args=[f"--runner={v.runner}", f"--direct_num_workers={v.direct_num_workers}",
+                                f"--direct_running_mode={v.direct_running_mode}"],
+                 timeout_s=v.timeout_s)
+        verdicts, attempts = read_jsonl(verdicts_uri, Verdict), read_jsonl(attempts_uri, Attempt)
+        out[name] = ev.evaluate_model(verdicts, attempts, todo, samples=e.bootstrap_samples,
+                                      confidence=e.confidence, seed=e.seed)
+        if samples > 1:
+            out[name]["summary"].update(ev.sampling_study(attempts, verdicts, samples))
+        if Path(path, "metrics.json").is_file():
+            training[name] = json.loads(Path(path, "metrics.json").read_text())
+    storage.write_text(storage.join(output_dir, "results.json"),
+                       json.dumps({n: r["summary"] for n, r in out.items()}, indent=2))
+    storage.write_text(storage.join(output_dir, "details.json"), json.dumps(out, indent=2))
+    storage.write_text(storage.join(output_dir, "report.md"), report.markdown(out))
+    storage.write_text(storage.join(output_dir, "report.html"), report.render_html(out, training))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from selfcorrect import config
+    from selfcorrect.evaluate import markdown_ci_table
+
+    p = argparse.ArgumentParser(prog="selfcorrect evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="the model to evaluate: a save_pretrained folder or a .gguf file")
+    p.add_argument("--problems", required=True, help="problems JSONL (local path or gs://)")
+    p.add_argument("--baseline", help="a second model folder to compare with (e.g. the base)")
+    p.add_argument("--output", default="eval", help="folder or gs:// prefix (default: eval)")
+    p.add_argument("--split", default="eval", choices=("eval", "train", "all"))
+    p.add_argument("--samples", type=int, default=1,
+                   help="episodes per problem; >1 adds the sampling study (majority vote over "
+                        "k first attempts vs k/2 self-corrections); needs generate.temperature>0")
+    p.add_argument("--preset", help="a preset for decoding/verification settings (e.g. tiny)")
+    p.add_argument("--config", help="a YAML run configuration file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    try:
+        cfg = config.load(args.preset, args.config, args.overrides)
+    except config.ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.samples < 1 or (args.samples > 1 and cfg.generate.temperature <= 0):
+        print("error: --samples must be >= 1, and > 1 needs sampling: "
+              "--set generate.temperature=1.0", file=sys.stderr)
+        return 2
+    models = {"model": args.model}
+    if args.baseline:
+        models = {"baseline": args.baseline, **models}
+    try:
+        out = evaluate_models(models, args.problems, args.output, cfg, split=args.split,
+                              samples=args.samples)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown_ci_table({n: r["summary"] for n, r in out.items()}))
+    from selfcorrect import storage
+    print(f"report: {storage.join(args.output, 'report.html')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The promotion gate's decision, and registering a model with its manifest."""
+import json
+
+import pytest
+
+from selfcorrect import __version__, config, promote
+
+RULE = {"min_gain_over_base": 0.05, "min_gain_over_current": 0.0, "max_delta_c_to_i": 0.1}
+
+
+def test_decide_each_condition_passes_and_fails():
+    good = {"accuracy_t2": 0.6, "delta_c_to_i": 0.05}
+    ok = promote.decide(good, {"accuracy_t2": 0.5}, None, RULE)
+    assert ok.promote and all(r.startswith("pass") for r in ok.reasons)
+    assert "no model promoted yet" in ok.reasons[1]
+    small_gain = promote.decide(good, {"accuracy_t2": 0.58}, None, RULE)
+    assert not small_gain.promote and small_gain.reasons[0].startswith("FAIL")
+    current = {"id": "m-1", "metrics": {"accuracy_t2": 0.7}}
+    worse = promote.decide(good, {"accuracy_t2": 0.5}, current, RULE)
+    assert not worse.promote and worse.reasons[1].startswith("FAIL") and "m-1" in worse.reasons[1]
+    breaks = promote.decide({"accuracy_t2": 0.6, "delta_c_to_i": 0.2}, {"accuracy_t2": 0.5}, None, RULE)
+    assert [r[:4] for r in breaks.reasons] == ["pass", "pass", "FAIL"]
+    assert "not promoted" in breaks.to_markdown()
+
+
+def test_promote_writes_model_and_manifest_then_gate_reads_it(tmp_path):
+    cfg = config.load("tiny", overrides=[f"output_dir={tmp_path}"]).to_dict()
+    registry = promote.registry_uri(cfg)
+    assert registry == str(tmp_path / "registry")
+    assert promote.read_current(registry) is None
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    entry = promote.manifest(cfg, {"accuracy_t2": 0.5, "delta_c_to_i": 0.0},
+                             {"problems": "/data/problems"}, "tiny-score",
+                             promote.Decision(True, ["pass: x"]))
+    uri = promote.promote(str(model), registry, entry)
+    assert (tmp_path / "registry" / "models" / entry["id"] / "model.safetensors").read_bytes() == b"weights"
+    saved = json.loads((tmp_path / "registry" / "models" / entry["id"] / "manifest.json").read_text())
+    assert saved["pipeline_version"] == __version__ and saved["config"] == cfg
+    assert saved["data"] == {"problems": "/data/problems"} and saved["uri"] == uri
+    current = promote.read_current(registry)
+    assert current == saved
+    # the next run's gate compares against it
+    again = promote.decide({"accuracy_t2": 0.5, "delta_c_to_i": 0.0}, {"accuracy_t2": 0.0}, current,
+                           {**RULE, "min_gain_over_current": 0.01})
+    assert not again.promote and entry["id"] in again.reasons[1]
+
+
+def test_read_current_names_the_bad_file_and_field(tmp_path):
+    (tmp_path / "current.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"current.json: line 1: not valid JSON"):
+        promote.read_current(str(tmp_path))
+    (tmp_path / "current.json").write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(ValueError, match=r"current.json: field 'metrics.accuracy_t2'"):
+        promote.read_current(str(tmp_path))
+
+
+def test_promotion_config_rejects_out_of_range_values():
+    with pytest.raises(config.ConfigError, match="promotion.max_delta_c_to_i"):
+        config.load("tiny", overrides=["promotion.max_delta_c_to_i=2"])
+    with pytest.raises(config.ConfigError, match="eval.confidence"):
+        config.load("tiny", overrides=["eval.confidence=95"])
+
+
+def test_promote_doctests():
+    import doctest
+
+    result = doctest.testmod(promote)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.fixture
+def gcs_bucket():
+    """An in-process GCS emulator with one bucket (as in test_storage.py); yields gs://bucket."""
+    from gcp_storage_emulator.server import create_server
+
+    from selfcorrect import storage
+
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()
+    try:
+        port = server._api._httpd.server_address[1]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+            mp.setenv("GOOGLE_CLOUD_PROJECT", "local")
+            storage._client.cache_clear()
+            try:
+                storage._client().create_bucket("registry-test")
+                yield "gs://registry-test"
+            finally:
+                storage._client.cache_clear()
+    finally:
+        server.stop()
+
+
+def test_promote_to_gcs_registry(tmp_path, gcs_bucket):
+    from selfcorrect import storage
+
+    registry = f"{gcs_bucket}/models-registry"
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "model.safetensors").write_bytes(b"w")
+    (model / "sub" / "tokenizer.json").write_text("{}")
+    entry = promote.manifest({"k": 1}, {"accuracy_t2": 0.25, "delta_c_to_i": 0.0}, {}, "m")
+    uri = promote.promote(str(model), registry, entry)
+    assert uri == f"{registry}/models/{entry['id']}"
+    assert storage.read_bytes(f"{uri}/model.safetensors") == b"w"
+    assert storage.exists(f"{uri}/sub/tokenizer.json") and storage.exists(f"{uri}/manifest.json")
+    assert promote.read_current(registry)["metrics"]["accuracy_t2"] == 0.25
+
+
+def test_compiled_pipeline_gates_promotion_with_a_condition(tmp_path):
+    import yaml
+    from kfp import compiler
+
+    from selfcorrect.pipelines.score import score_pipeline
+
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(score_pipeline, str(path))
+    ir = yaml.safe_load(path.read_text())
+    gate = ir["components"]["comp-selfcorrect-promotion-gate"]["dag"]["tasks"]
+    assert set(gate) == {"decide-promotion", "condition-1"}
+    condition = gate["condition-1"]["triggerPolicy"]["condition"]
+    assert "decide-promotion-Output" in condition and condition.endswith("== true")
+    inner = ir["components"][gate["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == {"promote-model"}
