@@ -125,3 +125,19 @@ def test_a_remote_runner_needs_a_shared_location():
         ["--runner=DataflowRunner"])).startswith("gs://b/run/verdicts.jsonl.verify-parts-")
     assert vbeam._staging_dir("/gcs/b/v.jsonl", PipelineOptions(
         ["--runner", "DataflowRunner"])).startswith("gs://b/v.jsonl.verify-parts-")
+
+
+def test_dataflow_workers_get_the_verifier_image_unless_told_otherwise():
+    from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
+
+    from selfcorrect.images import image
+
+    def chosen(args):
+        options = PipelineOptions(args)
+        vbeam._default_worker_image(options)
+        return options.view_as(WorkerOptions).sdk_container_image
+
+    assert chosen(["--runner=DataflowRunner"]) == image("selfcorrect-verifier")
+    assert not image("selfcorrect-verifier").endswith(":latest")
+    assert chosen(["--runner=DataflowRunner", "--sdk_container_image=r/x:1"]) == "r/x:1"
+    assert chosen([]) is None and chosen(["--runner=FlinkRunner"]) is None

@@ -72,10 +72,70 @@ CASES = [
     ("So she pays $1,250.50 in total.", "1250.5", True),
     ("The result is -0.25.", "-1/4", True),
     ("The temperature drops to -4 degrees.", "4", False),
+    # --- units text
+    (score("5 \\text{ cm}"), "5", True),
+    (score("5\\text{cm}"), "5", True),
+    (score("5 \\mathrm{cm}"), "5", True),
+    (score("12 \\text{ inches}"), "12", True),
+    (score("6 \\text{ cm}"), "5", False),
+    ("The side is 5 cm.", "5", True),
+    (score("90^\\circ"), "90", True),
+    (score("\\$12.50"), "12.5", True),
+    # --- percentages (math-verify accepts both readings of a percent)
+    (score("50\\%"), "\\frac{1}{2}", True),
+    (score("25\\%"), "25", True),
+    (score("2.5\\%"), "25", False),
+    # --- negative numbers
+    (score("-\\frac{3}{4}"), "-0.75", True),
+    (score("-0.75"), "\\frac{-3}{4}", True),
+    (score("\\frac{3}{4}"), "-\\frac{3}{4}", False),
+    (score("-12"), "-12", True),
+    # --- \dfrac, \tfrac, decimals
+    (score("\\dfrac{1}{3}"), "\\frac{1}{3}", True),
+    (score("\\tfrac{5}{2}"), "2.5", True),
+    (score("\\dfrac{5}{3}"), "\\frac{3}{5}", False),
+    (score("0.1"), "\\frac{1}{10}", True),
+    (score("\\boxed{12}"), "12", True),
+    # --- thousands separators
+    (score("10,000"), "10000", True),
+    (score("100,000"), "10000", False),
+    (score("1,000,000"), "10^6", True),
+    ("#### 2,500", "2500", True),
+    # --- equivalent expressions
+    (score("2x+2"), "2(x+1)", True),
+    (score("2x+1"), "2(x+1)", False),
+    (score("\\frac{x^2-1}{x-1}"), "x+1", True),
+    (score("(x-1)(x+2)"), "x^2+x-2", True),
+    (score("(x-1)(x+2)"), "x^2-x-2", False),
+    (score("\\sqrt{8}"), "2\\sqrt{2}", True),
+    (score("\\frac{\\pi}{2}"), "\\frac{\\pi}{2}", True),
+    (score("3 + 2i"), "3+2i", True),
+    (score("x = 3, y = 4"), "(3,4)", True),
+    # --- intervals and sets
+    (score("(-\\infty, 3)"), "(-\\infty,3)", True),
+    (score("(-\\infty, 3]"), "(-\\infty,3)", False),
+    (score("[2, 5]"), "[2,5]", True),
+    (score("(1, \\infty)"), "(1,\\infty)", True),
+    (score("x \\in [0, 1]"), "[0,1]", True),
+    (score("\\{1, 2\\}"), "\\{2, 1\\}", True),
+    (score("\\{1, 2\\}"), "\\{1, 2, 3\\}", False),
+    # --- mixed forms
+    ("Final Answer: The final answer is $5$ cm. I hope it is correct.", "5", True),
+    (score("−5"), "-5", True),                    # a unicode minus sign
+    (score("\\left(1,2\\right)"), "(1,2)", True),
+    (score("\\$1,000"), "1000", True),
+    ("The answer is 12 apples.", "12", True),
+    ("#### 3/4", "0.75", True),
+    ("#### 3/4", "0.34", False),
     # --- no answer at all
     ("I am not sure.", "3", False),
     ("", "3", False),
 ]
+
+
+def test_the_table_is_big_enough():
+    assert len(CASES) >= 60
+    assert sum(c for *_, c in CASES) >= 20 and sum(not c for *_, c in CASES) >= 20
 
 
 @pytest.mark.parametrize("completion, reference, correct", CASES)

@@ -69,48 +69,82 @@ class JoinFn(beam.DoFn):
 
 
 class VerifyFn(beam.DoFn):
-    """(Problem, Attempt) -> Verdict, through selfcorrect.verify.verify()."""
+    """[(Problem, Attempt), ...] -> Verdict each, through selfcorrect.verify.verify().
 
-    def __init__(self, timeout_s: float = 10.0):
+    Takes batches (see VerifyAttempts): math attempts are checked one after the other (they
+    hold the GIL); code attempts run `code_concurrency` sandboxes at a time from a thread
+    pool, since a code verdict is mostly a child process's time, not this one's.
+    """
+
+    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2):
         super().__init__()
         self.timeout_s = timeout_s
+        self.code_concurrency = max(1, int(code_concurrency))
         self.verified = Metrics.counter(NAMESPACE, "verdicts")
         self.correct = Metrics.counter(NAMESPACE, "correct")
         self.errors = Metrics.counter(NAMESPACE, "verifier_errors")
+        self._pool = None
 
     def setup(self):
         # the heavy imports and the sandbox probe, once per worker instead of per element
+        import concurrent.futures
+
         import math_verify  # noqa: F401
         import sympy  # noqa: F401
 
         from selfcorrect.verify import code
 
         code.network_isolation_available()
+        if self.code_concurrency > 1:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.code_concurrency, thread_name_prefix="selfcorrect-sandbox")
 
-    def process(self, element):
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _judge(self, pair):
         from selfcorrect.verify import verify_attempt
 
-        problem, attempt = element
+        problem, attempt = pair
         try:
-            verdict = verify_attempt(problem, attempt, timeout_s=self.timeout_s)
+            return verify_attempt(problem, attempt, timeout_s=self.timeout_s), None
         except Exception as e:  # the verifier's own failure: never the attempt's
-            self.errors.inc()
-            yield TaggedOutput(DEAD_LETTERS, dead_letter("verify", f"{type(e).__name__}: {e}",
-                                                         attempt))
-            return
-        self.verified.inc()
-        if verdict.correct:
-            self.correct.inc()
-        yield verdict
+            return None, dead_letter("verify", f"{type(e).__name__}: {e}", attempt)
+
+    def process(self, batch):
+        batch = list(batch)
+        code = [pair for pair in batch if pair[0].task == "code"]
+        if self._pool is not None and len(code) > 1:
+            judged = dict(zip(map(id, code), self._pool.map(self._judge, code)))
+        else:
+            judged = {}
+        for pair in batch:
+            verdict, dead = judged.get(id(pair)) or self._judge(pair)
+            if dead is not None:
+                self.errors.inc()
+                yield TaggedOutput(DEAD_LETTERS, dead)
+                continue
+            self.verified.inc()
+            if verdict.correct:
+                self.correct.inc()
+            yield verdict
 
 
 class VerifyAttempts(beam.PTransform):
     """{"problems": PCollection[Problem], "attempts": PCollection[Attempt]} ->
-    {"verdicts": PCollection[Verdict], "dead_letters": PCollection[dict]}."""
+    {"verdicts": PCollection[Verdict], "dead_letters": PCollection[dict]}.
 
-    def __init__(self, timeout_s: float = 10.0):
+    code_concurrency: sandboxes a worker runs at once (default 2); a batch of attempts is
+    at most max_batch attempts.
+    """
+
+    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, max_batch: int = 16):
         super().__init__()
         self.timeout_s = timeout_s
+        self.code_concurrency = code_concurrency
+        self.max_batch = max_batch
 
     def expand(self, inputs):
         problems = inputs["problems"] | "KeyProblems" >> beam.Map(lambda p: (p.id, p))
@@ -122,8 +156,9 @@ class VerifyAttempts(beam.PTransform):
         checked = (
             joined.pairs
             | "Spread" >> beam.Reshuffle()  # one problem's many attempts over many workers
-            | "Verify" >> beam.ParDo(VerifyFn(self.timeout_s)).with_outputs(DEAD_LETTERS,
-                                                                            main="verdicts"))
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.max_batch)
+            | "Verify" >> beam.ParDo(VerifyFn(self.timeout_s, self.code_concurrency))
+            .with_outputs(DEAD_LETTERS, main="verdicts"))
         dead = ((joined[DEAD_LETTERS], checked[DEAD_LETTERS])
                 | "DeadLetters" >> beam.Flatten())
         return {"verdicts": checked.verdicts, "dead_letters": dead}
@@ -131,7 +166,7 @@ class VerifyAttempts(beam.PTransform):
 
 def run(problems_uri: str, attempts_uri: str, output_uri: str,
         pipeline_args: list[str] | None = None, dead_letter_uri: str | None = None,
-        timeout_s: float = 10.0) -> dict:
+        timeout_s: float = 10.0, code_concurrency: int = 2) -> dict:
     """Verify the attempts in attempts_uri; write verdicts to output_uri (sorted JSONL).
 
     Returns counts: {"verdicts", "correct", "dead_letters"}. Dead letters are written to
@@ -142,12 +177,13 @@ def run(problems_uri: str, attempts_uri: str, output_uri: str,
     problems = records.read_jsonl(problems_uri, Problem)
     attempts = records.read_jsonl(attempts_uri, Attempt)
     options = PipelineOptions(DEFAULT_ARGS + list(pipeline_args or []))
+    _default_worker_image(options)
     staging = _staging_dir(output_uri, options)
     try:
         with beam.Pipeline(options=options) as p:
             out = ({"problems": p | "ReadProblems" >> beam.Create(problems),
                     "attempts": p | "ReadAttempts" >> beam.Create(attempts)}
-                   | "VerifyAttempts" >> VerifyAttempts(timeout_s))
+                   | "VerifyAttempts" >> VerifyAttempts(timeout_s, code_concurrency))
             (out["verdicts"] | "VerdictJson" >> beam.Map(lambda v: json.dumps(dataclasses.asdict(v)))
              | "WriteVerdicts" >> beam.io.WriteToText(f"{staging}/verdicts"))
             (out["dead_letters"] | "DeadJson" >> beam.Map(json.dumps)
@@ -179,15 +215,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to write attempts the verifier could not judge (JSONL)")
     parser.add_argument("--timeout-s", type=float, default=10.0,
                         help="wall-clock limit per code run (default: 10)")
+    parser.add_argument("--code-concurrency", type=int, default=2,
+                        help="code sandboxes each Beam worker runs at once (default: 2)")
     args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
         counts = run(args.problems, args.attempts, args.output, beam_args,
-                     dead_letter_uri=args.dead_letters, timeout_s=args.timeout_s)
+                     dead_letter_uri=args.dead_letters, timeout_s=args.timeout_s,
+                     code_concurrency=args.code_concurrency)
     except (ValueError, OSError) as e:  # a bad record, a missing file, a missing location
         print(f"verify: {e}", file=sys.stderr)
         return 2
     print(json.dumps(counts))
     return 0
+
+
+def _default_worker_image(options) -> None:
+    """On Dataflow, workers run the verifier image (containers/verifier.Dockerfile, named by
+    selfcorrect.images) unless --sdk_container_image names another: they need selfcorrect,
+    math-verify and util-linux's unshare, and the Beam SDK version of this client."""
+    from apache_beam.options.pipeline_options import StandardOptions, WorkerOptions
+
+    runner = str(options.view_as(StandardOptions).runner or "")
+    worker = options.view_as(WorkerOptions)
+    if runner.lower() in ("dataflowrunner", "dataflow") and not worker.sdk_container_image:
+        from selfcorrect.images import image
+
+        worker.sdk_container_image = image("selfcorrect-verifier")
 
 
 # --- where the Beam output shards go before being merged into one sorted file -----------------

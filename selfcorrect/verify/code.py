@@ -11,11 +11,21 @@ Each run gets:
     written to files and read back truncated), and no new processes (RLIMIT_NPROC=0; the
     kernel exempts a real root user from it, so there the audit hook's refusal of fork,
     exec and spawn is what holds; threads stay allowed);
-  - no network, in a new network namespace (`unshare --net --map-root-user`) when the
-    kernel allows it; where it does not, the run goes on, the verifier is named
-    "code-sandbox[network]" and a warning is logged once;
-  - an audit hook (PEP 578) that refuses writes outside its folder, links, process
-    creation, signals, sockets, ctypes and other processes' /proc files.
+  - no network and no sight of other processes, in new network, PID and user namespaces
+    (`unshare --net --pid --fork --kill-child --map-root-user`) when the kernel allows it:
+    the parent, the host's processes and pidfds of them are out of reach, and whatever the
+    run started dies with it; where unshare is refused, the run goes on, the verifier is
+    named "code-sandbox[network]" and a warning is logged once;
+  - an audit hook (PEP 578) that refuses writes outside its folder (paths and folder fds),
+    links, process creation (and importing _posixsubprocess, ctypes, mmap), signals, sockets,
+    other processes' /proc files and its own /proc/self/mem, fd and environ, and every way to
+    reach the harness's frames or objects (sys._getframe, which typing, namedtuple and
+    Enum survive, tracebacks' and generators' frames, settrace, gc.get_objects/referrers);
+    what the hook calls is bound before the completion runs, so monkeypatching os,
+    posixpath or builtins cannot change its answers, and paths must be str or bytes;
+  - the harness itself calls `check(<entry_point>)` (run_tests), with references to the
+    test's check and the candidate taken after the program ran, and it refuses results that
+    are objects of a class the completion defined (an `__eq__` that always says True).
 
 The limits are set by the child itself, before it compiles a byte of the completion, and
 not through `preexec_fn`: Popen's preexec_fn is unsafe in a process with threads, and Beam
@@ -24,7 +34,12 @@ workers have them. The effect is the same: no untrusted code runs without the li
 Threat model: buggy or reward-hacking model output (infinite loops, huge allocations,
 `sys.exit(0)` before the tests, reading secrets from the environment, writing files), not a
 determined attacker; for that, run the verifier image with a container sandbox (gVisor).
-A pass needs the harness itself to report, with a per-run nonce, that check() returned.
+A pass needs the harness itself to report, with a per-run nonce, that check() returned: the
+nonce is read from stdin with raw reads, the pass line is built before any untrusted byte
+runs, and every function the harness uses afterwards is bound beforehand (the completion
+shares the interpreter and may monkeypatch json, os or builtins); failure lines carry no
+nonce. Threads are allowed (no audit event for them in 3.11); one still running when the
+program ends makes the run time out.
 """
 from __future__ import annotations
 
@@ -50,14 +65,25 @@ MEMORY_BYTES = 1 << 30       # RLIMIT_AS
 FILE_BYTES = 16 << 20        # RLIMIT_FSIZE: files written, stdout and stderr included
 OUTPUT_CHARS = 4_000         # how much of stdout/stderr is kept in a result
 
+# new network, user and PID namespaces: no network; the parent and every other process of
+# the host are invisible (kill, pidfd_open, /proc/<pid>), and everything the run started
+# dies with it (its first process is the namespace's init)
+UNSHARE = ("unshare", "--net", "--pid", "--fork", "--kill-child", "--map-root-user")
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 
 # The child: reads its settings (and the nonce) from stdin, limits itself, guards itself
 # with an audit hook, then runs the program and reports on a file opened beforehand.
 _HARNESS = r'''
-import json, os, resource, sys, traceback
+import json, os, resource, sys
 def main():
-    cfg = json.loads(sys.stdin.readline())
+    line = b""
+    while not line.endswith(b"\n"):          # raw reads: no buffered copy of the nonce is left
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        line += chunk
+    cfg = json.loads(line)
+    del line, chunk
     def limit(res, soft, hard):
         cur = resource.getrlimit(res)[1]
         if cur != resource.RLIM_INFINITY:
@@ -67,63 +93,166 @@ def main():
     limit(resource.RLIMIT_AS, cfg["mem"], cfg["mem"])
     limit(resource.RLIMIT_FSIZE, cfg["fsize"], cfg["fsize"])
     limit(resource.RLIMIT_NPROC, 0, 0)
-    report = open(cfg["report"], "w")
-    nonce, work = cfg.pop("nonce"), os.path.realpath(cfg["work"])
+    limit(resource.RLIMIT_CORE, 0, 0)
+    # Everything the verdict depends on is bound now, before any untrusted byte runs: the
+    # completion shares this interpreter and may monkeypatch json, os, builtins...
+    fd, write, dumps = os.open(cfg["report"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), os.write, json.JSONEncoder().encode
+    passed = (dumps({"nonce": cfg.pop("nonce"), "status": "passed"}) + "\n").encode()
+    work, entry = os.path.realpath(cfg["work"]), cfg.get("entry")
     src = open(os.path.join(work, "program.py")).read()
-    def done(status, detail=""):
-        report.write(json.dumps({"nonce": nonce, "status": status, "detail": detail[-2000:]}) + "\n")
-        report.flush()
+    lines = src.splitlines()
+    isinstance_, type_, str_, len_, BaseException_ = isinstance, type, str, len, BaseException
+    SystemExit_, AssertionError_, MemoryError_, PermissionError_, OSError_, ValueError_ = (
+        SystemExit, AssertionError, MemoryError, PermissionError, OSError, ValueError)
+    def done(status, detail=""):   # failures carry no nonce: only `passed` can make a pass
+        try:
+            write(fd, (dumps({"status": status, "detail": str_(detail)[-2000:]}) + "\n").encode())
+        except BaseException_:
+            pass
     try:
         code = compile(src, "program.py", "exec")
     except (SyntaxError, ValueError) as e:
         return done("syntax", f"line {getattr(e, 'lineno', '?')}: {getattr(e, 'msg', e)}")
-    sys.addaudithook(_guard(work))
+    guard = _guard(work)
+    sys.addaudithook(guard)
+    g = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
-        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-    except SystemExit as e:
+        exec(code, g)
+        if entry is not None:                 # the harness calls check(), with its own reference
+            check, candidate = g["check"], g[entry]
+            check(_plain_results(candidate))
+    except SystemExit_ as e:
         return done("exit", f"SystemExit({e.code!r})")
-    except AssertionError as e:
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == "program.py"]
-        where = f"line {frames[-1].lineno}: {frames[-1].line}" if frames else ""
+    except AssertionError_ as e:
+        tb = e.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        n = tb.tb_lineno
+        where = f"line {n}: {lines[n - 1].strip()}" if 0 < n <= len_(lines) else ""
         return done("assertion", f"{where} {e}".strip())
-    except MemoryError:
+    except MemoryError_:
         return done("memory")
-    except BaseException as e:
-        if isinstance(e, PermissionError) and str(e).startswith("sandbox:"):
-            return done("sandbox", str(e)[len("sandbox: "):])
-        if isinstance(e, OSError) and e.errno == 27:  # EFBIG: RLIMIT_FSIZE; SIGXFSZ is ignored
-            return done("fsize", str(e))
-        return done("exception", f"{type(e).__name__}: {e}")
-    done("passed")
+    except BaseException_ as e:
+        if isinstance_(e, (PermissionError_, ValueError_)) and str_(e).startswith("sandbox:"):
+            return done("sandbox", str_(e)[len_("sandbox: "):])
+        if isinstance_(e, OSError_) and e.errno == 27:  # EFBIG: RLIMIT_FSIZE; SIGXFSZ is ignored
+            return done("fsize", str_(e))
+        return done("exception", f"{type_(e).__name__}: {e}")
+    write(fd, passed)
 
-def _guard(work):
+def _plain_results(fn, type=type, isinstance=isinstance, getattr=getattr, vars=vars, any=any,
+                   list=list, dict=dict, tuple=tuple, set=set, frozenset=frozenset,
+                   PermissionError=PermissionError):
+    # HumanEval answers are plain values; an object of a class the completion defined (say
+    # one whose __eq__ is always True) is a reward hack, not an answer. Builtins are bound
+    # here, before the completion runs (it may replace them).
+    seen = set()
+    def plain(x, depth=0):
+        cls0 = type(x)
+        if cls0 not in seen:
+            for cls in cls0.__mro__:
+                if cls.__module__ == "__main__" or any(
+                        getattr(getattr(f, "__code__", None), "co_filename", "") == "program.py"
+                        for f in list(vars(cls).values())):
+                    raise PermissionError(f"sandbox: the result is an object of {cls0.__name__}, "
+                                          "a class the completion defined")
+            seen.add(cls0)
+        if depth < 3 and isinstance(x, (list, tuple, set, frozenset)):
+            for item in list(x)[:1000]:
+                plain(item, depth + 1)
+        elif depth < 3 and isinstance(x, dict):
+            for k, v in list(x.items())[:1000]:
+                plain(k, depth + 1)
+                plain(v, depth + 1)
+    def call(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        plain(result)
+        return result
+    return call
+
+def _guard(work, isinstance=isinstance, any=any, type=type, str=str, bytes=bytes, int=int,
+           PermissionError=PermissionError, ValueError=ValueError, OSError=OSError):
+    # Every function the hook calls is bound now: the completion may monkeypatch os,
+    # posixpath or builtins (say os.getcwd, to make a path outside look inside).
+    import stat
+    getcwd, stat_, S_ISDIR = os.getcwd, os.stat, stat.S_ISDIR
     deny = {"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
             "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill",
             "os.symlink", "os.link", "socket.__new__", "socket.connect", "socket.bind",
-            "ctypes.dlopen", "ctypes.dlsym", "ctypes.cdata"}
+            "socket.sendto", "socket.getaddrinfo", "ctypes.dlopen", "ctypes.dlsym",
+            "ctypes.cdata", "ctypes.call_function", "sys._current_frames",
+            "sys.settrace", "sys.setprofile", "gc.get_objects", "gc.get_referrers",
+            "gc.get_referents", "mmap.__new__", "os.setxattr",
+            "os.removexattr", "os.chflags", "os.lchflags", "os.putenv", "os.unsetenv",
+            "code.__new__", "function.__new__", "resource.setrlimit", "resource.prlimit"}
+    deny_imports = {"_posixsubprocess", "_ctypes", "ctypes", "_xxsubinterpreters", "mmap"}
+    frames = {"tb_frame", "gi_frame", "cr_frame", "ag_frame", "gi_code"}
     paths = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 1, "os.chmod": 1, "os.chown": 1,
              "os.truncate": 1, "os.utime": 1, "os.rename": 2, "shutil.rmtree": 1,
              "os.replace": 2}
-    own = f"/proc/{os.getpid()}/"
-    inside = lambda p: isinstance(p, int) or os.path.abspath(os.fsdecode(p)).startswith(work + os.sep)
+    dir_fd_at = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 2, "os.chmod": 2, "os.chown": 3,
+                 "os.utime": 3, "os.rename": 2}
+    O_W = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+    prefix = work + "/"
+    def absolute(path):
+        # only str and bytes: a path object could answer differently when open() asks it again
+        t = type(path)
+        if t is bytes:
+            path = path.decode("utf-8", "surrogateescape")
+        elif t is not str:
+            raise PermissionError(f"sandbox: a path of type {t.__name__} is not allowed here")
+        if not path.startswith("/"):
+            path = getcwd() + "/" + path
+        parts = []
+        for part in path.split("/"):
+            if part == "..":
+                if parts:
+                    parts.pop()
+            elif part and part != ".":
+                parts.append(part)
+        return "/" + "/".join(parts)
+    inside = lambda p: type(p) is int or absolute(p).startswith(prefix)
     def hook(event, args):
         if event in deny:
             raise PermissionError(f"sandbox: {event} is not allowed")
+        if event == "sys._getframe":
+            # a ValueError: typing, namedtuple and Enum, which read a module name with it,
+            # catch that and fall back to a default
+            raise ValueError("sandbox: sys._getframe is not allowed")
+        if event == "import" and args[0] in deny_imports:
+            raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
+        if event == "object.__getattr__" and args[1] in frames:
+            raise PermissionError(f"sandbox: reading .{args[1]} is not allowed")
         if event == "open":
             path, mode, flags = args
-            if isinstance(path, int):
+            if type(path) is int:
                 return
-            p = os.path.abspath(os.fsdecode(path))
-            if p.startswith("/proc/") and not (p.startswith("/proc/self/") or p.startswith(own)):
-                raise PermissionError(f"sandbox: reading {p} is not allowed")
-            writes = (mode and any(c in mode for c in "wax+")) or (
-                mode is None and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC))
-            if writes and not inside(p):
+            p = absolute(path)
+            if p.startswith("/proc/"):
+                if not p.startswith("/proc/self/"):
+                    raise PermissionError(f"sandbox: reading {p} is not allowed")
+                if p.rsplit("/", 1)[-1] in ("mem", "environ", "pagemap") or "/fd/" in p or "/map_files/" in p:
+                    raise PermissionError(f"sandbox: opening {p} is not allowed")
+            writes = (mode and any(c in mode for c in "wax+")) or (mode is None and flags & O_W)
+            if writes and not p.startswith(prefix):
                 raise PermissionError(f"sandbox: writing {p} is not allowed")
+            if mode is None:  # os.open: its audit event does not show dir_fd
+                if writes and not (type(path) is str and path.startswith("/")
+                                   or type(path) is bytes and path.startswith(b"/")):
+                    raise PermissionError("sandbox: os.open of a relative path for writing is not allowed")
+                try:
+                    is_dir = S_ISDIR(stat_(p).st_mode)
+                except OSError:
+                    is_dir = False
+                if is_dir:   # a folder fd would open *at() calls the hook cannot see
+                    raise PermissionError(f"sandbox: opening the folder {p} is not allowed")
         elif event in paths:
             for p in args[:paths[event]]:
                 if not inside(p):
                     raise PermissionError(f"sandbox: {event} on {p} is not allowed")
+            at = dir_fd_at.get(event)
+            if at is not None and any(type(a) is int and a not in (-1, -100) for a in args[at:]):
+                raise PermissionError(f"sandbox: {event} relative to a folder fd is not allowed")
     return hook
 main()
 '''
@@ -153,8 +282,10 @@ def extract_code(completion: str, entry_point: str = "") -> str:
     return (defining or blocks)[-1] if entry_point else blocks[-1]
 
 
-def build_program(prompt: str, completion: str, test: str, entry_point: str) -> str:
-    """Completion code + tests + `check(entry_point)`.
+def build_program(prompt: str, completion: str, test: str, entry_point: str,
+                  call: bool = True) -> str:
+    """Completion code + tests + `check(entry_point)` (without that call when call=False:
+    run_tests() has the harness make it, with its own reference to `check`).
 
     A completion that does not define entry_point is taken as the body continuing a
     HumanEval prompt, so the prompt goes first; one that does define it gets the prompt's
@@ -168,7 +299,7 @@ def build_program(prompt: str, completion: str, test: str, entry_point: str) -> 
         else:
             imports = [ln for ln in prompt.splitlines() if re.match(r"(import|from)\s+\w", ln)]
             code = "\n".join(imports + [code])
-    return f"{code}\n\n{test}\n\ncheck({entry_point})\n"
+    return f"{code}\n\n{test}\n" + (f"\ncheck({entry_point})\n" if call else "")
 
 
 def run_tests(prompt: str, completion: str, test: str, entry_point: str,
@@ -178,12 +309,13 @@ def run_tests(prompt: str, completion: str, test: str, entry_point: str,
         return RunResult(False, "no code found")
     if not entry_point or not test.strip():
         raise ValueError("a code problem needs `test` (defining check) and `entry_point`")
-    program = build_program(prompt, completion, test, entry_point)
-    return run_program(program, timeout_s)
+    program = build_program(prompt, completion, test, entry_point, call=False)
+    return run_program(program, timeout_s, entry_point=entry_point)
 
 
-def run_program(program: str, timeout_s: float = 10.0) -> RunResult:
-    """Run a Python program in the sandbox; passed when it ran to the end without error."""
+def run_program(program: str, timeout_s: float = 10.0, entry_point: str | None = None) -> RunResult:
+    """Run a Python program in the sandbox; passed when it ran to the end without error
+    (and, with entry_point, when the harness's own call `check(<entry_point>)` then returned)."""
     isolated = network_isolation_available()
     root = Path(tempfile.mkdtemp(prefix="selfcorrect-sandbox-"))
     try:
@@ -192,10 +324,11 @@ def run_program(program: str, timeout_s: float = 10.0) -> RunResult:
         (work / "program.py").write_text(program, encoding="utf-8")
         nonce = secrets.token_hex(16)
         cfg = {"nonce": nonce, "work": str(work), "report": str(root / "report.jsonl"),
-               "cpu": int(timeout_s) + 1, "mem": MEMORY_BYTES, "fsize": FILE_BYTES}
+               "cpu": int(timeout_s) + 1, "mem": MEMORY_BYTES, "fsize": FILE_BYTES,
+               "entry": entry_point}
         cmd = [sys.executable, "-S", "-s", "-B", "-c", _HARNESS]
         if isolated:
-            cmd = ["unshare", "--net", "--map-root-user", *cmd]
+            cmd = [*UNSHARE, *cmd]
         env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0",
                "HOME": str(work), "TMPDIR": str(work)}
         with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
@@ -224,15 +357,16 @@ def run_program(program: str, timeout_s: float = 10.0) -> RunResult:
 
 @functools.cache
 def network_isolation_available() -> bool:
-    """Whether `unshare --net --map-root-user` works here (checked once per process)."""
+    """Whether `unshare` into new net/PID/user namespaces works here (checked once per process)."""
     try:
-        ok = subprocess.run(["unshare", "--net", "--map-root-user", "true"], env={},
+        ok = subprocess.run([*UNSHARE, "true"], env={},
                             capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.SubprocessError):
         ok = False
     if not ok:
-        log.warning("code sandbox: `unshare --net --map-root-user` is refused here; code runs "
-                    "WITH network access (verdicts name the verifier %s[network])", VERIFIER)
+        log.warning("code sandbox: `%s` is refused here; code runs WITH network access and "
+                    "sees the host's processes (verdicts name the verifier %s[network])",
+                    " ".join(UNSHARE), VERIFIER)
     return ok
 
 
@@ -264,17 +398,22 @@ def _decide(report: dict | None, returncode: int, timed_out: bool, timeout_s: fl
 
 
 def _report(path: Path, nonce: str) -> dict | None:
+    """The harness's last word: {"status": "passed"} only when the line carrying this run's
+    nonce is there (only the harness knows it); else the last failure line, if any."""
     try:
         lines = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         return None
+    if json.dumps({"nonce": nonce, "status": "passed"}) in lines:
+        return {"status": "passed", "detail": ""}
     for line in reversed(lines):
         try:
             data = json.loads(line)
         except ValueError:
             continue
-        if isinstance(data, dict) and data.get("nonce") == nonce:
-            return data
+        if isinstance(data, dict) and data.get("status") not in (None, "passed") \
+                and "nonce" not in data:
+            return {"status": str(data["status"]), "detail": str(data.get("detail", ""))}
     return None
 
 
