@@ -21,13 +21,15 @@ PIPELINE_NAME = "selfcorrect-score"
 def _verified(config, problems, model, label: str):
     """Attempts on the eval split, verified and gated; returns (attempts, verdicts) tasks."""
     attempts = sample_attempts(config=config, problems=problems, model=model, split="eval")
-    attempts.set_display_name(f"sample-attempts-{label}")
+    attempts.set_display_name(f"sample-attempts-{label}").set_retry(num_retries=2,
+                                                                    backoff_duration="60s")
     attempts_gate = validate_data(kind="attempts", data=attempts.outputs["attempts"],
                                   problems=problems)
     attempts_gate.set_display_name(f"gate-attempts-{label}")
     verdicts = verify_attempts(config=config, problems=problems,
                                attempts=attempts.outputs["attempts"]).after(attempts_gate)
-    verdicts.set_display_name(f"verify-attempts-{label}")
+    verdicts.set_display_name(f"verify-attempts-{label}").set_retry(num_retries=2,
+                                                                     backoff_duration="60s")
     gate = validate_data(kind="verdicts", data=verdicts.outputs["verdicts"], problems=problems)
     gate.set_display_name(f"gate-verdicts-{label}")
     return attempts, verdicts, gate
@@ -40,17 +42,20 @@ def promotion_gate(config: dict, results: Dataset, model: Model, problems: Datas
                    verdicts: Dataset):
     """decide_promotion -> dsl.If(promote) -> promote_model; reusable as a sub-DAG."""
     gate = decide_promotion(config=config, results=results)
-    gate.set_display_name("promotion-gate")
+    gate.set_display_name("promotion-gate").set_caching_options(False)  # reads the registry now
     with dsl.If(gate.outputs["Output"] == True, name="promote-if-better"):  # noqa: E712
         promote_model(config=config, model=model, results=results, problems=problems,
                       verdicts=verdicts,
-                      decision=gate.outputs["decision"]).set_display_name("promote-model")
+                      decision=gate.outputs["decision"]
+                      ).set_display_name("promote-model").set_caching_options(False)
 
 
 @dsl.pipeline(name=PIPELINE_NAME, display_name=f"{PIPELINE_NAME} {__version__}",
               description=f"SCoRe self-correction training, selfcorrect version {__version__}")
 def score_pipeline(config: dict) -> Dataset:
-    problems = prepare_problems(config=config)
+    # Never cached: a scheduled retraining run with the same data.path must read new data.
+    # Training steps stay cacheable: the key covers config, inputs and the versioned image.
+    problems = prepare_problems(config=config).set_caching_options(False)
     problems_gate = validate_data(kind="problems", data=problems.outputs["problems"])
     problems_gate.set_display_name("gate-problems")
     data = problems.outputs["problems"]

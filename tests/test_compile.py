@@ -28,3 +28,14 @@ def test_compiled_pipeline_is_versioned_and_pins_images(tmp_path):
 def test_registry_comes_from_one_place(monkeypatch):
     monkeypatch.setenv("SELFCORRECT_REGISTRY", "us-docker.pkg.dev/p/r/")
     assert images.image("selfcorrect-trainer") == f"us-docker.pkg.dev/p/r/selfcorrect-trainer:{__version__}"
+
+
+def test_caching_and_retries_per_step(tmp_path):
+    ir = yaml.safe_load(compile_pipeline(tmp_path).read_text())
+    tasks = ir["root"]["dag"]["tasks"]
+    assert not tasks["prepare-problems"]["cachingOptions"].get("enableCache")   # new data each run
+    assert tasks["train-stage1"]["cachingOptions"]["enableCache"] is True
+    retried = {name for name, t in tasks.items() if "retryPolicy" in t}
+    assert {"sample-attempts", "verify-attempts"} <= retried
+    gate = ir["components"]["comp-selfcorrect-promotion-gate"]["dag"]["tasks"]
+    assert not gate["decide-promotion"]["cachingOptions"].get("enableCache")  # reads the registry
