@@ -20,5 +20,5 @@ def verify_attempts(config: dict, problems: Input[Dataset], attempts: Input[Data
     args = [f"--runner={v.runner}", f"--direct_num_workers={v.direct_num_workers}",
             f"--direct_running_mode={v.direct_running_mode}", *beam_args]
     counts = beam.run(problems.path, attempts.path, verdicts.path, pipeline_args=args,
-                      timeout_s=v.timeout_s)
+                      timeout_s=v.timeout_s, code_concurrency=v.code_concurrency)
     verdicts.metadata.update({k: float(c) for k, c in counts.items()})

@@ -170,6 +170,12 @@ class VerifyConfig:
     direct_running_mode: str = choice("multi_processing", "multi_processing", "multi_threading",
                                       "in_memory")
     timeout_s: float = 10.0
+    code_concurrency: int = 2       # code sandboxes run at once in each Beam worker
+
+    def __post_init__(self):
+        _positive(self, "code_concurrency", prefix="verify")
+        if self.timeout_s <= 0:
+            raise ConfigError("verify.timeout_s: must be > 0 seconds, e.g. 10")
 
 
 @dataclass
