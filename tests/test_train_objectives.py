@@ -216,3 +216,20 @@ def test_ds_config_from_train_config():
     assert gpu["optimizer"]["type"] == "AdamW"
     assert gpu["scheduler"]["type"] == "WarmupLR"
     assert gpu["scheduler"]["params"]["warmup_num_steps"] == 10
+
+
+def test_single_turn_terms_train_attempt1_on_r1_only():
+    r1, r2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    for stage in (1, 2):
+        t = obj.stage_terms(stage, r1, r2, alpha=10.0, beta1=0.01, beta2=0.1, single_turn=True)
+        assert torch.equal(t.adv1, torch.tensor([[1.0, -1.0]]))      # RLOO on r1
+        assert torch.equal(t.adv2, torch.zeros(1, 2))
+        assert (t.beta1, t.beta2) == (0.01, 0.0)
+
+
+def test_token_entropy_by_hand():
+    logits = torch.log(torch.tensor([[[0.5, 0.5, 1e-12], [1.0, 1e-12, 1e-12]]]))
+    ent = obj.token_entropy(logits, 1.0)
+    assert torch.allclose(ent, torch.tensor([[math.log(2), 0.0]]), atol=1e-6)
+    # temperature 2 flattens [log 1, log 1e-12 ...]: entropy grows
+    assert obj.token_entropy(logits, 2.0)[0, 1] > 0

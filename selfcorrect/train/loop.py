@@ -6,7 +6,14 @@
         r1, r2 from reward_fn per attempt                           (the shared verifier)
         advantages and KL weights for the stage                     (objectives.stage_terms)
         score both attempts under policy and reference, backward, step   (DeepSpeed engine)
+        every train.checkpoint_every steps: a resumable checkpoint      (checkpoint.save)
     save model + tokenizer + resolved_config.json + metrics.json
+
+Resume: when the checkpoint folder (default <output_dir>/checkpoints) holds a checkpoint,
+run_stage restores model, optimizer, LR schedule, RNG streams and the problem cursor from the
+newest one and continues the same trajectory. train.single_turn trains attempt 1 on r1 only.
+train.offline_first_attempts (Stage II, paper 5.3): that many of each problem's k samples take
+attempt 1 from the base model (pi_ref); attempt 2 is the policy's, and only it carries loss.
 
 The step is split into gradient_accumulation_steps micro-batches of episodes; advantages are
 computed once over the whole step so RLOO always sees all k samples of a problem.
@@ -14,8 +21,13 @@ computed once over the whole step so RLOO always sees all k samples of a problem
 Per-step metrics: reward_t1/_t2 (mean reward per attempt), delta (t2 - t1), i_to_c / c_to_i
 (counts of episodes wrong->right / right->wrong; correct means reward >= 0.5), kl_t1/_t2 (mean
 per-token value of the configured KL estimator, before the update), len_t1/_t2 (generated
-tokens), truncated (share of attempts cut by max_new_tokens), loss, tokens_per_s (generated
-tokens over the step's wall time, generation included), step_s.
+tokens), truncated (share of attempts cut by max_new_tokens), entropy_t1/_t2 (mean per-token
+entropy of pi_T over the generated tokens, before the update), edit_ratio (mean edit distance
+between the attempts over their total length; 0: attempt 2 copies attempt 1), loss,
+tokens_per_s (generated tokens over the step's wall time, generation included), step_s.
+
+With several processes (one per GPU) each rank takes its own problems_per_step problems and
+sampling stream; the metrics are rank 0's. Only world size 1 has been run.
 """
 from __future__ import annotations
 
@@ -30,9 +42,11 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from selfcorrect import models, rollout
+from selfcorrect import models, prompts, rollout
 from selfcorrect.config import RunConfig, TrainConfig
+from selfcorrect.evaluate import edit_distance_ratio
 from selfcorrect.records import Problem
+from selfcorrect.train import checkpoint
 from selfcorrect.train import engine as ds_engine
 from selfcorrect.train import objectives as obj
 
@@ -46,16 +60,20 @@ def verifier_reward(problem: Problem, completion: str, *, timeout_s: float = 10.
     return float(verify(problem, completion, timeout_s=timeout_s).reward)
 
 
-def score(model, packed: obj.Packed, temperature: float) -> torch.Tensor:
-    """log pi_T of each row's last L tokens, [R, L] (only the last L + 1 logits are computed)."""
+def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = False):
+    """log pi_T of each row's last L tokens, [R, L] (only the last L + 1 logits are computed).
+
+    entropy=True: (log pi_T, entropy of pi_T at the same positions), both [R, L].
+    """
     out = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
                 position_ids=packed.position_ids, logits_to_keep=packed.keep)
-    return obj.token_logprobs(out.logits[:, :-1], packed.targets, temperature)
+    logp = obj.token_logprobs(out.logits[:, :-1], packed.targets, temperature)
+    return (logp, obj.token_entropy(out.logits[:, :-1], temperature)) if entropy else logp
 
 
 def score_turns(model, episodes: list[rollout.Episode], temperature: float, pad_id: int,
-                device) -> tuple[torch.Tensor, torch.Tensor]:
-    """log pi_T and mask, [2n, L]: rows of attempt 1, then rows of attempt 2.
+                device, *, entropy: bool = False) -> tuple[torch.Tensor, ...]:
+    """log pi_T and mask, [2n, L]: rows of attempt 1, then rows of attempt 2 (+ entropy, [2n, L]).
 
     Each attempt is packed on its own, so the short attempt-1 rows are not padded to the
     length of the attempt-2 rows (whose prompt holds attempt 1): about a third less compute.
@@ -65,42 +83,79 @@ def score_turns(model, episodes: list[rollout.Episode], temperature: float, pad_
     for turn in ("first", "second"):
         packed = obj.pack([(getattr(e, turn).prompt_ids, getattr(e, turn).ids) for e in episodes],
                           pad_id).to(device)
-        blocks.append((score(model, packed, temperature), packed.mask))
-    width = max(logp.shape[1] for logp, _ in blocks)
+        scored = score(model, packed, temperature, entropy=entropy)
+        blocks.append((*scored, packed.mask) if entropy else (scored, packed.mask))
+    width = max(block[0].shape[1] for block in blocks)
     pad = lambda t: torch.nn.functional.pad(t, (width - t.shape[1], 0))  # noqa: E731
-    return (torch.cat([pad(logp) for logp, _ in blocks]),
-            torch.cat([pad(mask) for _, mask in blocks]))
+    return tuple(torch.cat([pad(block[i]) for block in blocks]) for i in range(len(blocks[0])))
+
+
+def rollout_step(policy, reference, tok, batch: list[Problem], cfg: RunConfig, *,
+                 offline: int = 0) -> list[rollout.Episode]:
+    """k two-attempt episodes per problem, on-policy at train.temperature.
+
+    offline > 0: samples 0..offline-1 of each problem take attempt 1 from `reference` (the
+    base model, paper 5.3); every attempt 2 is the policy's, conditioned on that attempt 1.
+    """
+    train = cfg.train
+    kw = dict(temperature=train.temperature, max_new_tokens=train.max_new_tokens,
+              batch_size=cfg.generate.batch_size)
+    if not offline:
+        return rollout.two_attempts(policy, tok, batch, samples=train.samples_per_problem,
+                                    templates=cfg.prompts, **kw)
+    jobs = [(p, s) for p in batch for s in range(train.samples_per_problem)]
+    render = lambda p, prev: prompts.render(tok, prompts.messages(p, prev, cfg.prompts))  # noqa: E731
+    firsts: dict[int, rollout.Turn] = {}
+    for model, picked in ((reference, [i for i, (_, s) in enumerate(jobs) if s < offline]),
+                          (policy, [i for i, (_, s) in enumerate(jobs) if s >= offline])):
+        texts = [render(jobs[i][0], None) for i in picked]
+        firsts.update(zip(picked, rollout.generate(model, tok, texts, desc="attempt 1", **kw)))
+    seconds = rollout.generate(policy, tok, [render(p, firsts[i].text) for i, (p, _) in
+                                             enumerate(jobs)], desc="attempt 2", **kw)
+    return [rollout.Episode(p, s, firsts[i], t2) for i, ((p, s), t2) in enumerate(zip(jobs, seconds))]
 
 
 def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Tensor,
-               r2: torch.Tensor, *, stage: int, train: TrainConfig, pad_id: int) -> dict[str, float]:
+               r2: torch.Tensor, *, stage: int, train: TrainConfig, pad_id: int,
+               offline: torch.Tensor | None = None) -> dict[str, float]:
     """One optimiser step on P * k episodes (problem-major order); r1, r2 are [P, k].
 
-    Returns the step's loss and the mean per-token KL of each attempt (before the update).
+    offline: [P * k] bool, episodes whose attempt 1 came from the base model; their
+    attempt-1 tokens are masked out of the loss (off-policy for the policy).
+
+    Returns the step's loss, and the mean per-token KL and entropy of each attempt (before
+    the update).
     """
     terms = obj.stage_terms(stage, r1, r2, alpha=train.alpha, beta1=train.beta1,
-                            beta2=train.beta2, baseline_kind=train.baseline)
+                            beta2=train.beta2, baseline_kind=train.baseline,
+                            single_turn=train.single_turn)
     n, gas = len(episodes), train.gradient_accumulation_steps
     if n % gas:
         raise ValueError(f"train.gradient_accumulation_steps: {gas} must divide the {n} episodes "
                          "of a step (problems_per_step * samples_per_problem)")
     micro = n // gas
-    loss_total, kl_sum, kl_tokens = 0.0, torch.zeros(2), torch.zeros(2)
+    loss_total, kl_sum, ent_sum, tokens = 0.0, torch.zeros(2), torch.zeros(2), torch.zeros(2)
     for start in range(0, n, micro):
         chunk = episodes[start:start + micro]
         with torch.no_grad():
             ref_logp, mask = score_turns(reference, chunk, train.temperature, pad_id, engine.device)
-        logp, _ = score_turns(engine, chunk, train.temperature, pad_id, engine.device)
+        logp, entropy, _ = score_turns(engine, chunk, train.temperature, pad_id, engine.device,
+                                       entropy=True)
+        if offline is not None:   # rows: attempt 1 of each episode of the chunk, then attempt 2
+            keep = torch.cat([~offline[start:start + micro], torch.ones(len(chunk), dtype=bool)])
+            mask = mask * keep.to(mask)[:, None]
         loss, kl = obj.episode_loss(logp, ref_logp, mask, terms, slice(start, start + micro),
                                     normaliser=train.max_new_tokens, kl_estimator=train.kl_estimator)
         engine.backward(loss)   # DeepSpeed scales by 1 / gas
         engine.step()           # updates at the accumulation boundary only
         loss_total += loss.item() / gas
-        masked = (kl.detach() * mask).view(2, len(chunk), -1).float().cpu()
-        kl_sum += masked.sum((1, 2))
-        kl_tokens += mask.view(2, len(chunk), -1).float().cpu().sum((1, 2))
-    kl_mean = kl_sum / kl_tokens.clamp(min=1)
-    return {"loss": loss_total, "kl_t1": kl_mean[0].item(), "kl_t2": kl_mean[1].item()}
+        per_turn = lambda t: (t.detach() * mask).view(2, len(chunk), -1).float().cpu().sum((1, 2))  # noqa: E731
+        kl_sum += per_turn(kl)
+        ent_sum += per_turn(entropy)
+        tokens += per_turn(torch.ones_like(mask))
+    kl_mean, ent_mean = kl_sum / tokens.clamp(min=1), ent_sum / tokens.clamp(min=1)
+    return {"loss": loss_total, "kl_t1": kl_mean[0].item(), "kl_t2": kl_mean[1].item(),
+            "entropy_t1": ent_mean[0].item(), "entropy_t2": ent_mean[1].item()}
 
 
 def cycle(problems: list[Problem], seed: int):
@@ -112,11 +167,16 @@ def cycle(problems: list[Problem], seed: int):
 
 def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_path: str | None,
               problems: list[Problem], output_dir: str, reward_fn: RewardFn | None = None,
-              log_dir: str | None = None) -> dict[str, float]:
+              log_dir: str | None = None, checkpoint_dir: str | None = None,
+              stop_after: int | None = None) -> dict[str, float]:
     """Train one SCoRe stage and save the checkpoint; returns a summary of floats (KFP Metrics).
 
     init_path: the policy to start from (Stage I output for Stage II); None: cfg.model.
     reference_path: the frozen pi_ref (the base model); None: cfg.model.
+    checkpoint_dir: where resumable checkpoints go and are resumed from; None:
+        <output_dir>/checkpoints.
+    stop_after: stop once this many steps are done, without writing the final model (a
+        planned interruption; what a kill leaves behind is the last periodic checkpoint).
     """
     if stage not in (1, 2):
         raise ValueError(f"stage: {stage!r}; SCoRe has stages 1 and 2")
@@ -129,53 +189,47 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     if n_episodes % train.gradient_accumulation_steps:
         raise ValueError(f"train.gradient_accumulation_steps: must divide the {n_episodes} episodes "
                          "of a step (problems_per_step * samples_per_problem)")
+    checkpoint_dir = checkpoint_dir or str(Path(output_dir) / "checkpoints")
+    offline = train.offline_first_attempts if stage == 2 else 0
+    train_dict = cfg.to_dict()["train"]
 
     # Models: policy in a DeepSpeed engine, reference frozen beside it
     policy, tok = models.load(cfg.model, init_path)
     reference = ds_engine.freeze(models.load(cfg.model, reference_path)[0])
     engine = ds_engine.build(policy, train,
                              micro_batch_size=n_episodes // train.gradient_accumulation_steps)
-    torch.manual_seed(train.seed + stage)   # the sampling stream
+    reference.to(engine.device)
+    rank, world, P = engine.global_rank, engine.world_size, train.problems_per_step
+    torch.manual_seed(train.seed + stage + 1000 * rank)   # the sampling stream, one per rank
+    done, history = checkpoint.load(engine, checkpoint_dir, stage=stage, train=train_dict) \
+        or (0, [])
     batches = cycle(problems, train.seed + stage)
+    for _ in range(done * P * world):                     # the problem cursor
+        next(batches)
     writer = None
-    if log_dir:
+    if log_dir and rank == 0:
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(log_dir)
+        writer = SummaryWriter(log_dir, purge_step=done)
 
-    history: list[dict[str, float]] = []
     started = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"SCoRe stage {stage}", unit="step")
+    last = steps if stop_after is None else min(steps, stop_after)
+    bar = tqdm(range(done, last), initial=done, total=steps, desc=f"SCoRe stage {stage}",
+               unit="step", disable=rank != 0)
     for step in bar:
         t0 = time.perf_counter()
         # 1. Rollout: k two-attempt episodes per problem, on-policy at train.temperature
-        batch = [next(batches) for _ in range(train.problems_per_step)]
-        episodes = rollout.two_attempts(
-            engine.module, tok, batch, samples=train.samples_per_problem,
-            temperature=train.temperature, max_new_tokens=train.max_new_tokens,
-            batch_size=cfg.generate.batch_size, templates=cfg.prompts)
+        batch = [next(batches) for _ in range(P * world)][rank * P:(rank + 1) * P]
+        episodes = rollout_step(engine.module, reference, tok, batch, cfg, offline=offline)
         # 2. Rewards per turn, [P, k]
         r1 = torch.tensor([reward_fn(e.problem, e.first.text) for e in episodes])
         r2 = torch.tensor([reward_fn(e.problem, e.second.text) for e in episodes])
-        r1, r2 = (r.view(train.problems_per_step, train.samples_per_problem) for r in (r1, r2))
+        r1, r2 = (r.view(P, train.samples_per_problem) for r in (r1, r2))
         # 3. Update
         stats = train_step(engine, reference, episodes, r1, r2, stage=stage, train=train,
-                           pad_id=tok.pad_token_id)
+                           pad_id=tok.pad_token_id,
+                           offline=torch.tensor([e.sample < offline for e in episodes]))
         # 4. Log
-        seconds = time.perf_counter() - t0
-        c1, c2 = r1 >= 0.5, r2 >= 0.5   # an attempt counts as correct at reward >= 0.5
-        turns = [e.first for e in episodes] + [e.second for e in episodes]
-        record = {
-            "step": float(step),
-            "reward_t1": r1.mean().item(), "reward_t2": r2.mean().item(),
-            "delta": (r2 - r1).mean().item(),
-            "i_to_c": float((~c1 & c2).sum()), "c_to_i": float((c1 & ~c2).sum()),
-            **stats,
-            "len_t1": sum(len(e.first.ids) for e in episodes) / len(episodes),
-            "len_t2": sum(len(e.second.ids) for e in episodes) / len(episodes),
-            "truncated": sum(t.truncated for t in turns) / len(turns),
-            "tokens_per_s": sum(len(t.ids) for t in turns) / seconds,
-            "step_s": seconds,
-        }
+        record = step_record(step, episodes, r1, r2, stats, seconds=time.perf_counter() - t0)
         history.append(record)
         if writer:
             for key, value in record.items():
@@ -183,18 +237,45 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
                     writer.add_scalar(f"stage{stage}/{key}", value, step)
         bar.set_postfix(r1=f"{record['reward_t1']:.2f}", r2=f"{record['reward_t2']:.2f}",
                         loss=f"{record['loss']:.3g}")
+        # 5. Resumable checkpoint
+        if train.checkpoint_every and ((step + 1) % train.checkpoint_every == 0 or step + 1 == steps):
+            checkpoint.save(engine, checkpoint_dir, stage=stage, step=step + 1, history=history,
+                            train=train_dict, keep=train.keep_checkpoints)
     if writer:
         writer.close()
 
-    # Checkpoint: model + tokenizer + resolved config + metrics
     summary = summarise(history, stage=stage, wall_s=time.perf_counter() - started)
+    if len(history) < steps:
+        return summary          # interrupted on purpose: no final model
+    # The final model: model + tokenizer + resolved config + metrics
     out = Path(output_dir)
     ds_engine.save(engine, tok, str(out))
-    if engine.global_rank == 0:
+    if rank == 0:
         (out / "resolved_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         (out / "metrics.json").write_text(json.dumps({"stage": stage, "steps": history,
                                                       "summary": summary}, indent=2))
     return summary
+
+
+def step_record(step: int, episodes: list[rollout.Episode], r1: torch.Tensor, r2: torch.Tensor,
+                stats: dict[str, float], *, seconds: float) -> dict[str, float]:
+    """One step's metrics (see the module docstring)."""
+    c1, c2 = r1 >= 0.5, r2 >= 0.5   # an attempt counts as correct at reward >= 0.5
+    turns = [e.first for e in episodes] + [e.second for e in episodes]
+    n = len(episodes)
+    return {
+        "step": float(step),
+        "reward_t1": r1.mean().item(), "reward_t2": r2.mean().item(),
+        "delta": (r2 - r1).mean().item(),
+        "i_to_c": float((~c1 & c2).sum()), "c_to_i": float((c1 & ~c2).sum()),
+        **stats,
+        "len_t1": sum(len(e.first.ids) for e in episodes) / n,
+        "len_t2": sum(len(e.second.ids) for e in episodes) / n,
+        "truncated": sum(t.truncated for t in turns) / len(turns),
+        "edit_ratio": sum(edit_distance_ratio(e.first.text, e.second.text) for e in episodes) / n,
+        "tokens_per_s": sum(len(t.ids) for t in turns) / seconds,
+        "step_s": seconds,
+    }
 
 
 def summarise(history: list[dict[str, float]], *, stage: int, wall_s: float) -> dict[str, float]:

@@ -83,6 +83,13 @@ def token_logprobs(logits: Tensor, targets: Tensor, temperature: float) -> Tenso
     return z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
 
 
+def token_entropy(logits: Tensor, temperature: float) -> Tensor:
+    """Entropy of pi_T at each position, [R, L], in float32 (a metric: no gradient)."""
+    with torch.no_grad():
+        logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+        return -(logp.exp() * logp).sum(-1)
+
+
 # ---------------------------------------------------------------- KL against the reference
 
 def kl_per_token(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
@@ -140,20 +147,24 @@ class StageTerms:
 
 
 def stage_terms(stage: int, r1: Tensor, r2: Tensor, *, alpha: float, beta1: float, beta2: float,
-                baseline_kind: str = "rloo") -> StageTerms:
+                baseline_kind: str = "rloo", single_turn: bool = False) -> StageTerms:
     """Advantages per turn (baseline computed within each problem's k samples, per turn).
 
     Stage I:  attempt 1 has no reward term (A_1 = 0), KL weight beta2 (held near pi_ref);
               attempt 2 has A_2 = r2 - b(r2), KL weight beta1.
     Stage II: A_1 = r1 - b(r1); A_2 = s - b(s) with s = shaped_reward(r1, r2, alpha); beta1 on both.
+    single_turn (the paper's ablation, either stage): A_1 = r1 - b(r1), KL weight beta1;
+              attempt 2 carries no term at all (A_2 = 0, weight 0).
     """
+    if stage not in (1, 2):
+        raise ValueError(f"stage: {stage!r}; SCoRe has stages 1 and 2")
+    if single_turn:
+        return StageTerms(r1 - baseline(r1, baseline_kind), torch.zeros_like(r2), beta1, 0.0)
     if stage == 1:
         return StageTerms(torch.zeros_like(r1), r2 - baseline(r2, baseline_kind), beta2, beta1)
-    if stage == 2:
-        s = shaped_reward(r1, r2, alpha)
-        return StageTerms(r1 - baseline(r1, baseline_kind), s - baseline(s, baseline_kind),
-                          beta1, beta1)
-    raise ValueError(f"stage: {stage!r}; SCoRe has stages 1 and 2")
+    s = shaped_reward(r1, r2, alpha)
+    return StageTerms(r1 - baseline(r1, baseline_kind), s - baseline(s, baseline_kind),
+                      beta1, beta1)
 
 
 # ---------------------------------------------------------------- the loss

