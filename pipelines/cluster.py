@@ -80,11 +80,13 @@ def ensure_version(client, package: Path, name: str, namespace: str | None = Non
                                           description=desc)
 
 
-def compile_for_cluster(output_dir: str | None) -> Path:
-    """Compile with the default config as the parameter default; the run passes its own."""
+def compile_for_cluster(output_dir: str | None, resources=None) -> Path:
+    """Compile with the default config as the parameter default (the run passes its own) and
+    the run config's resource requests, which KFP fixes at compile time."""
     from selfcorrect.pipelines.compile import compile_pipeline
 
-    return compile_pipeline(output_dir or tempfile.mkdtemp(prefix="selfcorrect-"))
+    return compile_pipeline(output_dir or tempfile.mkdtemp(prefix="selfcorrect-"),
+                            resources=resources)
 
 
 def parse_every(text: str) -> int:
@@ -121,7 +123,7 @@ def _prepare(args):
     if "://" not in cfg.output_dir:
         print(f"warning: output_dir {cfg.output_dir} is a path on this machine; on a cluster "
               "set --set output_dir=gs://... (or another shared location)", file=sys.stderr)
-    package = compile_for_cluster(args.output)
+    package = compile_for_cluster(args.output, cfg.resources)
     return cfg.to_dict(), package, version_for(package, args.version_name)
 
 

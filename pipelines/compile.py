@@ -16,8 +16,8 @@ from pathlib import Path
 from kfp import compiler
 
 from selfcorrect import __version__
-from selfcorrect.config import RunConfig
-from selfcorrect.pipelines.score import PIPELINE_NAME, score_pipeline
+from selfcorrect.config import ResourcesConfig, RunConfig, build
+from selfcorrect.pipelines.score import PIPELINE_NAME, make_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,12 +49,19 @@ def compile_components(output_dir: str | Path = "dist") -> list[Path]:
     return paths
 
 
-def compile_pipeline(output_dir: str | Path = "dist", config: dict | None = None) -> Path:
-    """Write the pipeline YAML (`config` is the default run config) and the component YAMLs."""
+def compile_pipeline(output_dir: str | Path = "dist", config: dict | None = None,
+                     resources: ResourcesConfig | None = None) -> Path:
+    """Write the pipeline YAML and the component YAMLs.
+
+    `config` is the default run config; `resources` the training steps' accelerator, CPU and
+    memory requests, fixed at compile time (default: config's, else none).
+    """
+    if resources is None and config:
+        resources = build(RunConfig, config).resources
     out = pipeline_file(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(
-        score_pipeline, str(out),
+        make_pipeline(resources), str(out),
         pipeline_parameters={"config": config or RunConfig().to_dict()})
     _stable_header(out)
     compile_components(output_dir)

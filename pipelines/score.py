@@ -11,9 +11,11 @@ from kfp import dsl
 from kfp.dsl import Dataset, Model
 
 from selfcorrect import __version__
+from selfcorrect.config import ResourcesConfig, RunConfig
 from selfcorrect.components import (decide_promotion, evaluate, prepare_model, prepare_problems,
                                     promote_model, sample_attempts, train_stage1, train_stage2,
                                     validate_data, verify_attempts)
+from selfcorrect.train.resources import apply_resources
 
 PIPELINE_NAME = "selfcorrect-score"
 
@@ -50,41 +52,53 @@ def promotion_gate(config: dict, results: Dataset, model: Model, problems: Datas
                       ).set_display_name("promote-model").set_caching_options(False)
 
 
-@dsl.pipeline(name=PIPELINE_NAME, display_name=f"{PIPELINE_NAME} {__version__}",
-              description=f"SCoRe self-correction training, selfcorrect version {__version__}")
-def score_pipeline(config: dict) -> Dataset:
-    # Never cached: a scheduled retraining run with the same data.path must read new data.
-    # Training steps stay cacheable: the key covers config, inputs and the versioned image.
-    problems = prepare_problems(config=config).set_caching_options(False)
-    problems_gate = validate_data(kind="problems", data=problems.outputs["problems"])
-    problems_gate.set_display_name("gate-problems")
-    data = problems.outputs["problems"]
+def make_pipeline(resources: ResourcesConfig | None = None):
+    """The DAG. Resource requests are fixed when the pipeline is compiled, so they come from
+    `resources` (config.resources) here, not from the run-time `config` parameter."""
+    requests = RunConfig(resources=resources or ResourcesConfig())
 
-    base = prepare_model(config=config)
-    base_attempts, base_verdicts, base_gate = _verified(config, data, base.outputs["model"], "base")
-    base_attempts.after(problems_gate)
+    @dsl.pipeline(name=PIPELINE_NAME, display_name=f"{PIPELINE_NAME} {__version__}",
+                  description=f"SCoRe self-correction training, selfcorrect version {__version__}")
+    def score_pipeline(config: dict) -> Dataset:
+        # Never cached: a scheduled retraining run with the same data.path must read new data.
+        # Training steps stay cacheable: the key covers config, inputs and the versioned image.
+        problems = prepare_problems(config=config).set_caching_options(False)
+        problems_gate = validate_data(kind="problems", data=problems.outputs["problems"])
+        problems_gate.set_display_name("gate-problems")
+        data = problems.outputs["problems"]
 
-    stage1 = train_stage1(config=config, problems=data, base_model=base.outputs["model"])
-    stage1.after(problems_gate, base_gate)
-    stage2 = train_stage2(config=config, problems=data, init_model=stage1.outputs["model"],
-                          base_model=base.outputs["model"])
-    stage1_attempts, stage1_verdicts, stage1_gate = _verified(
-        config, data, stage1.outputs["model"], "stage1")
-    trained_attempts, trained_verdicts, trained_gate = _verified(
-        config, data, stage2.outputs["model"], "trained")
+        base = prepare_model(config=config)
+        base_attempts, base_verdicts, base_gate = _verified(config, data, base.outputs["model"], "base")
+        base_attempts.after(problems_gate)
 
-    report = evaluate(config=config, problems=data,
-                      base_attempts=base_attempts.outputs["attempts"],
-                      base_verdicts=base_verdicts.outputs["verdicts"],
-                      trained_attempts=trained_attempts.outputs["attempts"],
-                      trained_verdicts=trained_verdicts.outputs["verdicts"],
-                      stage1_model=stage1.outputs["model"],
-                      stage2_model=stage2.outputs["model"],
-                      stage1_attempts=stage1_attempts.outputs["attempts"],
-                      stage1_verdicts=stage1_verdicts.outputs["verdicts"]
-                      ).after(stage1_gate, trained_gate)
+        stage1 = train_stage1(config=config, problems=data, base_model=base.outputs["model"])
+        stage1.after(problems_gate, base_gate)
+        stage2 = train_stage2(config=config, problems=data, init_model=stage1.outputs["model"],
+                              base_model=base.outputs["model"])
+        for task in (stage1, stage2):
+            apply_resources(task, requests)
+        stage1_attempts, stage1_verdicts, stage1_gate = _verified(
+            config, data, stage1.outputs["model"], "stage1")
+        trained_attempts, trained_verdicts, trained_gate = _verified(
+            config, data, stage2.outputs["model"], "trained")
 
-    promotion_gate(config=config, results=report.outputs["results"],
-                   model=stage2.outputs["model"], problems=data,
-                   verdicts=trained_verdicts.outputs["verdicts"])
-    return report.outputs["results"]
+        report = evaluate(config=config, problems=data,
+                          base_attempts=base_attempts.outputs["attempts"],
+                          base_verdicts=base_verdicts.outputs["verdicts"],
+                          trained_attempts=trained_attempts.outputs["attempts"],
+                          trained_verdicts=trained_verdicts.outputs["verdicts"],
+                          stage1_model=stage1.outputs["model"],
+                          stage2_model=stage2.outputs["model"],
+                          stage1_attempts=stage1_attempts.outputs["attempts"],
+                          stage1_verdicts=stage1_verdicts.outputs["verdicts"]
+                          ).after(stage1_gate, trained_gate)
+
+        promotion_gate(config=config, results=report.outputs["results"],
+                       model=stage2.outputs["model"], problems=data,
+                       verdicts=trained_verdicts.outputs["verdicts"])
+        return report.outputs["results"]
+
+    return score_pipeline
+
+
+score_pipeline = make_pipeline()

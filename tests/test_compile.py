@@ -39,3 +39,21 @@ def test_caching_and_retries_per_step(tmp_path):
     assert {"sample-attempts", "verify-attempts"} <= retried
     gate = ir["components"]["comp-selfcorrect-promotion-gate"]["dag"]["tasks"]
     assert not gate["decide-promotion"]["cachingOptions"].get("enableCache")  # reads the registry
+
+
+def test_training_resources_come_from_config_at_compile_time(tmp_path):
+    from selfcorrect import config
+
+    cfg = config.load("tiny", overrides=["resources.accelerator_type=NVIDIA_TESLA_A100",
+                                         "resources.accelerator_count=2",
+                                         "resources.memory_limit=64G"])
+    ir = yaml.safe_load(compile_pipeline(tmp_path, cfg.to_dict()).read_text())
+    executors = ir["deploymentSpec"]["executors"]
+    for name in ("exec-train-stage1", "exec-train-stage2"):
+        res = executors[name]["container"]["resources"]
+        assert res["accelerator"]["resourceType"] == "NVIDIA_TESLA_A100"
+        assert res["accelerator"]["resourceCount"] == "2"
+        assert res["resourceMemoryLimit"] == "64G"
+    assert "resources" not in executors["exec-evaluate"]["container"]
+    plain = yaml.safe_load(compile_pipeline(tmp_path / "cpu").read_text())
+    assert "resources" not in plain["deploymentSpec"]["executors"]["exec-train-stage1"]["container"]
