@@ -16,27 +16,6 @@ from selfcorrect.verify import code as code_verify
 
 
 
-@pytest.fixture(scope="module")
-def gcs():
-    """The GCS emulator in-process (as in test_storage); yields gs://BUCKET."""
-    from gcp_storage_emulator.server import create_server
-
-    server = create_server("127.0.0.1", 0, in_memory=True)
-    server.start()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server._api._httpd.server_address[1]}")
-            mp.setenv("GOOGLE_CLOUD_PROJECT", "local")
-            storage._client.cache_clear()
-            try:
-                storage._client().create_bucket("data-tests")
-                yield "gs://data-tests"
-            finally:
-                storage._client.cache_clear()
-    finally:
-        server.stop()
-
-
 MATH_ROWS = [
     {"problem": "Compute $\\frac{1}{2}+\\frac{1}{2}$.", "level": "Level 1", "type": "Algebra",
      "solution": "We get $\\boxed{1}$."},

@@ -71,34 +71,10 @@ def test_promote_doctests():
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.fixture
-def gcs_bucket():
-    """An in-process GCS emulator with one bucket (as in test_storage.py); yields gs://bucket."""
-    from gcp_storage_emulator.server import create_server
-
+def test_promote_to_gcs_registry(tmp_path, gs_prefix):
     from selfcorrect import storage
 
-    server = create_server("127.0.0.1", 0, in_memory=True)
-    server.start()
-    try:
-        port = server._api._httpd.server_address[1]
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-            mp.setenv("GOOGLE_CLOUD_PROJECT", "local")
-            storage._client.cache_clear()
-            try:
-                storage._client().create_bucket("registry-test")
-                yield "gs://registry-test"
-            finally:
-                storage._client.cache_clear()
-    finally:
-        server.stop()
-
-
-def test_promote_to_gcs_registry(tmp_path, gcs_bucket):
-    from selfcorrect import storage
-
-    registry = f"{gcs_bucket}/models-registry"
+    registry = f"{gs_prefix}/models-registry"
     model = tmp_path / "model"
     (model / "sub").mkdir(parents=True)
     (model / "model.safetensors").write_bytes(b"w")

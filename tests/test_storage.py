@@ -1,8 +1,7 @@
 """Tests for selfcorrect.storage against local paths and an in-process GCS emulator.
 
-The emulator (gcp-storage-emulator) runs in this process on 127.0.0.1, bound to
-port 0 so the OS picks a free port with no race; STORAGE_EMULATOR_HOST points the
-real google-cloud-storage client at it.
+The emulator (gcp-storage-emulator) runs in this process: the `gcs` and `gs_prefix`
+fixtures in conftest.py.
 """
 from __future__ import annotations
 
@@ -13,41 +12,6 @@ from pathlib import Path
 import pytest
 
 from selfcorrect import storage
-
-BUCKET = "selfcorrect-test"
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    """Start the emulator, point the client at it, create a bucket; yield gs://BUCKET."""
-    from gcp_storage_emulator.server import create_server
-    from google.cloud import storage as gcs_lib
-
-    server = create_server("127.0.0.1", 0, in_memory=True)
-    server.start()
-    try:
-        port = server._api._httpd.server_address[1]
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-            mp.setenv("GOOGLE_CLOUD_PROJECT", "local")
-            storage._client.cache_clear()
-            try:
-                client = storage._client()
-                assert client is not None
-                client.create_bucket(BUCKET)
-                assert isinstance(client, gcs_lib.Client)
-                yield f"gs://{BUCKET}"
-            finally:
-                storage._client.cache_clear()
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def gs_prefix(gcs, request):
-    """A gs:// prefix unique to the test, so tests do not see each other's objects."""
-    return storage.join(gcs, request.node.name)
-
 
 def _gcs_names(prefix: str) -> list[str]:
     bucket, name = storage.split_gcs(prefix)
@@ -113,8 +77,8 @@ def test_gcs_round_trip_text_and_bytes(gs_prefix):
     storage.write_text(t, "overwritten")
     assert storage.read_text(t) == "overwritten"
     assert _gcs_names(gs_prefix) == [
-        f"{gs_prefix[len('gs://' + BUCKET + '/'):]}/b.bin",
-        f"{gs_prefix[len('gs://' + BUCKET + '/'):]}/dir/a.txt",
+        f"{storage.split_gcs(gs_prefix)[1]}/b.bin",
+        f"{storage.split_gcs(gs_prefix)[1]}/dir/a.txt",
     ]
 
 
@@ -174,7 +138,7 @@ def test_upload_tree_to_gcs(tmp_path, gs_prefix):
     out = storage.upload_tree(str(src), gs_prefix + "/")  # trailing slash tolerated
     expected = [storage.join(gs_prefix, rel) for rel in sorted(files)]
     assert out == expected
-    name_prefix = gs_prefix[len(f"gs://{BUCKET}/"):]
+    name_prefix = storage.split_gcs(gs_prefix)[1]
     assert _gcs_names(gs_prefix) == [f"{name_prefix}/{rel}" for rel in sorted(files)]
     for rel, data in files.items():
         assert storage.read_bytes(storage.join(gs_prefix, rel)) == data
