@@ -256,6 +256,8 @@ def _coerce(key: str, value: Any, typ: str):
     elif typ == "str":
         if isinstance(value, str):
             return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)       # `--set resources.cpu_limit=8` parses as a number
     raise ConfigError(f"{key}: expected {typ}, got {type(value).__name__} {value!r}")
 
 

@@ -48,3 +48,10 @@ def test_round_trip_through_kfp_struct_floats():
     data["train"]["stage1_steps"] = 2.0     # what a KFP dict parameter turns ints into
     again = config.from_dict(data)
     assert again == cfg and isinstance(again.train.stage1_steps, int)
+
+
+def test_numbers_given_for_text_keys_are_taken_as_text():
+    cfg = config.load("tiny", overrides=["resources.cpu_limit=8", "name=2024"])
+    assert cfg.resources.cpu_limit == "8" and cfg.name == "2024"
+    with pytest.raises(ConfigError, match="name: expected str"):
+        config.load("tiny", overrides=["name=true"])
