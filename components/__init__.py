@@ -5,6 +5,7 @@ selfcorrect.images); the function body imports the library, so nothing heavy is
 imported when a pipeline is compiled.
 """
 from selfcorrect.components.evaluate import evaluate
+from selfcorrect.components.filter_problems import filter_problems
 from selfcorrect.components.prepare_model import prepare_model
 from selfcorrect.components.promote import decide_promotion, promote_model
 from selfcorrect.components.prepare_problems import prepare_problems
@@ -13,6 +14,6 @@ from selfcorrect.components.train import train_stage1, train_stage2
 from selfcorrect.components.validate_data import validate_data
 from selfcorrect.components.verify_attempts import verify_attempts
 
-__all__ = ["prepare_problems", "prepare_model", "validate_data", "sample_attempts",
-           "verify_attempts", "train_stage1", "train_stage2", "evaluate",
+__all__ = ["prepare_problems", "prepare_model", "validate_data", "filter_problems",
+           "sample_attempts", "verify_attempts", "train_stage1", "train_stage2", "evaluate",
            "decide_promotion", "promote_model"]

@@ -1,10 +1,12 @@
-"""The SCoRe DAG: data -> gate -> base attempts -> Beam verification -> gate ->
-Stage I -> Stage II -> attempts of the Stage I and Stage II models -> verification ->
-evaluation (base, stage1, trained) -> promotion gate
+"""The SCoRe DAG: data -> gate -> base attempts -> gate -> Beam verification -> gate ->
+difficulty filter -> Stage I -> Stage II -> attempts of the Stage I and Stage II models ->
+verification -> evaluation (base, stage1, trained) -> promotion gate
 (dsl.If: the trained model goes to the registry only when config.promotion's conditions hold).
 
 Every arrow carries a typed artifact; every dataset that crosses a step passes a Great
-Expectations gate before the next step uses it.
+Expectations gate before the next step uses it: later steps read the gate's `clean` output
+(config.gates: share thresholds, and quarantine of failing rows instead of failing the run).
+The difficulty filter's output is a subset of gated problems and is not gated again.
 """
 
 from kfp import dsl
@@ -12,29 +14,31 @@ from kfp.dsl import Dataset, Model
 
 from selfcorrect import __version__
 from selfcorrect.config import ResourcesConfig, RunConfig
-from selfcorrect.components import (decide_promotion, evaluate, prepare_model, prepare_problems,
-                                    promote_model, sample_attempts, train_stage1, train_stage2,
-                                    validate_data, verify_attempts)
+from selfcorrect.components import (decide_promotion, evaluate, filter_problems, prepare_model,
+                                    prepare_problems, promote_model, sample_attempts,
+                                    train_stage1, train_stage2, validate_data, verify_attempts)
 from selfcorrect.train.resources import apply_resources
 
 PIPELINE_NAME = "selfcorrect-score"
 
 
 def _verified(config, problems, model, label: str):
-    """Attempts on the eval split, verified and gated; returns (attempts, verdicts) tasks."""
+    """Attempts on the eval split, gated, verified, gated; returns the tasks
+    (attempts, attempts_gate, verdicts, verdicts_gate). Later steps read the gates' `clean`."""
     attempts = sample_attempts(config=config, problems=problems, model=model, split="eval")
     attempts.set_display_name(f"sample-attempts-{label}").set_retry(num_retries=2,
                                                                     backoff_duration="60s")
     attempts_gate = validate_data(kind="attempts", data=attempts.outputs["attempts"],
-                                  problems=problems)
+                                  problems=problems, config=config)
     attempts_gate.set_display_name(f"gate-attempts-{label}")
     verdicts = verify_attempts(config=config, problems=problems,
-                               attempts=attempts.outputs["attempts"]).after(attempts_gate)
+                               attempts=attempts_gate.outputs["clean"])
     verdicts.set_display_name(f"verify-attempts-{label}").set_retry(num_retries=2,
                                                                      backoff_duration="60s")
-    gate = validate_data(kind="verdicts", data=verdicts.outputs["verdicts"], problems=problems)
+    gate = validate_data(kind="verdicts", data=verdicts.outputs["verdicts"], problems=problems,
+                         config=config)
     gate.set_display_name(f"gate-verdicts-{label}")
-    return attempts, verdicts, gate
+    return attempts, attempts_gate, verdicts, gate
 
 
 @dsl.pipeline(name="selfcorrect-promotion-gate",
@@ -63,39 +67,46 @@ def make_pipeline(resources: ResourcesConfig | None = None):
         # Never cached: a scheduled retraining run with the same data.path must read new data.
         # Training steps stay cacheable: the key covers config, inputs and the versioned image.
         problems = prepare_problems(config=config).set_caching_options(False)
-        problems_gate = validate_data(kind="problems", data=problems.outputs["problems"])
+        problems_gate = validate_data(kind="problems", data=problems.outputs["problems"],
+                                      config=config)
         problems_gate.set_display_name("gate-problems")
-        data = problems.outputs["problems"]
+        data = problems_gate.outputs["clean"]
 
         base = prepare_model(config=config)
-        base_attempts, base_verdicts, base_gate = _verified(config, data, base.outputs["model"], "base")
-        base_attempts.after(problems_gate)
+        _, base_attempts_ok, _, base_verdicts_ok = _verified(
+            config, data, base.outputs["model"], "base")
 
-        stage1 = train_stage1(config=config, problems=data, base_model=base.outputs["model"])
-        stage1.after(problems_gate, base_gate)
-        stage2 = train_stage2(config=config, problems=data, init_model=stage1.outputs["model"],
+        # data.drop_always_solved / drop_never_solved: a run-time choice, so the step always
+        # runs (a copy when both are off). Base verdicts cover the eval split only, so train
+        # problems have none and are kept; see filter_problems.
+        train_data = filter_problems(config=config, problems=data,
+                                     verdicts=base_verdicts_ok.outputs["clean"])
+        train_data.set_display_name("filter-problems")
+        stage1 = train_stage1(config=config, problems=train_data.outputs["filtered"],
+                              base_model=base.outputs["model"])
+        stage2 = train_stage2(config=config, problems=train_data.outputs["filtered"],
+                              init_model=stage1.outputs["model"],
                               base_model=base.outputs["model"])
         for task in (stage1, stage2):
             apply_resources(task, requests)
-        stage1_attempts, stage1_verdicts, stage1_gate = _verified(
+        _, stage1_attempts_ok, _, stage1_verdicts_ok = _verified(
             config, data, stage1.outputs["model"], "stage1")
-        trained_attempts, trained_verdicts, trained_gate = _verified(
+        _, trained_attempts_ok, _, trained_verdicts_ok = _verified(
             config, data, stage2.outputs["model"], "trained")
 
         report = evaluate(config=config, problems=data,
-                          base_attempts=base_attempts.outputs["attempts"],
-                          base_verdicts=base_verdicts.outputs["verdicts"],
-                          trained_attempts=trained_attempts.outputs["attempts"],
-                          trained_verdicts=trained_verdicts.outputs["verdicts"],
+                          base_attempts=base_attempts_ok.outputs["clean"],
+                          base_verdicts=base_verdicts_ok.outputs["clean"],
+                          trained_attempts=trained_attempts_ok.outputs["clean"],
+                          trained_verdicts=trained_verdicts_ok.outputs["clean"],
                           stage1_model=stage1.outputs["model"],
                           stage2_model=stage2.outputs["model"],
-                          stage1_attempts=stage1_attempts.outputs["attempts"],
-                          stage1_verdicts=stage1_verdicts.outputs["verdicts"]
-                          ).after(stage1_gate, trained_gate)
+                          stage1_attempts=stage1_attempts_ok.outputs["clean"],
+                          stage1_verdicts=stage1_verdicts_ok.outputs["clean"])
 
         promotion_gate(config=config, results=report.outputs["results"],
                        model=stage2.outputs["model"], problems=data,
-                       verdicts=trained_verdicts.outputs["verdicts"])
+                       verdicts=trained_verdicts_ok.outputs["clean"])
         return report.outputs["results"]
 
     return score_pipeline

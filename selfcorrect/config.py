@@ -209,6 +209,23 @@ class PromotionConfig:
 
 
 @dataclass
+class GateConfig:
+    """Data gates between steps (selfcorrect.validate); defaults equal the suites' own."""
+    max_empty_share: float = 0.1        # attempts: largest share of empty completions
+    max_truncated_share: float = 1.0    # attempts: largest share of truncated ones; 1 = off
+    quarantine: bool = False            # move rows failing row checks aside instead of failing
+
+    def __post_init__(self):
+        for name in ("max_empty_share", "max_truncated_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"gates.{name}: must be between 0 and 1, got {getattr(self, name)!r}")
+
+    def thresholds(self) -> dict[str, float]:
+        return {"max_empty_share": self.max_empty_share,
+                "max_truncated_share": self.max_truncated_share}
+
+
+@dataclass
 class PromptConfig:
     """Templates; empty means the task's default from prompts.py (the paper's App. C)."""
     attempt1: str = ""
@@ -229,6 +246,7 @@ class RunConfig:
     prompts: PromptConfig = field(default_factory=PromptConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    gates: GateConfig = field(default_factory=GateConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,67 @@
+"""The pipeline's gate and difficulty-filter components, called as plain functions."""
+from types import SimpleNamespace
+
+import pytest
+
+from selfcorrect import config, validate
+from selfcorrect.components import filter_problems, validate_data
+from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl
+
+
+def _art(path):
+    return SimpleNamespace(path=str(path), metadata={})
+
+
+def test_gate_config_defaults_equal_the_suites():
+    suite = {e["meta"]["threshold"]: 1 - e["kwargs"]["mostly"]
+             for e in validate.load_suite("attempts")["expectations"] if "threshold" in e.get("meta", {})}
+    gates = config.GateConfig()
+    assert gates.thresholds() == pytest.approx(suite) and gates.quarantine is False
+    with pytest.raises(config.ConfigError, match="gates.max_empty_share: must be between 0 and 1"):
+        config.load("tiny", overrides=["gates.max_empty_share=1.5"])
+
+
+@pytest.fixture
+def data(tmp_path):
+    problems = [Problem("p1", "math", "1+1?", answer="2", split="eval"),
+                Problem("p2", "math", "2+2?", answer="4", split="train"),
+                Problem("p3", "math", "3+3?", answer="6", split="train")]
+    attempts = [Attempt("p1", 0, 1, "2", "m"), Attempt("p1", 0, 2, "2", "m"),
+                Attempt("p1", 1, 1, "3", "m"), Attempt("p1", 1, 3, "2", "m")]   # turn 3: bad row
+    write_jsonl(str(tmp_path / "p.jsonl"), problems)
+    write_jsonl(str(tmp_path / "a.jsonl"), attempts)
+    return tmp_path
+
+
+def test_validate_data_copies_without_quarantine_and_quarantines_when_configured(data):
+    run = lambda cfg, name: validate_data.python_func(
+        kind="problems", data=_art(data / "p.jsonl"), report=_art(data / f"{name}.md"),
+        clean=_art(data / f"{name}.clean"), quarantined=_art(data / f"{name}.q"), config=cfg)
+    run({}, "plain")
+    assert (data / "plain.clean").read_bytes() == (data / "p.jsonl").read_bytes()
+    assert (data / "plain.q").read_text() == ""
+    cfg = config.load("tiny", overrides=["gates.quarantine=true"]).to_dict()
+    clean, q = _art(data / "c.jsonl"), _art(data / "q.jsonl")
+    validate_data.python_func(kind="attempts", data=_art(data / "a.jsonl"),
+                              report=_art(data / "r.md"), clean=clean, quarantined=q,
+                              problems=_art(data / "p.jsonl"), config=cfg)
+    assert [a.turn for a in read_jsonl(clean.path, Attempt)] == [1, 2, 1]
+    assert len((data / "q.jsonl").read_text().splitlines()) == 1
+    assert clean.metadata["rows"] == 3 and q.metadata["rows"] == 1
+    with pytest.raises(validate.GateFailed):       # the same data without quarantine fails
+        validate_data.python_func(kind="attempts", data=_art(data / "a.jsonl"),
+                                  report=_art(data / "r2.md"), clean=_art(data / "c2"),
+                                  quarantined=_art(data / "q2"), config={})
+
+
+def test_filter_problems_is_a_copy_unless_configured(data):
+    write_jsonl(str(data / "v.jsonl"), [Verdict("p2", 0, 1, True, 1.0), Verdict("p3", 0, 1, False, 0.0)])
+    for overrides, kept in (([], ["p1", "p2", "p3"]),
+                            (["data.drop_always_solved=true"], ["p1", "p3"]),
+                            (["data.drop_always_solved=true", "data.drop_never_solved=true"], ["p1"])):
+        out = _art(data / "f.jsonl")
+        filter_problems.python_func(config=config.load("tiny", overrides=overrides).to_dict(),
+                                    problems=_art(data / "p.jsonl"),
+                                    verdicts=_art(data / "v.jsonl"), filtered=out)
+        assert [p.id for p in read_jsonl(out.path, Problem)] == kept
+        assert out.metadata["kept"] == len(kept)
