@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 
-from selfcorrect.data.arithmetic import split_of
+from selfcorrect.data.arithmetic import fill_splits
 from selfcorrect.records import Problem
 
 
@@ -27,21 +27,13 @@ def generate(n_train: int, n_eval: int, *, digits: int = 1, seed: int = 0,
     if n_train + n_eval > space // 2:
         raise ValueError(f"data: {n_train + n_eval} equations asked, but {digits}-digit "
                          f"equations give only about {space // 2} per split")
-    rng = random.Random(seed)
-    want = {"train": n_train, "eval": n_eval}
-    seen: set[str] = set()
-    out: list[Problem] = []
-    while want["train"] or want["eval"]:
+
+    def draw(rng: random.Random) -> Problem:
         a, b, x = rng.randint(1, hi), rng.randint(-hi, hi), rng.randint(-hi, hi)
         c = a * x + b
-        pid = f"alg-{a}x{b:+d}={c}"
-        split = split_of(pid, eval_fraction)
-        if pid in seen or not want[split]:
-            continue
-        seen.add(pid)
-        want[split] -= 1
         lhs = f"{a}x" if a != 1 else "x"
         lhs += f" + {b}" if b > 0 else f" - {-b}" if b < 0 else ""
-        out.append(Problem(id=pid, task="math", prompt=f"Solve for x: {lhs} = {c}.",
-                           answer=str(x), source="algebra", split=split))
-    return out
+        return Problem(id=f"alg-{a}x{b:+d}={c}", task="math", prompt=f"Solve for x: {lhs} = {c}.",
+                       answer=str(x), source="algebra")
+
+    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction)

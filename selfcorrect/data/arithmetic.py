@@ -5,8 +5,10 @@ so a problem never changes side when the set grows or the seed changes.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
+from typing import Callable
 
 from selfcorrect.records import Problem
 
@@ -17,6 +19,25 @@ def split_of(problem_id: str, eval_fraction: float = 0.5) -> str:
     """Deterministic train/eval split from a hash of the id."""
     h = int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "big") / 2**64
     return "eval" if h < eval_fraction else "train"
+
+
+def fill_splits(draw: Callable[[random.Random], Problem], n_train: int, n_eval: int, *,
+                seed: int, eval_fraction: float) -> list[Problem]:
+    """Draw distinct problems (`draw(rng)`) until each split holds its count; ids decide sides."""
+
+    rng = random.Random(seed)
+    want = {"train": n_train, "eval": n_eval}
+    seen: set[str] = set()
+    out: list[Problem] = []
+    while want["train"] or want["eval"]:
+        problem = draw(rng)
+        split = split_of(problem.id, eval_fraction)
+        if problem.id in seen or not want[split]:
+            continue
+        seen.add(problem.id)
+        want[split] -= 1
+        out.append(dataclasses.replace(problem, split=split))
+    return out
 
 
 def generate(n_train: int, n_eval: int, *, operations: str = "+-", digits: int = 2,
@@ -32,18 +53,10 @@ def generate(n_train: int, n_eval: int, *, operations: str = "+-", digits: int =
     if n_train + n_eval > space // 2:
         raise ValueError(f"data: {n_train + n_eval} problems asked, but {digits}-digit "
                          f"'{operations}' problems give only about {space // 2} per split")
-    rng = random.Random(seed)
-    want = {"train": n_train, "eval": n_eval}
-    seen: set[str] = set()
-    out: list[Problem] = []
-    while want["train"] or want["eval"]:
+
+    def draw(rng: random.Random) -> Problem:
         a, b, op = rng.randint(lo, hi), rng.randint(lo, hi), rng.choice(operations)
-        pid = f"arith-{a}{op}{b}"
-        split = split_of(pid, eval_fraction)
-        if pid in seen or not want[split]:
-            continue
-        seen.add(pid)
-        want[split] -= 1
-        out.append(Problem(id=pid, task="math", prompt=f"What is {a} {op} {b}?",
-                           answer=str(_OPS[op](a, b)), source="arithmetic", split=split))
-    return out
+        return Problem(id=f"arith-{a}{op}{b}", task="math", prompt=f"What is {a} {op} {b}?",
+                       answer=str(_OPS[op](a, b)), source="arithmetic")
+
+    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction)
