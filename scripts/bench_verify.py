@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from selfcorrect.data import arithmetic  # noqa: E402
-from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl  # noqa: E402
+from selfcorrect.records import Attempt, Problem, Verdict, write_jsonl  # noqa: E402
 from selfcorrect.verify import verify_batch  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from selfcorrect import storage
 from selfcorrect.config import ConfigError, DataConfig, build
-from selfcorrect.data import algebra, prepare as prep, sources
+from selfcorrect.data import algebra, prepare as prep
 from selfcorrect.data.arithmetic import split_of
 from selfcorrect.records import Problem, Verdict, read_jsonl, write_jsonl
 from selfcorrect.verify import code as code_verify

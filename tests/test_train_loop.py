@@ -4,7 +4,6 @@ The first DeepSpeed initialize on a machine JIT-builds its CPU comm op (~40 s, t
 """
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
