@@ -127,13 +127,18 @@ def _prepare(args):
     return cfg.to_dict(), package, version_for(package, args.version_name)
 
 
+def _kfp_target(args, package: Path, version: str):
+    """The client, the uploaded pipeline version and the experiment a run or schedule goes to."""
+    client = _client(args)
+    v = ensure_version(client, package, version, args.namespace)
+    return client, v, client.create_experiment(args.experiment, namespace=args.namespace)
+
+
 def submit(args) -> int:
     cfg, package, version = _prepare(args)
     if args.backend == "vertex":
         return vertex_submit(args, cfg, package, version)
-    client = _client(args)
-    v = ensure_version(client, package, version, args.namespace)
-    experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+    client, v, experiment = _kfp_target(args, package, version)
     run = client.run_pipeline(
         experiment.experiment_id, args.run_name or f"{PIPELINE} {version} "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}", params={"config": cfg},
@@ -155,9 +160,7 @@ def schedule(args) -> int:
     cfg, package, version = _prepare(args)
     if args.backend == "vertex":
         return vertex_schedule(args, cfg, package, version)
-    client = _client(args)
-    v = ensure_version(client, package, version, args.namespace)
-    experiment = client.create_experiment(args.experiment, namespace=args.namespace)
+    client, v, experiment = _kfp_target(args, package, version)
     rec = client.create_recurring_run(
         experiment.experiment_id, args.run_name or f"{PIPELINE} {version} retrain",
         description=f"recurring SCoRe training pinned to pipeline version {version}",
