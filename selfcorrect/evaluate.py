@@ -17,12 +17,20 @@ LABELS = {"accuracy_t1": "Accuracy@t1", "accuracy_t2": "Accuracy@t2", "delta": "
           "delta_i_to_c": "Delta_i->c", "delta_c_to_i": "Delta_c->i"}
 
 
+def turn_pairs(rows, value) -> list[tuple]:
+    """(value at turn 1, value at turn 2) per (problem, sample) that has both turns, in key order.
+
+    `rows` are Attempts or Verdicts; `value(row)` picks what to pair (e.g. `.correct`).
+    """
+    turns: dict[tuple[str, int], dict[int, object]] = defaultdict(dict)
+    for row in rows:
+        turns[(row.problem_id, row.sample)][row.turn] = value(row)
+    return [(t[1], t[2]) for _, t in sorted(turns.items()) if 1 in t and 2 in t]
+
+
 def pair_outcomes(verdicts: list[Verdict]) -> list[tuple[bool, bool]]:
     """(correct at t1, correct at t2) per (problem, sample) that has both turns."""
-    turns: dict[tuple[str, int], dict[int, bool]] = defaultdict(dict)
-    for v in verdicts:
-        turns[(v.problem_id, v.sample)][v.turn] = v.correct
-    return [(t[1], t[2]) for _, t in sorted(turns.items()) if 1 in t and 2 in t]
+    return turn_pairs(verdicts, lambda v: v.correct)
 
 
 def self_correction_metrics(pairs: list[tuple[bool, bool]]) -> dict[str, float]:
@@ -49,10 +57,7 @@ def edit_distance_ratio(first: str, second: str) -> float:
 
 
 def edit_ratios(attempts: list[Attempt]) -> list[float]:
-    by_key: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
-    for a in attempts:
-        by_key[(a.problem_id, a.sample)][a.turn] = a.completion
-    return [edit_distance_ratio(t[1], t[2]) for _, t in sorted(by_key.items()) if 1 in t and 2 in t]
+    return [edit_distance_ratio(a, b) for a, b in turn_pairs(attempts, lambda a: a.completion)]
 
 
 def summarise(verdicts: list[Verdict], attempts: list[Attempt]) -> dict[str, float]:
@@ -132,10 +137,7 @@ def answer_repeat_share(attempts: list[Attempt]) -> float:
     """
     from selfcorrect.verify.math import extract_answer
 
-    by_key: dict[tuple[str, int], dict[int, str]] = defaultdict(dict)
-    for a in attempts:
-        by_key[(a.problem_id, a.sample)][a.turn] = a.completion
-    pairs = [(t[1], t[2]) for t in by_key.values() if 1 in t and 2 in t]
+    pairs = turn_pairs(attempts, lambda a: a.completion)
     if not pairs:
         return 0.0
     same = 0
