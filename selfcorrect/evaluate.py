@@ -10,7 +10,7 @@ from collections import defaultdict
 
 from rapidfuzz.distance import Levenshtein
 
-from selfcorrect.records import Attempt, Problem, Verdict
+from selfcorrect.records import Attempt, EvalRow, Problem, Verdict
 
 METRICS = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")
 LABELS = {"accuracy_t1": "Accuracy@t1", "accuracy_t2": "Accuracy@t2", "delta": "Delta(t1,t2)",
@@ -197,6 +197,36 @@ def markdown_ci_table(results: dict[str, dict[str, float]]) -> str:
 
 
 # --- Sampling study (paper Fig. 1 right): majority vote at equal generated-sample budget ---
+
+def eval_rows(model: str, verdicts: list[Verdict], attempts: list[Attempt],
+              problems: list[Problem]) -> list[EvalRow]:
+    """One EvalRow per (problem, sample) with verdicts for both turns, in key order: the
+    per-episode data the metrics summarise (schemas/eval_row.schema.json).
+
+    An episode whose attempts are missing gets edit ratio 0 only if both texts are absent;
+    a verdict naming an unknown problem raises KeyError naming it.
+    """
+    from selfcorrect.verify.math import extract_answer
+
+    by_id = {p.id: p for p in problems}
+    texts = {(a.problem_id, a.sample, a.turn): a.completion for a in attempts}
+    outcomes: dict[tuple[str, int], dict[int, bool]] = defaultdict(dict)
+    for v in verdicts:
+        if v.problem_id not in by_id:
+            raise KeyError(f"verdict (sample {v.sample}, turn {v.turn}) names problem "
+                           f"{v.problem_id!r}, which is not among the problems")
+        outcomes[(v.problem_id, v.sample)][v.turn] = v.correct
+    rows = []
+    for (pid, sample), turns in sorted(outcomes.items()):
+        if 1 not in turns or 2 not in turns:
+            continue
+        first, second = texts.get((pid, sample, 1), ""), texts.get((pid, sample, 2), "")
+        x, y = extract_answer(first), extract_answer(second)
+        same = (x == y) if (x is not None or y is not None) else first.strip() == second.strip()
+        rows.append(EvalRow(model, pid, sample, by_id[pid].task, difficulty(by_id[pid]),
+                            turns[1], turns[2], edit_distance_ratio(first, second), same))
+    return rows
+
 
 def majority_vote_accuracy(attempts: list[Attempt], verdicts: list[Verdict], *, turn: int,
                            samples: int) -> float:

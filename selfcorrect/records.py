@@ -46,7 +46,21 @@ class Verdict:
     verifier: str = ""        # which verifier decided
 
 
-R = TypeVar("R", Problem, Attempt, Verdict)
+@dataclass(frozen=True)
+class EvalRow:
+    """One (problem, sample) episode of one evaluated model: both turns' outcomes."""
+    model: str                # the evaluated model ("base", "stage1", "trained", ...)
+    problem_id: str
+    sample: int
+    task: str                 # the problem's task, "math" or "code"
+    difficulty: str           # selfcorrect.evaluate.difficulty label ("all" when unknown)
+    correct_t1: bool
+    correct_t2: bool
+    edit_ratio: float         # Levenshtein(y1, y2) / (|y1| + |y2|); 0 = y2 copies y1
+    same_answer: bool         # y2's final answer repeats y1's
+
+
+R = TypeVar("R", Problem, Attempt, Verdict, EvalRow)
 
 
 class RecordError(ValueError):

@@ -30,12 +30,14 @@ from importlib.resources import files
 
 from selfcorrect import records, storage
 
-KINDS = {"problems": records.Problem, "attempts": records.Attempt, "verdicts": records.Verdict}
+KINDS = {"problems": records.Problem, "attempts": records.Attempt, "verdicts": records.Verdict,
+         "eval_rows": records.EvalRow}
 MAX_EXAMPLES = 3
 THRESHOLDS = ("max_empty_share", "max_truncated_share")
 CROSS_CHECKS = {
     "problem_id_known": "every problem_id names a problem in the problems file",
     "turn2_has_turn1": "every turn-2 row has a turn-1 row with the same (problem_id, sample)",
+    "models_cover_same_episodes": "every model is evaluated on the same (problem_id, sample) episodes",
 }
 
 
@@ -98,7 +100,8 @@ def load_suite(kind: str) -> dict:
 
 
 def load_schema(kind: str) -> dict:
-    """The JSON Schema of one row of the kind (problems -> problem.schema.json)."""
+    """The JSON Schema of one row of the kind (problems -> problem.schema.json,
+    eval_rows -> eval_row.schema.json)."""
     _record_type(kind)
     return json.loads(_schema_text(f"{kind[:-1]}.schema.json"))
 
@@ -107,7 +110,7 @@ def validate(kind: str, uri: str, *, problems_uri: str | None = None,
              thresholds: dict[str, float] | None = None) -> Result:
     """Run the kind's suite and cross checks over the JSONL dataset at uri."""
     if problems_uri is not None and kind == "problems":
-        raise ValueError("problems_uri is for attempts and verdicts, not for problems")
+        raise ValueError("problems_uri is for attempts, verdicts and eval_rows, not for problems")
     df = _read_frame(uri, _record_type(kind))
     known = None if problems_uri is None else set(_read_frame(problems_uri, records.Problem)["id"])
     return _check(kind, str(uri), df, known, suite_with(kind, thresholds))
@@ -179,7 +182,7 @@ def quarantine(kind: str, uri: str, quarantine_uri: str, clean_uri: str, *,
     can move (a turn-1 row moved out can orphan its turn 2). Writes both files only when
     the rest passes; otherwise returns the failing Result and writes nothing."""
     if problems_uri is not None and kind == "problems":
-        raise ValueError("problems_uri is for attempts and verdicts, not for problems")
+        raise ValueError("problems_uri is for attempts, verdicts and eval_rows, not for problems")
     cls = _record_type(kind)
     rows = records.read_jsonl(uri, cls)
     df = _read_frame(uri, cls, rows)
@@ -278,6 +281,9 @@ def _cross_check(name: str, df, known: set | None):
         pairs = pd.MultiIndex.from_frame(df[["problem_id", "sample"]])
         has_first = pairs.isin(pairs[(df["turn"] == 1).to_numpy()])
         return df.index[(df["turn"] == 2).to_numpy() & ~has_first], "turn"
+    if name == "models_cover_same_episodes":
+        models = df.groupby(["problem_id", "sample"])["model"].transform("nunique")
+        return df.index[(models < df["model"].nunique()).to_numpy()], "model"
     raise ValueError(f"unknown cross check {name!r} in a suite; known: {', '.join(CROSS_CHECKS)}")
 
 
@@ -323,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Check a JSONL dataset with its Great Expectations suite.")
     parser.add_argument("--kind", required=True, choices=list(KINDS))
     parser.add_argument("path", help="JSONL dataset: a local path or gs:// URI")
-    parser.add_argument("--problems", help="problems JSONL, to check that every problem_id exists")
+    parser.add_argument("--problems", help="problems JSONL, to check that every problem_id exists "
+                                               "(attempts, verdicts, eval_rows)")
     parser.add_argument("--report", help="also write the Markdown report here")
     for name in THRESHOLDS:
         parser.add_argument("--" + name.replace("_", "-"), type=float, metavar="SHARE",
@@ -332,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean", help="with --quarantine: write the rows that pass here")
     args = parser.parse_args(argv)
     if args.problems and args.kind == "problems":
-        parser.error("--problems is for --kind attempts or verdicts")
+        parser.error("--problems is for --kind attempts, verdicts or eval_rows")
     if bool(args.quarantine) != bool(args.clean):
         parser.error("--quarantine and --clean go together")
     thresholds = {n: getattr(args, n) for n in THRESHOLDS if getattr(args, n) is not None}

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from selfcorrect import records, storage, validate as v
-from selfcorrect.records import Attempt, Problem, Verdict
+from selfcorrect.records import Attempt, EvalRow, Problem, Verdict
 
 UNIQUE = "expect_column_values_to_be_unique"
 COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
@@ -34,8 +34,12 @@ def valid_rows() -> dict[str, list[dict]]:
     attempts = [Attempt(pid, s, t, f"answer {pid}/{s}/{t}", "tiny@0.1.0", truncated=(s == 1)) for pid, s, t in keys]
     verdicts = [Verdict(pid, s, t, correct=(t == 2), reward=float(t == 2), reason="" if t == 2 else "wrong answer",
                         verifier="math" if pid != "p3" else "code") for pid, s, t in keys]
+    eval_rows = [EvalRow(m, p.id, s, p.task, "all", correct_t1=False, correct_t2=(m == "trained"),
+                         edit_ratio=0.0 if s == 0 else 0.25, same_answer=(s == 0))
+                 for m in ("base", "trained") for p in problems for s in (0, 1)]       # 12 rows
     return {k: [dataclasses.asdict(r) for r in rs]
-            for k, rs in {"problems": problems, "attempts": attempts, "verdicts": verdicts}.items()}
+            for k, rs in {"problems": problems, "attempts": attempts, "verdicts": verdicts,
+                          "eval_rows": eval_rows}.items()}
 
 
 def write(path, rows: list[dict]) -> str:
@@ -62,7 +66,8 @@ def test_valid_datasets_pass(valid_results, kind):
     result = valid_results[kind]
     assert result.success, result.markdown()
     assert (result.kind, result.rows, result.failures, result.skipped) == (kind, len(valid_rows()[kind]), [], [])
-    assert result.checks == len(v.load_suite(kind)["expectations"]) + (0 if kind == "problems" else 2)
+    cross = len(v.load_suite(kind)["meta"]["cross_checks"])
+    assert result.checks == len(v.load_suite(kind)["expectations"]) + cross
     assert result.markdown().startswith(f"### Data gate `{kind}`: passed")
     assert "<html" in result.html and "Cross-dataset checks (all passed)" in result.html
 
@@ -94,11 +99,19 @@ def _no_turn1(rows): del rows[2]                           # drop (p1, 1, 1); (p
 def _unknown_problem(rows):
     for r in rows[:2]:                                     # both turns of (p1, 0)
         r["problem_id"] = "p404"
+def _unknown_for_all_models(rows):
+    for r in rows:
+        if r["problem_id"] == "p1":
+            r["problem_id"] = "p404"
 def _empty(n):
     def edit(rows):
         for r, text in zip(rows[1::2], ["", " \n", "\t"][:n]):
             r["completion"] = text
     edit.__name__ = f"_empty{n}"
+    return edit
+def _ratio(i, value, same=True):
+    def edit(rows): rows[i].update(edit_ratio=value, same_answer=same)
+    edit.__name__ = f"_edit_ratio{value}_same{same}_row{i + 1}"
     return edit
 def _reward(i, value):
     def edit(rows): rows[i]["reward"] = value
@@ -121,6 +134,11 @@ VIOLATIONS = [
     ("verdicts", _reward(0, 1.0), {(BETWEEN, "reward"): 1}, [1]),         # incorrect but rewarded
     ("verdicts", _unknown_problem, {("problem_id_known", "problem_id"): 1}, [1, 2]),
     ("verdicts", _no_turn1, {("turn2_has_turn1", "turn"): 1}, [3]),
+    ("eval_rows", _dup_key, {(COMPOUND_UNIQUE, "model, problem_id, sample"): 1}, [1, 13]),
+    ("eval_rows", _unknown_for_all_models, {("problem_id_known", "problem_id"): 1}, [1, 2, 7]),
+    ("eval_rows", _no_turn1, {("models_cover_same_episodes", "model"): 1}, [8]),  # trained p2/0 alone
+    ("eval_rows", _ratio(3, 1.5), {(BETWEEN, "edit_ratio"): 1}, [4]),
+    ("eval_rows", _ratio(0, 0.0, same=False), {(IN_SET, "same_answer"): 1}, [1]),
 ]
 
 
@@ -176,7 +194,8 @@ def test_schema_matches_record_fields(kind):
 def test_schema_enums_are_the_suite_value_sets(kind):
     props = v.load_schema(kind)["properties"]
     sets = {e["kwargs"]["column"]: e["kwargs"]["value_set"]
-            for e in v.load_suite(kind)["expectations"] if e["type"] == IN_SET}
+            for e in v.load_suite(kind)["expectations"]
+            if e["type"] == IN_SET and "row_condition" not in e["kwargs"]}
     assert sets and sets == {name: p["enum"] for name, p in props.items() if "enum" in p}
 
 
