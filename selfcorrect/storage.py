@@ -8,9 +8,11 @@ STORAGE_EMULATOR_HOST, which is how the tests reach a local emulator.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tempfile
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,8 +21,26 @@ class StorageError(OSError):
     """A read or write that failed, naming the URI."""
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
+
+
 def is_gcs(uri: str) -> bool:
     return str(uri).startswith("gs://")
+
+
+def check_uri(uri: str) -> str:
+    """uri itself when it is a local path or a gs:// URI; other schemes (s3://, GS://,
+    gs:/x, file://) raise StorageError rather than becoming odd local folders."""
+    uri = str(uri)
+    if not uri:
+        raise StorageError("an empty path names no file")
+    m = _SCHEME.match(uri)
+    if m and not is_gcs(uri):
+        hint = "; did you mean gs://...?" if m.group(1).lower() == "gs" else ""
+        raise StorageError(f"{uri}: unsupported location {m.group(0)}... (a local path or gs://BUCKET/OBJECT){hint}")
+    if is_gcs(uri):
+        split_gcs(uri)
+    return uri
 
 
 def split_gcs(uri: str) -> tuple[str, str]:
@@ -28,6 +48,31 @@ def split_gcs(uri: str) -> tuple[str, str]:
     if not bucket:
         raise StorageError(f"{uri}: a gs:// URI needs a bucket name")
     return bucket, blob
+
+
+def _object_uri(uri: str) -> tuple[str, str]:
+    """(bucket, object) of a gs:// URI that names an object, not a folder."""
+    bucket, name = split_gcs(uri)
+    if not name or name.endswith("/"):
+        raise StorageError(f"{uri}: names no object (gs://BUCKET/OBJECT, not a folder)")
+    return bucket, name
+
+
+@contextmanager
+def _gcs_errors(uri: str, doing: str):
+    """Google API and auth failures as StorageError naming the URI (a missing object as
+    FileNotFoundError)."""
+    from google.api_core.exceptions import GoogleAPIError, NotFound
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        yield
+    except NotFound:
+        if doing == "read":
+            raise FileNotFoundError(f"{uri}: no such object") from None
+        raise StorageError(f"{uri}: cannot write: no such bucket") from None
+    except (GoogleAPIError, GoogleAuthError) as e:
+        raise StorageError(f"{uri}: cannot {doing}: {getattr(e, 'message', None) or e}") from None
 
 
 @lru_cache(maxsize=1)
@@ -48,18 +93,21 @@ def _blob(uri: str):
 
 
 def read_bytes(uri: str) -> bytes:
-    uri = str(uri)
+    """The file's bytes. Missing: FileNotFoundError; a folder, a symlink loop, a refused
+    read, a Google API failure: StorageError; both name the URI."""
+    uri = check_uri(uri)
     if is_gcs(uri):
-        from google.api_core.exceptions import NotFound
-
-        try:
+        _object_uri(uri)
+        with _gcs_errors(uri, "read"):
             return _blob(uri).download_as_bytes()
-        except NotFound:
-            raise FileNotFoundError(f"{uri}: no such object") from None
     try:
         return Path(uri).read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{uri}: no such file") from None
+    except IsADirectoryError:
+        raise StorageError(f"{uri}: is a folder, not a file") from None
+    except OSError as e:
+        raise StorageError(f"{uri}: cannot read ({e.strerror or e})") from None
 
 
 def read_text(uri: str) -> str:
@@ -86,11 +134,32 @@ def _umask() -> int:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    uri = str(uri)
+    """Replace the file at uri with data, all or nothing. A failure to write raises
+    StorageError naming the URI (the original OSError as its cause)."""
+    uri = check_uri(uri)
     if is_gcs(uri):
-        _blob(uri).upload_from_string(data)
+        _object_uri(uri)
+        with _gcs_errors(uri, "write"):
+            _blob(uri).upload_from_string(data)
         return
-    target = Path(uri)
+    try:
+        _write_local(Path(uri), data)
+    except StorageError:
+        raise
+    except OSError as e:
+        raise StorageError(f"{uri}: cannot write: {_why(Path(uri), e)}") from e
+
+
+def _why(target: Path, e: OSError) -> str:
+    if target.is_dir():
+        return "it is a folder"
+    for parent in target.parents:
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a folder"
+    return f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
+
+
+def _write_local(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # mkstemp makes the file 0600; give it the mode a plain open() would give
     # (0666 & ~umask), or keep the mode of the file being replaced.
@@ -116,10 +185,19 @@ def write_text(uri: str, text: str) -> None:
 
 
 def exists(uri: str) -> bool:
-    uri = str(uri)
+    uri = check_uri(uri)
     if is_gcs(uri):
-        return _blob(uri).exists()
+        with _gcs_errors(uri, "read"):
+            return _blob(uri).exists()
     return Path(uri).exists()
+
+
+def same_location(a: str, b: str) -> bool:
+    """Whether two URIs name the same file (local paths resolved, symlinks followed)."""
+    a, b = str(a), str(b)
+    if is_gcs(a) or is_gcs(b):
+        return a == b
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def join(base: str, *parts: str) -> str:

@@ -1,11 +1,11 @@
-"""Data gates: the Great Expectations suites in schemas/, run over a JSONL dataset.
+"""Data gates: the Great Expectations suites in schemas/, run over a JSONL or Parquet dataset.
 
     result = validate("attempts", "out/attempts.jsonl", problems_uri="out/problems.jsonl")
     gate("verdicts", uri, "out/verdicts_gate.md")   # writes the report; raises GateFailed
 
-A dataset is read with records.read_jsonl, so unusable input (missing file, not JSON,
-not UTF-8, wrong field types) raises RecordError / StorageError / FileNotFoundError
-naming file and row; an empty file is unusable too. Its suite (schemas/<kind>.suite.json,
+A dataset is read with records.read (JSONL or Parquet, told apart by content), so unusable
+input (missing file, not JSON, not UTF-8, wrong field types) raises RecordError /
+StorageError / FileNotFoundError naming file, row and field; an empty file is unusable too. Its suite (schemas/<kind>.suite.json,
 a GX 1.x ExpectationSuite as data) runs in an ephemeral GX context; the checks that
 need more than one dataset or more than one row (meta.cross_checks) run in pandas and
 are reported in the same Result. GX and pandas are imported inside the functions.
@@ -14,7 +14,8 @@ Shares are configurable: an expectation whose meta.threshold names a key of THRE
 takes `thresholds={"max_truncated_share": 0.2}` as mostly = 1 - share. Quarantine
 (gate(..., quarantine_uri=, clean_uri=)) moves rows that fail row-level checks to a
 quarantine JSONL (each with the checks it failed) and writes the rest, re-checked, as the
-clean dataset; failures no row removal can fix (columns, shares) still fail the gate.
+clean dataset in the input's format (Parquet stays Parquet); failures no row removal can fix
+(columns, shares) still fail the gate.
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def load_schema(kind: str) -> dict:
 
 def validate(kind: str, uri: str, *, problems_uri: str | None = None,
              thresholds: dict[str, float] | None = None) -> Result:
-    """Run the kind's suite and cross checks over the JSONL dataset at uri."""
+    """Run the kind's suite and cross checks over the dataset (JSONL or Parquet) at uri."""
     if problems_uri is not None and kind == "problems":
         raise ValueError("problems_uri is for attempts, verdicts and eval_rows, not for problems")
     df = _read_frame(uri, _record_type(kind))
@@ -159,6 +160,9 @@ def gate(kind: str, uri: str, report_path: str, *, problems_uri: str | None = No
     and the rest to clean_uri; the gate then judges the clean rows (see quarantine())."""
     if (quarantine_uri is None) != (clean_uri is None):
         raise ValueError("quarantine_uri and clean_uri go together")
+    _distinct_paths({"dataset": uri, "problems file": problems_uri},
+                    {"report": report_path, "HTML page": html_path, "quarantine file": quarantine_uri,
+                     "clean file": clean_uri}, in_place="clean file")
     try:
         if quarantine_uri is None:
             result = validate(kind, uri, problems_uri=problems_uri, thresholds=thresholds)
@@ -184,7 +188,10 @@ def quarantine(kind: str, uri: str, quarantine_uri: str, clean_uri: str, *,
     if problems_uri is not None and kind == "problems":
         raise ValueError("problems_uri is for attempts, verdicts and eval_rows, not for problems")
     cls = _record_type(kind)
-    rows = records.read_jsonl(uri, cls)
+    _distinct_paths({"dataset": uri, "problems file": problems_uri},
+                    {"quarantine file": quarantine_uri, "clean file": clean_uri}, in_place="clean file")
+    data = storage.read_bytes(uri)
+    rows = records.from_bytes(str(uri), data, cls)
     df = _read_frame(uri, cls, rows)
     known = None if problems_uri is None else set(_read_frame(problems_uri, records.Problem)["id"])
     suite = suite_with(kind, thresholds)
@@ -201,19 +208,55 @@ def quarantine(kind: str, uri: str, quarantine_uri: str, clean_uri: str, *,
                                                            "nothing is left to pass on"))
     if not result.success:
         return result
-    if moved:
-        bad = [{"row": r, "failed": checks, "record": dataclasses.asdict(rows[r - 1])}
-               for r, checks in sorted(moved.items())]
-        storage.write_text(quarantine_uri, "".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bad))
-    else:
-        storage.write_text(quarantine_uri, "")
-    records.write_jsonl(clean_uri, [r for i, r in enumerate(rows, start=1) if i not in moved])
+    bad = [{"row": r, "failed": checks, "record": dataclasses.asdict(rows[r - 1])}
+           for r, checks in sorted(moved.items())]
+    fmt = records.format_of(data)
+    _write_quarantine(quarantine_uri, bad, cls, _format_for(quarantine_uri, fmt))
+    records.write(clean_uri, [r for i, r in enumerate(rows, start=1) if i not in moved],
+                  _format_for(clean_uri, fmt), cls=cls)
     counts = {"rows": len(moved)}
     for checks in moved.values():
         for c in checks:
             counts[c] = counts.get(c, 0) + 1
     result.quarantined = counts
     return result
+
+
+def _format_for(uri: str, input_format: str) -> str:
+    """An output's format: its suffix (.parquet, .jsonl) when it has one, else the input's."""
+    low = str(uri).lower()
+    return "parquet" if low.endswith(".parquet") else "jsonl" if low.endswith(".jsonl") else input_format
+
+
+def _write_quarantine(uri: str, bad: list[dict], cls: type, fmt: str) -> None:
+    """Quarantined rows as {"row", "failed": [check, ...], "record": {...}}: JSONL lines, or
+    Parquet with a list column and a struct column of the record's fields."""
+    if fmt == "jsonl":
+        storage.write_text(uri, "".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bad))
+        return
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([pa.field("row", pa.int64(), nullable=False),
+                        pa.field("failed", pa.list_(pa.string()), nullable=False),
+                        pa.field("record", pa.struct(list(records.arrow_schema(cls))), nullable=False)])
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(bad, schema=schema), sink)
+    storage.write_bytes(uri, sink.getvalue())
+
+
+def _distinct_paths(inputs: dict[str, str | None], outputs: dict[str, str | None],
+                    in_place: str | None = None) -> None:
+    """ValueError when an output would replace an input or another output; the output named
+    by in_place may replace the dataset (it is written only when everything passed)."""
+    given = [(label, uri) for label, uri in outputs.items() if uri]
+    for i, (label, uri) in enumerate(given):
+        for other, other_uri in [*((k, u) for k, u in inputs.items() if u), *given[:i]]:
+            if storage.same_location(uri, other_uri) and not (label == in_place and other == "dataset"):
+                raise ValueError(f"{uri}: the {label} is the same file as the {other}; "
+                                 f"writing it would replace the {other}")
 
 
 def _record_type(kind: str) -> type:
@@ -225,9 +268,9 @@ def _record_type(kind: str) -> type:
 def _read_frame(uri: str, cls: type, rows: list | None = None):
     import pandas as pd
 
-    rows = records.read_jsonl(uri, cls) if rows is None else rows
+    rows = records.read(uri, cls) if rows is None else rows
     if not rows:
-        raise records.RecordError(str(uri), 1, "*", "no records: the file is empty")
+        raise records.RecordError(str(uri), None, None, "no records: the file is empty")
     return pd.DataFrame([dataclasses.asdict(r) for r in rows])
 
 
@@ -326,17 +369,21 @@ def main(argv: list[str] | None = None) -> int:
     [--max-empty-share F] [--max-truncated-share F] [--quarantine PATH --clean PATH]`:
     exit 0 valid, 1 invalid (prints the summary), 2 unusable input (prints the error)."""
     parser = argparse.ArgumentParser(prog="selfcorrect validate",
-                                     description="Check a JSONL dataset with its Great Expectations suite.")
+                                     description="Check a dataset (JSONL or Parquet, told apart by "
+                                     "content) with its Great Expectations suite. Exit 0 valid, 1 "
+                                     "invalid, 2 unusable input.")
     parser.add_argument("--kind", required=True, choices=list(KINDS))
-    parser.add_argument("path", help="JSONL dataset: a local path or gs:// URI")
-    parser.add_argument("--problems", help="problems JSONL, to check that every problem_id exists "
-                                               "(attempts, verdicts, eval_rows)")
+    parser.add_argument("path", help="JSONL or Parquet dataset: a local path or gs:// URI")
+    parser.add_argument("--problems", help="problems file (JSONL or Parquet), to check that every "
+                                           "problem_id exists (attempts, verdicts, eval_rows)")
     parser.add_argument("--report", help="also write the Markdown report here")
     for name in THRESHOLDS:
         parser.add_argument("--" + name.replace("_", "-"), type=float, metavar="SHARE",
                             help="attempts: the largest share allowed, 0..1")
-    parser.add_argument("--quarantine", help="move rows failing row checks to this JSONL (needs --clean)")
-    parser.add_argument("--clean", help="with --quarantine: write the rows that pass here")
+    parser.add_argument("--quarantine", help="move rows failing row checks to this file (needs "
+                                             "--clean); Parquet for a .parquet name or a Parquet input")
+    parser.add_argument("--clean", help="with --quarantine: write the rows that pass here, in the "
+                                        "input's format unless the name ends in .jsonl or .parquet")
     args = parser.parse_args(argv)
     if args.problems and args.kind == "problems":
         parser.error("--problems is for --kind attempts, verdicts or eval_rows")
@@ -344,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--quarantine and --clean go together")
     thresholds = {n: getattr(args, n) for n in THRESHOLDS if getattr(args, n) is not None}
     try:
+        _distinct_paths({"dataset": args.path, "problems file": args.problems},
+                        {"report": args.report, "quarantine file": args.quarantine,
+                         "clean file": args.clean}, in_place="clean file")
         opts = dict(problems_uri=args.problems, thresholds=thresholds)
         if args.quarantine:
             result = quarantine(args.kind, args.path, args.quarantine, args.clean, **opts)

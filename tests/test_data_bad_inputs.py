@@ -21,6 +21,8 @@ def parquet(rows) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+FILE = "file"   # the error is about the whole file: no row, no field
+
 # (case, source, file name, content or None for no file, row, field, words in the message)
 CASES = [
     ("malformed JSON line", "gsm8k", "a.jsonl", jl(GOOD, b'{"question": "x", "answer": '), 2, "*", "not valid JSON"),
@@ -45,9 +47,9 @@ CASES = [
     ("duplicate ids", "generic", "a.jsonl", jl({"id": "a", "task": "math", "prompt": "p", "answer": "1"},
                                                {"id": "a", "task": "math", "prompt": "q", "answer": "2"}),
      2, "id", "duplicate id 'a' (first at row 1)"),
-    ("empty file", "gsm8k", "a.jsonl", b"", 1, "*", "empty"),
-    ("blank lines only", "gsm8k", "a.jsonl", b"\n  \n", 1, "*", "empty"),
-    ("empty JSON array", "gsm8k", "a.json", b"[]", 1, "*", "no rows"),
+    ("empty file", "gsm8k", "a.jsonl", b"", FILE, None, "empty"),
+    ("blank lines only", "gsm8k", "a.jsonl", b"\n  \n", FILE, None, "empty"),
+    ("empty JSON array", "gsm8k", "a.json", b"[]", FILE, None, "no rows"),
     ("non-UTF-8 bytes", "gsm8k", "a.jsonl", jl(GOOD) + b'{"question": "caf\xe9", "answer": "#### 1"}\n',
      2, "*", "not UTF-8"),
     ("prompt over the size limit", "gsm8k", "a.jsonl", jl(GOOD, {"question": "x" * 201, "answer": "#### 1"}),
@@ -58,7 +60,8 @@ CASES = [
      2, "answer", "missing"),
     ("Parquet wrong type", "gsm8k", "a.parquet", parquet([{"question": 3, "answer": "#### 3"}]),
      1, "question", "expected str"),
-    ("not Parquet at all", "gsm8k", "a.parquet", b"PAR1 not really", 0, "*", "not a readable Parquet file"),
+    ("not Parquet at all", "gsm8k", "a.parquet", b"PAR1 not really", FILE, None,
+     "not a readable Parquet file"),
 ]
 
 
@@ -75,7 +78,9 @@ def test_bad_input_is_named_exits_2_and_writes_nothing(tmp_path, capsys, case, s
     err = capsys.readouterr().err
     assert rc == 2, err
     assert str(path) in err and words in err, err
-    if row is not None:
+    if row == FILE:
+        assert f"{path}: row" not in err and "field" not in err, err
+    elif row is not None:
         assert f"row {row}: field '{field}'" in err, err
     assert out.read_text() == "previous good output\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["problems.jsonl"]   # no temp files left

@@ -226,7 +226,7 @@ def test_schema_accepts_and_rejects_what_records_does(kind):
     (b"", records.RecordError, "empty"),
     (b"\n  \n", records.RecordError, "empty"),
     (b'{"id": "p1", "task": "math", "prompt": "x"}\n{not json\n', records.RecordError, "row 2"),
-    (b'{"id": "p1", "task": "math", "prompt": "x"}\n{"id": "\xff"}\n', storage.StorageError, "line 2: not UTF-8"),
+    (b'{"id": "p1", "task": "math", "prompt": "x"}\n{"id": "\xff"}\n', records.RecordError, "row 2: field '*': not UTF-8"),
     (b'{"id": "p1", "task": "math", "prompt": 3}\n', records.RecordError, "row 1: field 'prompt'"),
 ])
 def test_unusable_input_raises_naming_file_and_row(tmp_path, capsys, content, error, words):

@@ -2,10 +2,12 @@
 
     problems, stats = prepare(DataConfig(source="gsm8k", path="gs://b/gsm8k/train.jsonl"))
 
-Output is Problem JSONL (records.write_jsonl, atomic): the format every step reads.
-Nothing is dropped silently: `stats` counts what each stage removed, and the CLI prints it.
-Bad input raises RecordError (file, row, field); the CLI turns it into exit code 2 and
-writes nothing. `difficulty_filter` drops train problems the base model solves always or
+Output is Problem records (records.write, atomic): JSONL, or Parquet when the output path
+ends in .parquet; every step reads both. Nothing is dropped silently: `stats` counts what
+each stage removed, and the CLI prints it. Bad input raises RecordError (file, row, field);
+the CLI turns it into exit code 2 and writes nothing. Ids must be unique (also after
+Unicode NFC normalisation), at most MAX_ID_CHARS long, without control characters or
+whitespace at either end. `difficulty_filter` drops train problems the base model solves always or
 never, from its verdicts.
 
 CLI: selfcorrect prepare --source SOURCE [--path FILE] --output PATH [--n-train N] ...
@@ -20,11 +22,13 @@ import sys
 import unicodedata
 from collections import defaultdict
 
-from selfcorrect import records
+from selfcorrect import records, storage
 from selfcorrect.config import ConfigError, DataConfig, build
 from selfcorrect.data import algebra, arithmetic, sources
 from selfcorrect.data.arithmetic import split_of
 from selfcorrect.records import Problem, RecordError
+
+MAX_ID_CHARS = 256
 
 
 def normalise_prompt(prompt: str) -> str:
@@ -47,16 +51,20 @@ def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
                                     eval_fraction=cfg.eval_fraction)
         return rows, {"read": len(rows), "duplicate_prompts": 0, "over_cap": 0, "written": len(rows)}
     loaded = sources.load(cfg.source, cfg.path)
-    first_row: dict[str, int] = {}
+    first_row: dict[str, tuple[int, str]] = {}
     seen_prompts: set[str] = set()
     kept, dupes = [], 0
     for uri, row, p in loaded:
         if len(p.prompt) > cfg.max_prompt_chars:
             raise RecordError(uri, row, "prompt", f"{len(p.prompt)} characters, over data.max_prompt_chars="
                                                   f"{cfg.max_prompt_chars}")
-        if p.id in first_row:
-            raise RecordError(uri, row, "id", f"duplicate id {p.id!r} (first at row {first_row[p.id]})")
-        first_row[p.id] = row
+        _check_id(uri, row, p.id)
+        key_id = unicodedata.normalize("NFC", p.id)
+        if key_id in first_row:
+            first, same = first_row[key_id]
+            how = "" if same == p.id else f" as {same!r} after Unicode NFC normalisation"
+            raise RecordError(uri, row, "id", f"duplicate id {p.id!r} (first at row {first}{how})")
+        first_row[key_id] = (row, p.id)
         key = normalise_prompt(p.prompt)
         if key in seen_prompts:
             dupes += 1
@@ -71,6 +79,16 @@ def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
             out.append(p)
     return out, {"read": len(loaded), "duplicate_prompts": dupes, "over_cap": len(kept) - len(out),
                  "written": len(out)}
+
+
+def _check_id(uri: str, row: int, pid: str) -> None:
+    if pid != pid.strip():
+        raise RecordError(uri, row, "id", f"{pid[:40]!r} has whitespace at an end")
+    bad = next((c for c in pid if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise RecordError(uri, row, "id", f"holds the control character {bad!r}")
+    if len(pid) > MAX_ID_CHARS:
+        raise RecordError(uri, row, "id", f"{len(pid)} characters, over {MAX_ID_CHARS}")
 
 
 def solve_rates(verdicts: list[records.Verdict], turn: int = 1) -> dict[str, float]:
@@ -121,12 +139,15 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", required=True, help="arithmetic, algebra, humaneval, math, gsm8k, mbpp, generic")
     ap.add_argument("--path", default="", help="input .jsonl/.json/.parquet file (local or gs://)")
-    ap.add_argument("--output", required=True, help="Problem JSONL to write (local or gs://)")
+    ap.add_argument("--output", required=True,
+                    help="Problem records to write (local or gs://): Parquet when PATH ends in "
+                         ".parquet, else JSONL")
     for name in ("n_train", "n_eval", "max_prompt_chars", "digits", "seed"):
         ap.add_argument("--" + name.replace("_", "-"), type=int)
     ap.add_argument("--eval-fraction", type=float)
     ap.add_argument("--operations")
-    ap.add_argument("--verdicts", help="base-model Verdict JSONL for the difficulty filter")
+    ap.add_argument("--verdicts", help="base-model Verdict records (JSONL or Parquet) for the "
+                                       "difficulty filter")
     ap.add_argument("--drop-always-solved", action="store_true")
     ap.add_argument("--drop-never-solved", action="store_true")
     args = ap.parse_args(argv)
@@ -136,14 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = build(DataConfig, given, "data.")
         if (cfg.drop_always_solved or cfg.drop_never_solved) and not args.verdicts:
             raise ConfigError("--drop-always-solved/--drop-never-solved: need --verdicts FILE")
+        if args.verdicts and storage.same_location(args.verdicts, args.output):
+            raise ConfigError("--output: the same file as --verdicts; it would replace the verdicts")
         problems, stats = prepare(cfg)
         if args.verdicts:
-            verdicts = records.read_jsonl(args.verdicts, records.Verdict)
+            verdicts = records.read(args.verdicts, records.Verdict)
             problems, stats["difficulty"] = difficulty_filter(
                 problems, verdicts, drop_always=cfg.drop_always_solved, drop_never=cfg.drop_never_solved)
         if not problems:
             raise ConfigError("no problems left to write; check n_train/n_eval and the filter")
-        records.write_jsonl(args.output, problems)
+        records.write(args.output, problems)
     except ConfigError as e:
         print(f"selfcorrect prepare: config error: {e}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ import hashlib
 import re
 
 from selfcorrect.data.files import read_rows
-from selfcorrect.records import Problem, RecordError, from_dict
+from selfcorrect.records import Problem, RecordError, check_value, from_dict
 
 COLUMNS = {"math": ("problem", "solution"), "gsm8k": ("question", "answer"),
            "mbpp": ("text", "test_list"), "generic": ("id", "task", "prompt")}
@@ -44,12 +44,18 @@ def _str(uri, row, d: dict, name: str, required: bool = True) -> str:
         if required:
             raise RecordError(uri, row, name, "missing")
         return ""
-    value = d[name]
-    if not isinstance(value, str):
-        raise RecordError(uri, row, name, f"expected str, got {type(value).__name__} {str(value)[:40]!r}")
+    value = check_value(uri, row, name, "str", d[name])     # a str, valid Unicode
     if required and not value.strip():
         raise RecordError(uri, row, name, "blank")
     return value
+
+
+def _given_id(uri, row, d: dict, *names: str) -> str:
+    """The first of the id fields the row gives; blank is an error, absent is ""."""
+    for name in names:
+        if name in d:
+            return _str(uri, row, d, name)
+    return ""
 
 
 def _id(prefix: str, prompt: str) -> str:
@@ -82,12 +88,14 @@ def _math(uri, row, d):
     answer = boxed(solution)
     if not answer:
         raise RecordError(uri, row, "solution", "no \\boxed{...} final answer (or its braces do not close)")
-    pid = _str(uri, row, d, "unique_id", False) or _str(uri, row, d, "id", False) or _id("math", prompt)
+    pid = _given_id(uri, row, d, "unique_id", "id") or _id("math", prompt)
     return Problem(id=pid, task="math", prompt=prompt, answer=answer, source="math", split="")
 
 
 def _gsm8k(uri, row, d):
     prompt, full = _str(uri, row, d, "question"), _str(uri, row, d, "answer")
+    if full.count("####") > 1:
+        raise RecordError(uri, row, "answer", "'####' given more than once: which is the final answer?")
     _, sep, final = full.rpartition("####")
     final = final.strip().replace(",", "")
     if not sep or not final:
@@ -100,6 +108,8 @@ def _mbpp(uri, row, d):
     tests = d.get("test_list")
     if not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.strip() for t in tests):
         raise RecordError(uri, row, "test_list", "expected a non-empty list of assert statements (str)")
+    for t in tests:
+        check_value(uri, row, "test_list", "str", t)
     setup = _str(uri, row, d, "test_setup_code", required=False)
     m = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(", tests[0])
     if not m:
@@ -108,6 +118,8 @@ def _mbpp(uri, row, d):
     task_id = d.get("task_id")
     if task_id is not None and (isinstance(task_id, bool) or not isinstance(task_id, (int, str))):
         raise RecordError(uri, row, "task_id", f"expected int or str, got {type(task_id).__name__}")
+    if isinstance(task_id, str):
+        _str(uri, row, d, "task_id")
     prompt = f"{text}\nYour code should pass these tests:\n\n" + "\n".join(tests) + "\n"
     test = (f"{setup}\n\n" if setup.strip() else "") + f"def check(candidate):\n    {entry} = candidate\n" \
         + "".join(f"    {t.strip()}\n" for t in tests)

@@ -8,9 +8,10 @@ A wrong answer, a crashing or hostile completion is a Verdict (reward 0, with it
 What is the verifier's own fault (verify() raising, an attempt naming an unknown problem) goes
 to the dead-letter output, counted by a Beam counter, and the pipeline goes on.
 
-`run()` reads JSONL records, runs the pipeline (DirectRunner, one worker process per core by
-default; any Beam option passes through, e.g. `--runner DataflowRunner --project ...`) and
-writes the verdicts as JSONL sorted by (problem_id, sample, turn).
+`run()` reads JSONL or Parquet records (records.read tells them apart by content), runs the
+pipeline (DirectRunner, one worker process per core by default; any Beam option passes
+through, e.g. `--runner DataflowRunner --project ...`) and writes the verdicts as JSONL
+sorted by (problem_id, sample, turn).
 
 CLI: `selfcorrect verify --problems PATH --attempts PATH --output PATH [Beam options...]`
 """
@@ -166,16 +167,17 @@ class VerifyAttempts(beam.PTransform):
 
 def run(problems_uri: str, attempts_uri: str, output_uri: str,
         pipeline_args: list[str] | None = None, dead_letter_uri: str | None = None,
-        timeout_s: float = 10.0, code_concurrency: int = 2) -> dict:
+        timeout_s: float = 10.0, code_concurrency: int = 2, strict: bool = False) -> dict:
     """Verify the attempts in attempts_uri; write verdicts to output_uri (sorted JSONL).
 
     Returns counts: {"verdicts", "correct", "dead_letters"}. Dead letters are written to
     dead_letter_uri when given (JSONL), else only counted (and logged by Beam's counter).
+    strict=True (the CLI): an input file without records, or two different problems with one
+    id, is a RecordError before anything runs, instead of an empty run or dead letters.
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    problems = records.read_jsonl(problems_uri, Problem)
-    attempts = records.read_jsonl(attempts_uri, Attempt)
+    problems, attempts = read_inputs(problems_uri, attempts_uri, strict)
     options = PipelineOptions(DEFAULT_ARGS + list(pipeline_args or []))
     _default_worker_image(options)
     staging = _staging_dir(output_uri, options)
@@ -202,14 +204,33 @@ def run(problems_uri: str, attempts_uri: str, output_uri: str,
             "dead_letters": len(dead)}
 
 
+def read_inputs(problems_uri: str, attempts_uri: str, strict: bool = False):
+    """The problems and attempts (JSONL or Parquet); bad rows raise RecordError naming file,
+    row and field. strict: empty files and one id for two different problems are errors too."""
+    problems = records.read(problems_uri, Problem)
+    attempts = records.read(attempts_uri, Attempt)
+    if not strict:
+        return problems, attempts
+    for uri, rows in ((problems_uri, problems), (attempts_uri, attempts)):
+        if not rows:
+            raise records.RecordError(uri, None, None, "no records: the file is empty")
+    first: dict[str, int] = {}
+    for row, p in enumerate(problems, start=1):
+        if p.id in first and p != problems[first[p.id] - 1]:
+            raise records.RecordError(problems_uri, row, "id", f"duplicate id {p.id!r} with other "
+                                                               f"content (first at row {first[p.id]})")
+        first.setdefault(p.id, row)
+    return problems, attempts
+
+
 def main(argv: list[str] | None = None) -> int:
     """`selfcorrect verify --problems PATH --attempts PATH --output PATH [Beam options...]`"""
     parser = argparse.ArgumentParser(
         prog="selfcorrect verify", description="Verify attempts with the Beam step. Options "
         "not listed here go to Beam, e.g. --runner DataflowRunner --project P --region R "
         "--temp_location gs://B/tmp, or --direct_num_workers 4.")
-    parser.add_argument("--problems", required=True, help="Problem records (JSONL, path or gs://)")
-    parser.add_argument("--attempts", required=True, help="Attempt records (JSONL)")
+    parser.add_argument("--problems", required=True, help="Problem records (JSONL or Parquet, path or gs://)")
+    parser.add_argument("--attempts", required=True, help="Attempt records (JSONL or Parquet)")
     parser.add_argument("--output", required=True, help="where to write Verdict records (JSONL)")
     parser.add_argument("--dead-letters", default=None,
                         help="where to write attempts the verifier could not judge (JSONL)")
@@ -219,14 +240,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="code sandboxes each Beam worker runs at once (default: 2)")
     args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
+        _distinct_outputs({"problems": args.problems, "attempts": args.attempts},
+                          {"output": args.output, "dead letters": args.dead_letters})
         counts = run(args.problems, args.attempts, args.output, beam_args,
                      dead_letter_uri=args.dead_letters, timeout_s=args.timeout_s,
-                     code_concurrency=args.code_concurrency)
+                     code_concurrency=args.code_concurrency, strict=True)
     except (ValueError, OSError) as e:  # a bad record, a missing file, a missing location
         print(f"verify: {e}", file=sys.stderr)
         return 2
     print(json.dumps(counts))
     return 0
+
+
+def _distinct_outputs(inputs: dict[str, str], outputs: dict[str, str | None]) -> None:
+    """ValueError when an output file is an input file or the other output."""
+    given = [(k, u) for k, u in outputs.items() if u]
+    for i, (label, uri) in enumerate(given):
+        for other, other_uri in [*inputs.items(), *given[:i]]:
+            if storage.same_location(uri, other_uri):
+                raise ValueError(f"{uri}: --{label.replace(' ', '-')} is the same file as --"
+                                 f"{other.replace(' ', '-')}; it would be replaced")
 
 
 def _default_worker_image(options) -> None:
