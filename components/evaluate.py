@@ -11,7 +11,7 @@ def evaluate(config: dict, problems: Input[Dataset],
              base_attempts: Input[Dataset], base_verdicts: Input[Dataset],
              trained_attempts: Input[Dataset], trained_verdicts: Input[Dataset],
              metrics: Output[Metrics], report: Output[Markdown], html: Output[HTML],
-             results: Output[Dataset], details: Output[Dataset],
+             results: Output[Dataset], details: Output[Dataset], rows: Output[Dataset],
              stage1_model: Optional[Input[Model]] = None,
              stage2_model: Optional[Input[Model]] = None,
              stage1_attempts: Optional[Input[Dataset]] = None,
@@ -20,7 +20,9 @@ def evaluate(config: dict, problems: Input[Dataset],
 
     metrics: scalars per model (KFP Metrics); report: Markdown tables with bootstrap
     intervals; html: the report with plots; results: {model: summary} JSON; details: per
-    task / per difficulty metrics and edit ratios as JSON. stage1_model / stage2_model, when
+    task / per difficulty metrics and edit ratios as JSON; rows: one EvalRow per model and
+    eval episode (JSONL; the eval_rows gate checks it). Only eval-split problems count:
+    attempts and verdicts on train problems (the difficulty probe's) are left out. stage1_model / stage2_model, when
     given, add their training curves (metrics.json) to the HTML; stage1_attempts /
     stage1_verdicts, when given, add the Stage I checkpoint as a row ("stage1").
     """
@@ -31,20 +33,22 @@ def evaluate(config: dict, problems: Input[Dataset],
     from selfcorrect import evaluate as ev
     from selfcorrect import report as rep
     from selfcorrect import storage
-    from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl
+    from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl
 
     e = cfg_mod.from_dict(config).eval
-    todo = read_jsonl(problems.path, Problem)
-    models = {}
+    todo = [p for p in read_jsonl(problems.path, Problem) if p.split == "eval"]
+    ids = {p.id for p in todo}
+    models, episodes = {}, []
     evaluated = [("base", base_attempts, base_verdicts)]
     if stage1_attempts is not None and stage1_verdicts is not None:
         evaluated.append(("stage1", stage1_attempts, stage1_verdicts))
     evaluated.append(("trained", trained_attempts, trained_verdicts))
     for name, att, ver in evaluated:
-        models[name] = ev.evaluate_model(read_jsonl(ver.path, Verdict),
-                                         read_jsonl(att.path, Attempt), todo,
-                                         samples=e.bootstrap_samples, confidence=e.confidence,
-                                         seed=e.seed)
+        verdicts = [v for v in read_jsonl(ver.path, Verdict) if v.problem_id in ids]
+        tries = [a for a in read_jsonl(att.path, Attempt) if a.problem_id in ids]
+        models[name] = ev.evaluate_model(verdicts, tries, todo, samples=e.bootstrap_samples,
+                                         confidence=e.confidence, seed=e.seed)
+        episodes += ev.eval_rows(name, verdicts, tries, todo)
         for key, value in models[name]["summary"].items():
             metrics.log_metric(f"{name}_{key}", value)
     training = {}
@@ -54,5 +58,8 @@ def evaluate(config: dict, problems: Input[Dataset],
     storage.write_text(results.path, json.dumps({n: r["summary"] for n, r in models.items()},
                                                 indent=2))
     storage.write_text(details.path, json.dumps(models, indent=2))
+    write_jsonl(rows.path, episodes)
+    rows.metadata.update({"kind": "eval_rows", "rows": len(episodes), "format": "jsonl",
+                          "models": list(models)})
     storage.write_text(report.path, rep.markdown(models))
     storage.write_text(html.path, rep.render_html(models, training))

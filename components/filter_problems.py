@@ -11,10 +11,9 @@ def filter_problems(config: dict, problems: Input[Dataset], verdicts: Input[Data
     (data.drop_always_solved) or never (data.drop_never_solved) on its first attempt.
 
     A copy of problems when both flags are off. Eval problems are always kept, and so are
-    problems without verdicts (counted as no_verdicts). Limitation: in the SCoRe pipeline the
-    base model's verdicts cover the eval split only, so there every train problem has no
-    verdicts and is kept; feed verdicts on the train split (e.g. sample_attempts with
-    split="train" and verify_attempts) to make the filter bite.
+    problems without verdicts (counted as no_verdicts). In the SCoRe pipeline the verdicts
+    come from the base model's sample_attempts(difficulty_probe=True): data.filter_samples
+    first attempts per train problem at data.filter_temperature.
     """
     from selfcorrect import config as cfg_mod
     from selfcorrect.data.prepare import difficulty_filter

@@ -5,9 +5,12 @@ from selfcorrect.images import image
 
 
 @dsl.component(base_image=image("selfcorrect-base"), install_kfp_package=False)
-def decide_promotion(config: dict, results: Input[Dataset], decision: Output[Markdown]) -> bool:
+def decide_promotion(config: dict, results: Input[Dataset], decision: Output[Markdown],
+                     eval_rows: Input[Dataset] = None) -> bool:
     """Check config.promotion's conditions against the evaluation results and the registry's
-    currently promoted model; writes the decision and its reasons; returns whether to promote."""
+    currently promoted model; writes the decision and its reasons; returns whether to promote.
+    eval_rows, when given, is the gated per-episode evaluation the results summarise: the
+    decision then waits for that gate and records how many episodes it rests on."""
     import json
 
     from selfcorrect import promote, storage
@@ -20,15 +23,21 @@ def decide_promotion(config: dict, results: Input[Dataset], decision: Output[Mar
     decision.metadata.update({"promote": verdict.promote, "reasons": verdict.reasons,
                               "registry": registry,
                               "current": current.get("id") if current else ""})
+    if eval_rows is not None:
+        from selfcorrect.records import EvalRow, read_jsonl
+        trained = [r for r in read_jsonl(eval_rows.path, EvalRow) if r.model == "trained"]
+        decision.metadata["trained_episodes"] = len(trained)
     return verdict.promote
 
 
 @dsl.component(base_image=image("selfcorrect-base"), install_kfp_package=False)
 def promote_model(config: dict, model: Input[Model], results: Input[Dataset],
                   problems: Input[Dataset], verdicts: Input[Dataset], decision: Input[Markdown],
-                  entry: Output[Artifact]):
+                  entry: Output[Artifact], eval_rows: Input[Dataset] = None):
     """Write the model and its manifest (pipeline version, config, data, metrics) to the
-    registry and make it the current one; `entry` records the registry URI and manifest."""
+    registry and make it the current one; `entry` records the registry URI and manifest.
+    eval_rows, when given (the gated per-episode evaluation), is kept beside the model as
+    eval_rows.jsonl."""
     import json
 
     from selfcorrect import promote, storage
@@ -39,9 +48,11 @@ def promote_model(config: dict, model: Input[Model], results: Input[Dataset],
                                       if line.startswith("- ")])
     manifest = promote.manifest(config, metrics,
                                 {"problems": problems.uri, "verdicts": verdicts.uri,
-                                 "model": model.uri},
+                                 "model": model.uri,
+                                 **({"eval_rows": eval_rows.uri} if eval_rows else {})},
                                 model.metadata.get("name", "model"), reasons)
     registry = promote.registry_uri(config)
-    uri = promote.promote(model.path, registry, manifest)
+    uri = promote.promote(model.path, registry, manifest,
+                          {"eval_rows.jsonl": eval_rows.path} if eval_rows else None)
     storage.write_text(entry.path, json.dumps({**manifest, "uri": uri}, indent=2))
     entry.metadata.update({"registry": registry, "uri": uri, "id": manifest["id"]})

@@ -1,12 +1,13 @@
-"""The SCoRe DAG: data -> gate -> base attempts -> gate -> Beam verification -> gate ->
-difficulty filter -> Stage I -> Stage II -> attempts of the Stage I and Stage II models ->
-verification -> evaluation (base, stage1, trained) -> promotion gate
-(dsl.If: the trained model goes to the registry only when config.promotion's conditions hold).
+"""The SCoRe DAG: data -> gate -> base attempts (eval split, plus the train-split probe
+when the difficulty filter is on) -> gate -> Beam verification -> gate -> difficulty
+filter -> gate -> Stage I -> Stage II -> attempts of the Stage I and Stage II models ->
+verification -> evaluation (base, stage1, trained) -> gate on the eval rows -> promotion
+gate (dsl.If: the trained model goes to the registry only when config.promotion's
+conditions hold).
 
-Every arrow carries a typed artifact; every dataset that crosses a step passes a Great
+Every arrow carries a typed artifact; every dataset a step produces passes a Great
 Expectations gate before the next step uses it: later steps read the gate's `clean` output
 (config.gates: share thresholds, and quarantine of failing rows instead of failing the run).
-The difficulty filter's output is a subset of gated problems and is not gated again.
 """
 
 from kfp import dsl
@@ -22,10 +23,12 @@ from selfcorrect.train.resources import apply_resources
 PIPELINE_NAME = "selfcorrect-score"
 
 
-def _verified(config, problems, model, label: str):
-    """Attempts on the eval split, gated, verified, gated; returns the tasks
-    (attempts, attempts_gate, verdicts, verdicts_gate). Later steps read the gates' `clean`."""
-    attempts = sample_attempts(config=config, problems=problems, model=model, split="eval")
+def _verified(config, problems, model, label: str, difficulty_probe: bool = False):
+    """Attempts on the eval split (plus the difficulty filter's train probe when asked and
+    configured), gated, verified, gated; returns the tasks (attempts, attempts_gate,
+    verdicts, verdicts_gate). Later steps read the gates' `clean`."""
+    attempts = sample_attempts(config=config, problems=problems, model=model, split="eval",
+                               difficulty_probe=difficulty_probe)
     attempts.set_display_name(f"sample-attempts-{label}").set_retry(num_retries=2,
                                                                     backoff_duration="60s")
     attempts_gate = validate_data(kind="attempts", data=attempts.outputs["attempts"],
@@ -45,13 +48,14 @@ def _verified(config, problems, model, label: str):
               description="Promote the model to the registry when config.promotion's "
                           "conditions hold against the evaluation results")
 def promotion_gate(config: dict, results: Dataset, model: Model, problems: Dataset,
-                   verdicts: Dataset):
-    """decide_promotion -> dsl.If(promote) -> promote_model; reusable as a sub-DAG."""
-    gate = decide_promotion(config=config, results=results)
+                   verdicts: Dataset, eval_rows: Dataset):
+    """decide_promotion -> dsl.If(promote) -> promote_model; reusable as a sub-DAG.
+    eval_rows (gated) is kept in the registry beside the promoted model."""
+    gate = decide_promotion(config=config, results=results, eval_rows=eval_rows)
     gate.set_display_name("promotion-gate").set_caching_options(False)  # reads the registry now
     with dsl.If(gate.outputs["Output"] == True, name="promote-if-better"):  # noqa: E712
         promote_model(config=config, model=model, results=results, problems=problems,
-                      verdicts=verdicts,
+                      verdicts=verdicts, eval_rows=eval_rows,
                       decision=gate.outputs["decision"]
                       ).set_display_name("promote-model").set_caching_options(False)
 
@@ -73,18 +77,22 @@ def make_pipeline(resources: ResourcesConfig | None = None):
         data = problems_gate.outputs["clean"]
 
         base = prepare_model(config=config)
+        # the base model's attempts also probe the train split when data.drop_always_solved
+        # or drop_never_solved is on (a run-time choice: sample_attempts reads the config)
         _, base_attempts_ok, _, base_verdicts_ok = _verified(
-            config, data, base.outputs["model"], "base")
+            config, data, base.outputs["model"], "base", difficulty_probe=True)
 
-        # data.drop_always_solved / drop_never_solved: a run-time choice, so the step always
-        # runs (a copy when both are off). Base verdicts cover the eval split only, so train
-        # problems have none and are kept; see filter_problems.
+        # a copy of the problems when both flags are off
         train_data = filter_problems(config=config, problems=data,
                                      verdicts=base_verdicts_ok.outputs["clean"])
         train_data.set_display_name("filter-problems")
-        stage1 = train_stage1(config=config, problems=train_data.outputs["filtered"],
+        train_gate = validate_data(kind="problems", data=train_data.outputs["filtered"],
+                                   config=config)
+        train_gate.set_display_name("gate-filtered-problems")
+        train_problems = train_gate.outputs["clean"]
+        stage1 = train_stage1(config=config, problems=train_problems,
                               base_model=base.outputs["model"])
-        stage2 = train_stage2(config=config, problems=train_data.outputs["filtered"],
+        stage2 = train_stage2(config=config, problems=train_problems,
                               init_model=stage1.outputs["model"],
                               base_model=base.outputs["model"])
         for task in (stage1, stage2):
@@ -104,9 +112,14 @@ def make_pipeline(resources: ResourcesConfig | None = None):
                           stage1_attempts=stage1_attempts_ok.outputs["clean"],
                           stage1_verdicts=stage1_verdicts_ok.outputs["clean"])
 
+        rows_gate = validate_data(kind="eval_rows", data=report.outputs["rows"], problems=data,
+                                  config=config)
+        rows_gate.set_display_name("gate-eval-rows")
+
         promotion_gate(config=config, results=report.outputs["results"],
                        model=stage2.outputs["model"], problems=data,
-                       verdicts=trained_verdicts_ok.outputs["clean"])
+                       verdicts=trained_verdicts_ok.outputs["clean"],
+                       eval_rows=rows_gate.outputs["clean"])
         return report.outputs["results"]
 
     return score_pipeline

@@ -57,11 +57,22 @@ class DataConfig:
     seed: int = 0
     drop_always_solved: bool = False  # difficulty filter over base-model verdicts (train split)
     drop_never_solved: bool = False
+    filter_samples: int = 4    # the filter's probe: first attempts per train problem ...
+    filter_temperature: float = 1.0  # ... sampled at this temperature (> 0: k greedy samples agree)
+
+    @property
+    def filters(self) -> bool:
+        """Whether the difficulty filter drops anything (and so needs the train-split probe)."""
+        return self.drop_always_solved or self.drop_never_solved
 
     def __post_init__(self):
         if not self.operations or set(self.operations) - set("+-*"):
             raise ConfigError("data.operations: use one or more of '+', '-', '*' (e.g. '+-')")
-        _positive(self, "n_train", "n_eval", "digits", "max_prompt_chars", prefix="data")
+        _positive(self, "n_train", "n_eval", "digits", "max_prompt_chars", "filter_samples",
+                  prefix="data")
+        if self.filter_temperature <= 0:
+            raise ConfigError("data.filter_temperature: must be > 0; greedy samples of one "
+                              "problem all agree, so 'always' and 'never' would mean one try")
         if not 0 < self.eval_fraction < 1:
             raise ConfigError(f"data.eval_fraction: must be between 0 and 1 (exclusive), got "
                               f"{self.eval_fraction}; 0.5 puts half the ids in eval")

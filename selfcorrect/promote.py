@@ -92,13 +92,16 @@ def manifest(config: dict, metrics: dict, data: dict[str, str], model_name: str,
             "decision": asdict(decision) if decision else None}
 
 
-def promote(model_dir: str, registry: str, entry: dict) -> str:
+def promote(model_dir: str, registry: str, entry: dict, extra: dict[str, str] | None = None) -> str:
     """Copy the model to <registry>/models/<id>/ with its manifest, then point current.json at it.
 
-    Returns the model's URI in the registry.
+    extra: {file name in the entry: source path or URI}, copied beside the model (the
+    evaluation's eval_rows.jsonl). Returns the model's URI in the registry.
     """
     target = storage.join(registry, "models", entry["id"])
     storage.upload_tree(model_dir, target)
+    for name, source in (extra or {}).items():
+        storage.write_bytes(storage.join(target, name), storage.read_bytes(source))
     entry = {**entry, "uri": target}
     text = json.dumps(entry, indent=2)
     storage.write_text(storage.join(target, MANIFEST), text)

@@ -81,6 +81,18 @@ def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
     return [Episode(p, s, t1, t2) for (p, s), t1, t2 in zip(jobs, firsts, seconds)]
 
 
+def first_attempts(model, tokenizer, problems: list[Problem], model_name: str, *,
+                   samples: int, temperature: float, max_new_tokens: int, batch_size: int,
+                   templates=None) -> list[Attempt]:
+    """Turn-1 attempts only, `samples` per problem (the difficulty filter's probe)."""
+    jobs = [(p, s) for p in problems for s in range(samples)]
+    turns = generate(model, tokenizer,
+                     [prompts.render(tokenizer, prompts.messages(p, None, templates)) for p, _ in jobs],
+                     temperature=temperature, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, desc="difficulty probe")
+    return [Attempt(p.id, s, 1, t.text, model_name, t.truncated) for (p, s), t in zip(jobs, turns)]
+
+
 def _stop_ids(model, tokenizer) -> list[int]:
     ids = model.generation_config.eos_token_id
     ids = list(ids) if isinstance(ids, (list, tuple)) else [ids] if ids is not None else []

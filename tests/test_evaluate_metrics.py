@@ -115,3 +115,22 @@ def test_sampling_study_hand_computed():
         ev.sampling_study(attempts, verdicts, 1)
     with pytest.raises(KeyError, match="no verdict"):
         ev.majority_vote_accuracy(attempts, verdicts[1:], turn=1, samples=4)
+
+
+def test_eval_rows_one_per_episode_with_both_turns():
+    from selfcorrect.records import EvalRow
+
+    problems = [Problem("arith-12+5", "math", "?", answer="17"), Problem("p2", "math", "?", answer="4"),
+                Problem("p3", "math", "?", answer="1")]
+    verdicts = _verdicts({"arith-12+5": (False, True), "p2": (True, True)})
+    verdicts.append(Verdict("p3", 0, 1, True, 1.0))                    # no turn 2: no row
+    attempts = [Attempt("arith-12+5", 0, 1, "so 16", "m"), Attempt("arith-12+5", 0, 2, "so 17", "m"),
+                Attempt("p2", 0, 1, "it is 4", "m"), Attempt("p2", 0, 2, "it is 4", "m")]
+    rows = ev.eval_rows("trained", verdicts, attempts, problems)
+    assert rows == [EvalRow("trained", "arith-12+5", 0, "math", "+ 2-digit", False, True,
+                            ev.edit_distance_ratio("so 16", "so 17"), False),
+                    EvalRow("trained", "p2", 0, "math", "all", True, True, 0.0, True)]
+    m = ev.self_correction_metrics([(r.correct_t1, r.correct_t2) for r in rows])
+    assert m == ev.self_correction_metrics(ev.pair_outcomes(verdicts))
+    with pytest.raises(KeyError, match="'p9'"):
+        ev.eval_rows("base", [Verdict("p9", 0, 1, True, 1.0)], [], problems)

@@ -1,4 +1,5 @@
 """The pipeline's gate and difficulty-filter components, called as plain functions."""
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -65,3 +66,42 @@ def test_filter_problems_is_a_copy_unless_configured(data):
                                     verdicts=_art(data / "v.jsonl"), filtered=out)
         assert [p.id for p in read_jsonl(out.path, Problem)] == kept
         assert out.metadata["kept"] == len(kept)
+
+
+def _gated(kind: str, data_uri: str, problems_uri: str, cfg: dict, root):
+    """One gate in a real kfp.local run (raising when a task fails); returns the run's folder."""
+    from kfp import dsl, local
+    from kfp.dsl import Dataset
+
+    @dsl.pipeline(name="gate-in-kfp-local")
+    def one_gate(config: dict):
+        data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
+        probs = dsl.importer(artifact_uri=problems_uri, artifact_class=Dataset, reimport=False)
+        validate_data(kind=kind, data=data.output, problems=probs.output, config=config)
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
+               raise_on_error=True)
+    try:
+        one_gate(config=cfg)
+    finally:
+        (run,) = root.glob("gate-in-kfp-local-*")
+    return run
+
+
+@pytest.mark.local
+def test_quarantine_and_failing_gate_through_kfp_local(data):
+    """config.gates.quarantine moves the bad row out and the run goes on; without it the
+    same data fails the task and the run, and the report names the failing check and row."""
+    cfg = config.load("tiny", overrides=["gates.quarantine=true"]).to_dict()
+    run = _gated("attempts", str(data / "a.jsonl"), str(data / "p.jsonl"), cfg, data / "q")
+    assert [a.turn for a in read_jsonl(str(run / "validate-data" / "clean"), Attempt)] == [1, 2, 1]
+    (moved,) = [json.loads(line) for line in (run / "validate-data" / "quarantined").read_text().splitlines()]
+    assert moved["row"] == 4 and moved["record"]["turn"] == 3 and moved["failed"]
+    assert "Quarantined 1 rows" in (run / "validate-data" / "report").read_text()
+
+    with pytest.raises(RuntimeError, match="finished with status .*FAILURE.*validate-data"):
+        _gated("attempts", str(data / "a.jsonl"), str(data / "p.jsonl"), {}, data / "f")
+    (run,) = (data / "f").glob("gate-in-kfp-local-*")
+    report = (run / "validate-data" / "report").read_text()
+    assert "FAILED" in report and "expect_column_values_to_be_in_set" in report and "row 4:" in report
+    assert not (run / "validate-data" / "clean").exists()     # nothing passed on

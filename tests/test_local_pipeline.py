@@ -6,7 +6,7 @@ import pytest
 
 from selfcorrect import config
 from selfcorrect.evaluate import METRICS
-from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl
+from selfcorrect.records import Attempt, EvalRow, Problem, Verdict, read_jsonl
 
 pytestmark = pytest.mark.local
 
@@ -16,8 +16,10 @@ def local_run(tmp_path_factory):
     from selfcorrect.pipelines.local import run_local
 
     out = tmp_path_factory.mktemp("run")
-    # a gate that always opens: the promote branch runs
-    cfg = config.load("tiny", overrides=[f"output_dir={out}", "promotion.min_gain_over_base=-1"])
+    # a gate that always opens: the promote branch runs; the difficulty filter's probe runs
+    # (the random tiny model solves nothing, so drop_always_solved keeps every problem)
+    cfg = config.load("tiny", overrides=[f"output_dir={out}", "promotion.min_gain_over_base=-1",
+                                         "data.drop_always_solved=true"])
     return cfg, run_local(cfg)
 
 
@@ -43,7 +45,8 @@ def rejected_run(local_run, tmp_path_factory):
         promotion_gate(config=config, results=imported("evaluate", "results", Dataset),
                        model=imported("train-stage2", "model", Model),
                        problems=imported("prepare-problems", "problems", Dataset),
-                       verdicts=imported("verify-attempts-3", "verdicts", Dataset))
+                       verdicts=imported("verify-attempts-3", "verdicts", Dataset),
+                       eval_rows=imported("evaluate", "rows", Dataset))
 
     strict = config.load("tiny", overrides=[f"output_dir={cfg.output_dir}",
                                             "promotion.min_gain_over_base=-1",
@@ -77,10 +80,11 @@ def test_every_step_left_well_formed_artifacts(local_run):
     run = Path(out["run_dir"])
     problems = read_jsonl(str(_artifact(run, "prepare-problems", "problems")), Problem)
     assert len(problems) == cfg.data.n_train + cfg.data.n_eval
-    for label in ("", "-2", "-3"):      # base, Stage I and Stage II models
+    probe = cfg.data.n_train * cfg.data.filter_samples     # base model: train-split turn 1s
+    for label, extra in (("", probe), ("-2", 0), ("-3", 0)):  # base, Stage I, Stage II models
         attempts = read_jsonl(str(_artifact(run, f"sample-attempts{label}", "attempts")), Attempt)
         verdicts = read_jsonl(str(_artifact(run, f"verify-attempts{label}", "verdicts")), Verdict)
-        assert len(attempts) == len(verdicts) == 2 * cfg.data.n_eval
+        assert len(attempts) == len(verdicts) == 2 * cfg.data.n_eval + extra
         assert {(a.problem_id, a.turn) for a in attempts} == {(v.problem_id, v.turn) for v in verdicts}
     for stage in ("train-stage1", "train-stage2"):
         model = _artifact(run, stage, "model")
@@ -89,11 +93,31 @@ def test_every_step_left_well_formed_artifacts(local_run):
             assert (model / f).is_file(), f"{stage}: {f} missing"
         saved = json.loads((model / "resolved_config.json").read_text())
         assert saved == cfg.to_dict()
-    reports = sorted(run.glob("validate-data*/report"))
-    assert len(reports) == 7 and all(r.read_text().strip() for r in reports)
+    reports = sorted(run.glob("validate-data*/report"))     # problems x2, 3 x (attempts,
+    assert len(reports) == 9 and all(r.read_text().strip() for r in reports)   # verdicts), eval rows
+    assert sum("Data gate `eval_rows`: passed" in r.read_text() for r in reports) == 1
     metrics = json.loads(_artifact(run, "evaluate", "executor_output.json").read_text())
     logged = metrics["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert {f"{m}_{k}" for m in ("base", "stage1", "trained") for k in METRICS} <= set(logged)
+
+
+def test_difficulty_filter_judged_every_train_problem(local_run):
+    cfg, out = local_run
+    done = json.loads(_artifact(Path(out["run_dir"]), "filter-problems", "executor_output.json").read_text())
+    counts = done["artifacts"]["filtered"]["artifacts"][0]["metadata"]
+    assert counts["no_verdicts"] == 0 and counts["always_solved"] == 0      # probed, none solved
+    assert (counts["train"], counts["eval"]) == (cfg.data.n_train, cfg.data.n_eval)
+
+
+def test_eval_rows_are_one_per_model_and_eval_problem(local_run):
+    cfg, out = local_run
+    rows = read_jsonl(str(_artifact(Path(out["run_dir"]), "evaluate", "rows")), EvalRow)
+    assert len(rows) == 3 * cfg.data.n_eval
+    assert {r.model for r in rows} == {"base", "stage1", "trained"}
+    for name, summary in out["results"].items():
+        mine = [r for r in rows if r.model == name]
+        assert summary["accuracy_t1"] == pytest.approx(sum(r.correct_t1 for r in mine) / len(mine))
+        assert summary["accuracy_t2"] == pytest.approx(sum(r.correct_t2 for r in mine) / len(mine))
 
 
 def test_evaluate_wrote_html_markdown_and_details(local_run):
@@ -128,6 +152,8 @@ def test_gate_open_promotes_model_with_manifest(local_run):
     assert current["metrics"] == out["results"]["trained"]
     assert Path(current["data"]["problems"]).is_file()
     assert (Path(current["uri"]) / "model.safetensors").is_file()
+    kept = read_jsonl(str(Path(current["uri"]) / "eval_rows.jsonl"), EvalRow)
+    assert len(kept) == 3 * cfg.data.n_eval and current["data"]["eval_rows"]
     assert json.loads((Path(current["uri"]) / "manifest.json").read_text()) == current
 
 
