@@ -280,8 +280,8 @@ def read_parquet_table(uri: str, data: bytes):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
-        return pq.read_table(io.BytesIO(data))
+    try:    # ParquetFile, not read_table: a column name given twice must reach _columns
+        return pq.ParquetFile(io.BytesIO(data)).read()
     except (pa.ArrowException, OSError, ValueError) as e:
         raise RecordError(uri, None, None, f"not a readable Parquet file ({e})") from None
 
