@@ -91,7 +91,9 @@ class RecordError(ValueError):
         if row is not None:
             where.append(f"row {row}")
         if field is not None and not (row is None and field == "*"):
-            where.append(f"field '{field}'")
+            shown = field if field.isprintable() else ascii(field)[1:-1]
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            where.append(f"field '{shown}'")
         super().__init__(": ".join([*where, why]))
 
     def __reduce__(self):
@@ -120,7 +122,8 @@ def check_value(uri: str, row: int | None, name: str, kind: str, value):
     """The value of a field of type `kind` ("str", "int", "float", "bool"), checked:
     raises RecordError naming file, row and field; floats come back as float."""
     if isinstance(value, bool) and kind != "bool" or not isinstance(value, _TYPES[kind]):
-        raise RecordError(uri, row, name, f"expected {kind}, got {_type_name(value)} {_show(value)}")
+        shown = "" if value is None else f" {_show(value)}"
+        raise RecordError(uri, row, name, f"expected {kind}, got {_type_name(value)}{shown}")
     if kind == "str":
         bad = _SURROGATE.search(value)
         if bad:
@@ -210,11 +213,13 @@ def decode(uri: str, data: bytes) -> str:
         raise RecordError(uri, row, "*", f"not UTF-8 (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def lines(text: str) -> Iterable[tuple[int, str]]:
-    """(line number, line) split on "\\n" only (a "\\r" before it dropped): JSON strings
-    may hold U+2028, U+0085 and the like raw, which str.splitlines() would split on."""
-    for number, line in enumerate(text.split("\n"), start=1):
-        yield number, line[:-1] if line.endswith("\r") else line
+    """(line number, line), split at LF, CRLF or a lone CR only: those cannot stand raw in
+    a JSON string, while U+2028, U+0085 and the like can, and str.splitlines() splits there."""
+    return enumerate(_LINE_END.split(text), start=1)
 
 
 class _Repeated(Exception):
@@ -239,7 +244,7 @@ def loads(uri: str, row: int | None, text: str):
         return json.loads(text, object_pairs_hook=_no_repeats)
     except json.JSONDecodeError as e:
         at = f"column {e.colno}" if row is not None else f"line {e.lineno} column {e.colno}"
-        why = f"not valid JSON ({e.msg} at {at})"
+        why = f"not valid JSON ({e.msg.removesuffix(' at')} at {at})"
         if "\x00" in text:
             why += "; it holds NUL bytes (UTF-16 text or a binary file?)"
         raise RecordError(uri, row, "*", why) from None

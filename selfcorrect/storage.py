@@ -37,7 +37,8 @@ def check_uri(uri: str) -> str:
     m = _SCHEME.match(uri)
     if m and not is_gcs(uri):
         hint = "; did you mean gs://...?" if m.group(1).lower() == "gs" else ""
-        raise StorageError(f"{uri}: unsupported location {m.group(0)}... (a local path or gs://BUCKET/OBJECT){hint}")
+        raise StorageError(f"{uri}: unsupported location '{m.group(1)}:' (a local path or "
+                           f"gs://BUCKET/OBJECT){hint}")
     if is_gcs(uri):
         split_gcs(uri)
     return uri

@@ -62,8 +62,10 @@ def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
         key_id = unicodedata.normalize("NFC", p.id)
         if key_id in first_row:
             first, same = first_row[key_id]
-            how = "" if same == p.id else f" as {same!r} after Unicode NFC normalisation"
-            raise RecordError(uri, row, "id", f"duplicate id {p.id!r} (first at row {first}{how})")
+            if same == p.id:
+                raise RecordError(uri, row, "id", f"duplicate id {p.id!r} (first at row {first})")
+            raise RecordError(uri, row, "id", f"duplicate id {ascii(p.id)} (first at row {first} as "
+                                              f"{ascii(same)}: the same after Unicode NFC normalisation)")
         first_row[key_id] = (row, p.id)
         key = normalise_prompt(p.prompt)
         if key in seen_prompts:
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if (cfg.drop_always_solved or cfg.drop_never_solved) and not args.verdicts:
             raise ConfigError("--drop-always-solved/--drop-never-solved: need --verdicts FILE")
         if args.verdicts and storage.same_location(args.verdicts, args.output):
-            raise ConfigError("--output: the same file as --verdicts; it would replace the verdicts")
+            raise ConfigError(f"--output {args.output}: the same file as --verdicts; it would "
+                              "replace the verdicts")
         problems, stats = prepare(cfg)
         if args.verdicts:
             verdicts = records.read(args.verdicts, records.Verdict)
