@@ -23,6 +23,16 @@ from selfcorrect.train.resources import apply_resources
 PIPELINE_NAME = "selfcorrect-score"
 
 
+def _gate(kind: str, data, config, label: str, problems=None):
+    """A validate_data task named gate-<label>; a failing gate's reports also go to
+    gates.report_uri/<run id>/<task name>/ when that is set."""
+    task = validate_data(kind=kind, data=data, config=config,
+                         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                         task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
+                         **({"problems": problems} if problems is not None else {}))
+    return task.set_display_name(f"gate-{label}")
+
+
 def _verified(config, problems, model, label: str, difficulty_probe: bool = False):
     """Attempts on the eval split (plus the difficulty filter's train probe when asked and
     configured), gated, verified, gated; returns the tasks (attempts, attempts_gate,
@@ -31,16 +41,13 @@ def _verified(config, problems, model, label: str, difficulty_probe: bool = Fals
                                difficulty_probe=difficulty_probe)
     attempts.set_display_name(f"sample-attempts-{label}").set_retry(num_retries=2,
                                                                     backoff_duration="60s")
-    attempts_gate = validate_data(kind="attempts", data=attempts.outputs["attempts"],
-                                  problems=problems, config=config)
-    attempts_gate.set_display_name(f"gate-attempts-{label}")
+    attempts_gate = _gate("attempts", attempts.outputs["attempts"], config,
+                          f"attempts-{label}", problems)
     verdicts = verify_attempts(config=config, problems=problems,
                                attempts=attempts_gate.outputs["clean"])
     verdicts.set_display_name(f"verify-attempts-{label}").set_retry(num_retries=2,
                                                                      backoff_duration="60s")
-    gate = validate_data(kind="verdicts", data=verdicts.outputs["verdicts"], problems=problems,
-                         config=config)
-    gate.set_display_name(f"gate-verdicts-{label}")
+    gate = _gate("verdicts", verdicts.outputs["verdicts"], config, f"verdicts-{label}", problems)
     return attempts, attempts_gate, verdicts, gate
 
 
@@ -71,9 +78,7 @@ def make_pipeline(resources: ResourcesConfig | None = None):
         # Never cached: a scheduled retraining run with the same data.path must read new data.
         # Training steps stay cacheable: the key covers config, inputs and the versioned image.
         problems = prepare_problems(config=config).set_caching_options(False)
-        problems_gate = validate_data(kind="problems", data=problems.outputs["problems"],
-                                      config=config)
-        problems_gate.set_display_name("gate-problems")
+        problems_gate = _gate("problems", problems.outputs["problems"], config, "problems")
         data = problems_gate.outputs["clean"]
 
         base = prepare_model(config=config)
@@ -86,9 +91,7 @@ def make_pipeline(resources: ResourcesConfig | None = None):
         train_data = filter_problems(config=config, problems=data,
                                      verdicts=base_verdicts_ok.outputs["clean"])
         train_data.set_display_name("filter-problems")
-        train_gate = validate_data(kind="problems", data=train_data.outputs["filtered"],
-                                   config=config)
-        train_gate.set_display_name("gate-filtered-problems")
+        train_gate = _gate("problems", train_data.outputs["filtered"], config, "filtered-problems")
         train_problems = train_gate.outputs["clean"]
         stage1 = train_stage1(config=config, problems=train_problems,
                               base_model=base.outputs["model"])
@@ -112,9 +115,7 @@ def make_pipeline(resources: ResourcesConfig | None = None):
                           stage1_attempts=stage1_attempts_ok.outputs["clean"],
                           stage1_verdicts=stage1_verdicts_ok.outputs["clean"])
 
-        rows_gate = validate_data(kind="eval_rows", data=report.outputs["rows"], problems=data,
-                                  config=config)
-        rows_gate.set_display_name("gate-eval-rows")
+        rows_gate = _gate("eval_rows", report.outputs["rows"], config, "eval-rows", data)
 
         promotion_gate(config=config, results=report.outputs["results"],
                        model=stage2.outputs["model"], problems=data,

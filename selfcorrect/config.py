@@ -225,6 +225,7 @@ class GateConfig:
     max_empty_share: float = 0.1        # attempts: largest share of empty completions
     max_truncated_share: float = 1.0    # attempts: largest share of truncated ones; 1 = off
     quarantine: bool = False            # move rows failing row checks aside instead of failing
+    report_uri: str = ""                # also copy a failing gate's reports here (folder or gs://)
 
     def __post_init__(self):
         for name in ("max_empty_share", "max_truncated_share"):

@@ -57,3 +57,20 @@ def test_training_resources_come_from_config_at_compile_time(tmp_path):
     assert "resources" not in executors["exec-evaluate"]["container"]
     plain = yaml.safe_load(compile_pipeline(tmp_path / "cpu").read_text())
     assert "resources" not in plain["deploymentSpec"]["executors"]["exec-train-stage1"]["container"]
+
+
+def test_every_dataset_step_is_followed_by_its_gate(tmp_path):
+    """9 gates, each fed by the step before it, each told its run id and task name
+    (the placeholders KFP fills in) so gates.report_uri can keep a failed gate's reports."""
+    ir = yaml.safe_load(compile_pipeline(tmp_path).read_text())
+    tasks = ir["root"]["dag"]["tasks"]
+    gates = {name: t for name, t in tasks.items() if name.startswith("validate-data")}
+    fed_by = sorted((t["inputs"]["parameters"]["kind"]["runtimeValue"]["constant"],
+                     t["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"].split("-")[0])
+                    for t in gates.values())
+    assert fed_by == [("attempts", "sample")] * 3 + [("eval_rows", "evaluate"),
+                      ("problems", "filter"), ("problems", "prepare")] + [("verdicts", "verify")] * 3
+    for t in gates.values():
+        params = t["inputs"]["parameters"]
+        assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+        assert params["task_name"]["runtimeValue"]["constant"] == "{{$.pipeline_task_name}}"

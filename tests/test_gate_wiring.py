@@ -37,21 +37,23 @@ def data(tmp_path):
 def test_validate_data_copies_without_quarantine_and_quarantines_when_configured(data):
     run = lambda cfg, name: validate_data.python_func(
         kind="problems", data=_art(data / "p.jsonl"), report=_art(data / f"{name}.md"),
-        clean=_art(data / f"{name}.clean"), quarantined=_art(data / f"{name}.q"), config=cfg)
+        data_docs=_art(data / f"{name}.html"), clean=_art(data / f"{name}.clean"), quarantined=_art(data / f"{name}.q"), config=cfg)
     run({}, "plain")
     assert (data / "plain.clean").read_bytes() == (data / "p.jsonl").read_bytes()
     assert (data / "plain.q").read_text() == ""
     cfg = config.load("tiny", overrides=["gates.quarantine=true"]).to_dict()
     clean, q = _art(data / "c.jsonl"), _art(data / "q.jsonl")
     validate_data.python_func(kind="attempts", data=_art(data / "a.jsonl"),
-                              report=_art(data / "r.md"), clean=clean, quarantined=q,
+                              report=_art(data / "r.md"), data_docs=_art(data / "r.html"),
+                              clean=clean, quarantined=q,
                               problems=_art(data / "p.jsonl"), config=cfg)
     assert [a.turn for a in read_jsonl(clean.path, Attempt)] == [1, 2, 1]
     assert len((data / "q.jsonl").read_text().splitlines()) == 1
     assert clean.metadata["rows"] == 3 and q.metadata["rows"] == 1
     with pytest.raises(validate.GateFailed):       # the same data without quarantine fails
         validate_data.python_func(kind="attempts", data=_art(data / "a.jsonl"),
-                                  report=_art(data / "r2.md"), clean=_art(data / "c2"),
+                                  report=_art(data / "r2.md"), data_docs=_art(data / "r2.html"),
+                                  clean=_art(data / "c2"),
                                   quarantined=_art(data / "q2"), config={})
 
 
@@ -77,7 +79,9 @@ def _gated(kind: str, data_uri: str, problems_uri: str, cfg: dict, root):
     def one_gate(config: dict):
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
         probs = dsl.importer(artifact_uri=problems_uri, artifact_class=Dataset, reimport=False)
-        validate_data(kind=kind, data=data.output, problems=probs.output, config=config)
+        validate_data(kind=kind, data=data.output, problems=probs.output, config=config,
+                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                      task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER)
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
@@ -99,9 +103,15 @@ def test_quarantine_and_failing_gate_through_kfp_local(data):
     assert moved["row"] == 4 and moved["record"]["turn"] == 3 and moved["failed"]
     assert "Quarantined 1 rows" in (run / "validate-data" / "report").read_text()
 
+    keep = data / "gate-reports"
     with pytest.raises(RuntimeError, match="finished with status .*FAILURE.*validate-data"):
-        _gated("attempts", str(data / "a.jsonl"), str(data / "p.jsonl"), {}, data / "f")
+        _gated("attempts", str(data / "a.jsonl"), str(data / "p.jsonl"),
+               {"gates": {"report_uri": str(keep)}}, data / "f")
     (run,) = (data / "f").glob("gate-in-kfp-local-*")
     report = (run / "validate-data" / "report").read_text()
     assert "FAILED" in report and "expect_column_values_to_be_in_set" in report and "row 4:" in report
+    assert "<html" in (run / "validate-data" / "data_docs").read_text()
     assert not (run / "validate-data" / "clean").exists()     # nothing passed on
+    # the copy that survives on a cluster: <report_uri>/<run id>/<task name>/
+    (copy,) = keep.glob("*/validate-data/report.md")
+    assert copy.read_text() == report and (copy.parent / "data_docs.html").is_file()
