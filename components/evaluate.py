@@ -33,10 +33,10 @@ def evaluate(config: dict, problems: Input[Dataset],
     from selfcorrect import evaluate as ev
     from selfcorrect import report as rep
     from selfcorrect import storage
-    from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl
+    from selfcorrect.records import Attempt, Problem, Verdict, read, write_jsonl
 
     e = cfg_mod.from_dict(config).eval
-    todo = [p for p in read_jsonl(problems.path, Problem) if p.split == "eval"]
+    todo = [p for p in read(problems.path, Problem) if p.split == "eval"]
     ids = {p.id for p in todo}
     models, episodes = {}, []
     evaluated = [("base", base_attempts, base_verdicts)]
@@ -44,8 +44,8 @@ def evaluate(config: dict, problems: Input[Dataset],
         evaluated.append(("stage1", stage1_attempts, stage1_verdicts))
     evaluated.append(("trained", trained_attempts, trained_verdicts))
     for name, att, ver in evaluated:
-        verdicts = [v for v in read_jsonl(ver.path, Verdict) if v.problem_id in ids]
-        tries = [a for a in read_jsonl(att.path, Attempt) if a.problem_id in ids]
+        verdicts = [v for v in read(ver.path, Verdict) if v.problem_id in ids]
+        tries = [a for a in read(att.path, Attempt) if a.problem_id in ids]
         models[name] = ev.evaluate_model(verdicts, tries, todo, samples=e.bootstrap_samples,
                                          confidence=e.confidence, seed=e.seed)
         episodes += ev.eval_rows(name, verdicts, tries, todo)

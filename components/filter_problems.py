@@ -17,13 +17,13 @@ def filter_problems(config: dict, problems: Input[Dataset], verdicts: Input[Data
     """
     from selfcorrect import config as cfg_mod
     from selfcorrect.data.prepare import difficulty_filter
-    from selfcorrect.records import Problem, Verdict, read_jsonl, write_jsonl
+    from selfcorrect.records import Problem, Verdict, read, write_jsonl
 
     d = cfg_mod.from_dict(config).data
-    rows = read_jsonl(problems.path, Problem)
+    rows = read(problems.path, Problem)
     counts = {"always_solved": 0, "never_solved": 0, "no_verdicts": 0, "kept": len(rows)}
     if d.drop_always_solved or d.drop_never_solved:
-        rows, counts = difficulty_filter(rows, read_jsonl(verdicts.path, Verdict),
+        rows, counts = difficulty_filter(rows, read(verdicts.path, Verdict),
                                          drop_always=d.drop_always_solved,
                                          drop_never=d.drop_never_solved)
     if not rows:

@@ -24,8 +24,8 @@ def decide_promotion(config: dict, results: Input[Dataset], decision: Output[Mar
                               "registry": registry,
                               "current": current.get("id") if current else ""})
     if eval_rows is not None:
-        from selfcorrect.records import EvalRow, read_jsonl
-        trained = [r for r in read_jsonl(eval_rows.path, EvalRow) if r.model == "trained"]
+        from selfcorrect.records import EvalRow, read
+        trained = [r for r in read(eval_rows.path, EvalRow) if r.model == "trained"]
         decision.metadata["trained_episodes"] = len(trained)
     return verdict.promote
 

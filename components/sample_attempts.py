@@ -17,10 +17,10 @@ def sample_attempts(config: dict, problems: Input[Dataset], model: Input[Model],
     """
     from selfcorrect import config as cfg_mod
     from selfcorrect import models, rollout
-    from selfcorrect.records import Problem, read_jsonl, write_jsonl
+    from selfcorrect.records import Problem, read, write_jsonl
 
     cfg = cfg_mod.from_dict(config)
-    every = read_jsonl(problems.path, Problem)
+    every = read(problems.path, Problem)
     todo = [p for p in every if p.split == split]
     net, tok = models.load(cfg.model, path=model.path)
     g, d = cfg.generate, cfg.data

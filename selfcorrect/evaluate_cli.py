@@ -29,10 +29,10 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
     from selfcorrect import evaluate as ev
     from selfcorrect import models as model_io
     from selfcorrect import report, rollout, storage
-    from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl
+    from selfcorrect.records import Attempt, Problem, Verdict, read, write_jsonl
     from selfcorrect.verify import beam
 
-    problems = read_jsonl(problems_uri, Problem)
+    problems = read(problems_uri, Problem)
     todo = [p for p in problems if split == "all" or p.split == split]
     if not todo:
         raise ValueError(f"{problems_uri}: no problems with split '{split}' "
@@ -59,7 +59,7 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
                  pipeline_args=[f"--runner={v.runner}", f"--direct_num_workers={v.direct_num_workers}",
                                 f"--direct_running_mode={v.direct_running_mode}"],
                  timeout_s=v.timeout_s)
-        verdicts, attempts = read_jsonl(verdicts_uri, Verdict), read_jsonl(attempts_uri, Attempt)
+        verdicts, attempts = read(verdicts_uri, Verdict), read(attempts_uri, Attempt)
         out[name] = ev.evaluate_model(verdicts, attempts, todo, samples=e.bootstrap_samples,
                                       confidence=e.confidence, seed=e.seed)
         if samples > 1:

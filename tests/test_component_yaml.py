@@ -8,7 +8,7 @@ import yaml
 from kfp import components, dsl, local
 from kfp.dsl import Dataset
 
-from selfcorrect import __version__, images
+from selfcorrect import __version__, images, records
 from selfcorrect.config import RunConfig
 from selfcorrect.pipelines.compile import compile_pipeline, component_file
 from selfcorrect.pipelines.compile import components as all_components
@@ -50,7 +50,8 @@ def test_verifier_and_gate_from_yaml_in_another_pipeline_run_locally(tmp_path):
                 Attempt("p1", 0, 2, "Correction: 2+3 = 5. The final answer is 5", "m"),
                 Attempt("p2", 0, 1, "4*4 = 16, so the answer is 16", "m"),
                 Attempt("p2", 0, 2, "Still 16", "m")]
-    write_jsonl(str(tmp_path / "problems.jsonl"), problems)
+    # another team's pipeline may hand over Parquet: the components read either format
+    records.write(str(tmp_path / "problems.parquet"), problems)
     write_jsonl(str(tmp_path / "attempts.jsonl"), attempts)
     cfg = RunConfig().to_dict()
     cfg["verify"].update(direct_num_workers=1, direct_running_mode="in_memory")
@@ -67,7 +68,7 @@ def test_verifier_and_gate_from_yaml_in_another_pipeline_run_locally(tmp_path):
 
     local.init(runner=local.SubprocessRunner(use_venv=False),
                pipeline_root=str(tmp_path / "root"), raise_on_error=True)
-    task = check_answers(config=cfg, problems_uri=str(tmp_path / "problems.jsonl"),
+    task = check_answers(config=cfg, problems_uri=str(tmp_path / "problems.parquet"),
                          attempts_uri=str(tmp_path / "attempts.jsonl"))
     verdicts = {(v.problem_id, v.turn): v.correct
                 for v in read_jsonl(task.output.path, Verdict)}

@@ -81,11 +81,11 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
     import subprocess
     import tempfile
 
-    from selfcorrect.records import Problem, read_jsonl
+    from selfcorrect.records import Problem, read
     from selfcorrect.train.loop import run_stage
 
     if cfg.resources.accelerator_count <= 1:
-        problems = [p for p in read_jsonl(problems_path, Problem) if p.split == "train"]
+        problems = [p for p in read(problems_path, Problem) if p.split == "train"]
         return run_stage(cfg, stage, init_path=init_path, reference_path=reference_path,
                          problems=problems, output_dir=output_dir, log_dir=output_dir + "/logs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +103,7 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
 def main(argv: list[str] | None = None) -> None:
     """Entry point of each launched process: one stage of run_stage on the train split."""
     from selfcorrect import config as cfg_mod
-    from selfcorrect.records import Problem, read_jsonl
+    from selfcorrect.records import Problem, read
     from selfcorrect.train.loop import run_stage
 
     parser = argparse.ArgumentParser(prog="python -m selfcorrect.train.launch")
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     with open(ns.config) as f:
         cfg = cfg_mod.from_dict(json.load(f))
-    problems = [p for p in read_jsonl(ns.problems, Problem) if p.split == "train"]
+    problems = [p for p in read(ns.problems, Problem) if p.split == "train"]
     run_stage(cfg, ns.stage, init_path=ns.init, reference_path=ns.reference, problems=problems,
               output_dir=ns.output, log_dir=ns.output + "/logs")
 
