@@ -9,7 +9,7 @@ DS_STAMP := .cache/deepspeed-op.built
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets run test test-fast compile bench bench-verify bench-train images docs clean
+.PHONY: help setup assets run test test-fast compile bench bench-verify bench-train images lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench-train: setup ## generation and training tokens/s, FLOP/s against this mach
 REGISTRY ?= ghcr.io/selfcorrect
 images: ## build and push the container images (needs a Docker engine; none on the dev machines)
 	$(PY) scripts/build_images.py --registry $(REGISTRY) --push
+
+lock: $(STAMP) ## regenerate containers/requirements.lock (runtime closure, no test extras)
+	$(PY) scripts/lock_images.py
 
 docs: $(STAMP) ## regenerate docs/components.md from the component specs
 	$(PY) scripts/gen_component_docs.py

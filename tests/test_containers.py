@@ -44,6 +44,13 @@ def test_every_image_in_the_compiled_pipeline_has_a_dockerfile_and_the_version_t
         assert name in images.IMAGES and (REPO / images.IMAGES[name]).is_file(), ref
 
 
+def test_the_lock_is_the_runtime_closure_without_test_extras():
+    done = subprocess.run([sys.executable, str(REPO / "scripts/lock_images.py"), "--check"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert not {"pytest", "gcp-storage-emulator", "pluggy"} & set(LOCK)
+
+
 def test_the_lock_holds_every_pyproject_pin_at_the_same_version():
     wrong = {n: (v, LOCK.get(n)) for n, v in PINS.items() if LOCK.get(n) != v}
     assert not wrong, f"pyproject pin vs containers/requirements.lock: {wrong}"
