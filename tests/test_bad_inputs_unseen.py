@@ -245,6 +245,11 @@ CASES = [
     Case("validate --quarantine = --clean", [*VALIDATE, "--quarantine", "{d}/q.jsonl", "--clean", "{d}/q.jsonl"],
          {"in.jsonl": jl(P)}, err(FILE, None, "clean file is the same file as the quarantine file"),
          fmt={"kind": "problems", "in": "in.jsonl"}, bad="{d}/q.jsonl"),
+    Case("validate --clean = the dataset: in place", [*VALIDATE, "--quarantine", "{d}/q.jsonl", "--clean",
+                                                     "{d}/in.jsonl"], {"in.jsonl": jl(P)}, ACCEPT,
+         fmt={"kind": "problems", "in": "in.jsonl"},
+         check=lambda d: (d / "q.jsonl").read_bytes() == b""
+         and records.read(d / "in.jsonl", records.Problem) == [records.Problem(**P)]),
     ver_case("verify --output = --attempts", jl(P), jl(A), err(FILE, None, "same file as --attempts"),
              "{d}/attempts.jsonl", argv=[*VERIFY[:-1], "{d}/attempts.jsonl"]),
     # --- Parquet ---------------------------------------------------------------------------------
