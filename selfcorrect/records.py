@@ -20,8 +20,9 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Iterable, TypeVar
+from typing import TypeVar
 
 from selfcorrect import storage
 
@@ -201,8 +202,7 @@ _BINARY = [(b"\x1f\x8b", "a gzip-compressed file; decompress it first"),
 def decode(uri: str, data: bytes) -> str:
     """UTF-8 text of a file (a leading UTF-8 byte-order mark dropped); compressed files,
     UTF-16/32 and bytes that are not UTF-8 raise RecordError (the row: the line)."""
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
+    data = data.removeprefix(codecs.BOM_UTF8)
     for magic, what in _BINARY:
         if data.startswith(magic):
             raise RecordError(uri, None, None, f"{what} (records are UTF-8 JSON Lines or Parquet)")
@@ -264,7 +264,7 @@ def parse_jsonl(uri: str, text: str) -> list[tuple[int, object]]:
 def _read_parquet(uri: str, data: bytes, cls: type[R]) -> list[R]:
     table = read_parquet_table(uri, data)
     row = 1 if table.num_rows else None
-    names = _columns(uri, table, row)
+    names = data_columns(uri, table, row)
     known = {f.name: f for f in fields(cls)}
     for name in names:
         if name not in known:
@@ -285,13 +285,13 @@ def read_parquet_table(uri: str, data: bytes):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:    # ParquetFile, not read_table: a column name given twice must reach _columns
+    try:    # ParquetFile, not read_table: a column name given twice must reach data_columns
         return pq.ParquetFile(io.BytesIO(data)).read()
     except (pa.ArrowException, OSError, ValueError) as e:
         raise RecordError(uri, None, None, f"not a readable Parquet file ({e})") from None
 
 
-def _columns(uri: str, table, row: int | None) -> list[str]:
+def data_columns(uri: str, table, row: int | None) -> list[str]:
     """The data columns: a name given twice is an error; pandas' saved index is left out."""
     seen: set[str] = set()
     for name in table.column_names:

@@ -5,17 +5,19 @@
 
 A dataset is read with records.read (JSONL or Parquet, told apart by content), so unusable
 input (missing file, not JSON, not UTF-8, wrong field types) raises RecordError /
-StorageError / FileNotFoundError naming file, row and field; an empty file is unusable too. Its suite (schemas/<kind>.suite.json,
-a GX 1.x ExpectationSuite as data) runs in an ephemeral GX context; the checks that
-need more than one dataset or more than one row (meta.cross_checks) run in pandas and
-are reported in the same Result. GX and pandas are imported inside the functions.
+StorageError / FileNotFoundError naming file, row and field; an empty file is unusable too.
+Its suite (schemas/<kind>.suite.json, a GX 1.x ExpectationSuite as data) runs in an
+ephemeral GX context; the checks that need more than one dataset or more than one row
+(meta.cross_checks) run in pandas and are reported in the same Result. GX and pandas are
+imported inside the functions.
 
 Shares are configurable: an expectation whose meta.threshold names a key of THRESHOLDS
 takes `thresholds={"max_truncated_share": 0.2}` as mostly = 1 - share. Quarantine
 (gate(..., quarantine_uri=, clean_uri=)) moves rows that fail row-level checks to a
-quarantine JSONL (each with the checks it failed) and writes the rest, re-checked, as the
-clean dataset in the input's format (Parquet stays Parquet); failures no row removal can fix
-(columns, shares) still fail the gate.
+quarantine file (each with the checks it failed) and writes the rest, re-checked, as the
+clean dataset; both keep the input's format (Parquet stays Parquet) unless their names end
+in .jsonl or .parquet. Failures no row removal can fix (columns, shares) still fail the
+gate. An output may not be an input (the clean file may replace the dataset itself).
 """
 from __future__ import annotations
 
@@ -278,7 +280,10 @@ def _run_suite(suite_spec: dict, df, complete: bool = False):
     """One real GX 1.x run: ephemeral context, pandas source, whole-dataframe batch."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
-        DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(),
                                analytics_enabled=False,

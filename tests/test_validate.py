@@ -12,7 +12,8 @@ from collections import Counter
 import jsonschema
 import pytest
 
-from selfcorrect import records, storage, validate as v
+from selfcorrect import records
+from selfcorrect import validate as v
 from selfcorrect.records import Attempt, EvalRow, Problem, Verdict
 
 UNIQUE = "expect_column_values_to_be_unique"

@@ -14,8 +14,15 @@ accepted; compressed or UTF-16 files are named as such.
 from __future__ import annotations
 
 from selfcorrect import storage
-from selfcorrect.records import (PARQUET_MAGIC, RecordError, _columns, decode, loads, parse_jsonl,
-                                 read_parquet_table)
+from selfcorrect.records import (
+    PARQUET_MAGIC,
+    RecordError,
+    data_columns,
+    decode,
+    loads,
+    parse_jsonl,
+    read_parquet_table,
+)
 
 
 def read_rows(uri: str, columns: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
@@ -54,7 +61,7 @@ def _object(uri: str, row: int, value) -> dict:
 
 def _parquet(uri: str, data: bytes, columns: tuple[str, ...]) -> list[tuple[int, dict]]:
     table = read_parquet_table(uri, data)
-    names = _columns(uri, table, 1 if table.num_rows else None)
+    names = data_columns(uri, table, 1 if table.num_rows else None)
     for name in columns:
         if name not in names:
             raise RecordError(uri, 1 if table.num_rows else None, name,

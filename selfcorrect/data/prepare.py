@@ -64,8 +64,8 @@ def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
             first, same = first_row[key_id]
             if same == p.id:
                 raise RecordError(uri, row, "id", f"duplicate id {p.id!r} (first at row {first})")
-            raise RecordError(uri, row, "id", f"duplicate id {ascii(p.id)} (first at row {first} as "
-                                              f"{ascii(same)}: the same after Unicode NFC normalisation)")
+            raise RecordError(uri, row, "id", f"duplicate id {p.id!a} (first at row {first} as "
+                                              f"{same!a}: the same after Unicode NFC normalisation)")
         first_row[key_id] = (row, p.id)
         key = normalise_prompt(p.prompt)
         if key in seen_prompts:
