@@ -1,6 +1,7 @@
 """The SCoRe DAG: data -> gate -> base attempts (eval split, plus the train-split probe
 when the difficulty filter is on) -> gate -> Beam verification -> gate -> difficulty
-filter -> gate -> Stage I -> Stage II -> attempts of the Stage I and Stage II models ->
+filter -> gate -> Stage I -> gate on its steps -> Stage II -> gate on its steps ->
+attempts of the Stage I and Stage II models ->
 verification -> evaluation (base, stage1, trained) -> gate on the eval rows -> promotion
 gate (dsl.If: the trained model goes to the registry only when config.promotion's
 conditions hold).
@@ -33,12 +34,14 @@ def _gate(kind: str, data, config, label: str, problems=None):
     return task.set_display_name(f"gate-{label}")
 
 
-def _verified(config, problems, model, label: str, difficulty_probe: bool = False):
+def _verified(config, problems, model, label: str, difficulty_probe: bool = False, after=None):
     """Attempts on the eval split (plus the difficulty filter's train probe when asked and
     configured), gated, verified, gated; returns the tasks (attempts, attempts_gate,
     verdicts, verdicts_gate). Later steps read the gates' `clean`."""
     attempts = sample_attempts(config=config, problems=problems, model=model, split="eval",
                                difficulty_probe=difficulty_probe)
+    if after is not None:       # the model's training steps passed their gate
+        attempts.after(after)
     attempts.set_display_name(f"sample-attempts-{label}").set_retry(num_retries=2,
                                                                     backoff_duration="60s")
     attempts_gate = _gate("attempts", attempts.outputs["attempts"], config,
@@ -95,15 +98,18 @@ def make_pipeline(resources: ResourcesConfig | None = None):
         train_problems = train_gate.outputs["clean"]
         stage1 = train_stage1(config=config, problems=train_problems,
                               base_model=base.outputs["model"])
+        # Stage I's steps (rewards, KL of attempt 1 to the base: gates.max_stage1_kl_t1)
+        stage1_gate = _gate("train_steps", stage1.outputs["steps"], config, "stage1-steps")
         stage2 = train_stage2(config=config, problems=train_problems,
                               init_model=stage1.outputs["model"],
-                              base_model=base.outputs["model"])
+                              base_model=base.outputs["model"]).after(stage1_gate)
+        stage2_gate = _gate("train_steps", stage2.outputs["steps"], config, "stage2-steps")
         for task in (stage1, stage2):
             apply_resources(task, requests)
         _, stage1_attempts_ok, _, stage1_verdicts_ok = _verified(
-            config, data, stage1.outputs["model"], "stage1")
+            config, data, stage1.outputs["model"], "stage1", after=stage1_gate)
         _, trained_attempts_ok, _, trained_verdicts_ok = _verified(
-            config, data, stage2.outputs["model"], "trained")
+            config, data, stage2.outputs["model"], "trained", after=stage2_gate)
 
         report = evaluate(config=config, problems=data,
                           base_attempts=base_attempts_ok.outputs["clean"],

@@ -226,15 +226,21 @@ class GateConfig:
     max_truncated_share: float = 1.0    # attempts: largest share of truncated ones; 1 = off
     quarantine: bool = False            # move rows failing row checks aside instead of failing
     report_uri: str = ""                # also copy a failing gate's reports here (folder or gs://)
+    max_stage1_kl_t1: float = 1.0       # train_steps: Stage I's per-token KL of attempt 1 to the base
 
     def __post_init__(self):
         for name in ("max_empty_share", "max_truncated_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"gates.{name}: must be between 0 and 1, got {getattr(self, name)!r}")
+        if not self.max_stage1_kl_t1 > 0:
+            raise ConfigError(f"gates.max_stage1_kl_t1: must be > 0 (nats per token), got "
+                              f"{self.max_stage1_kl_t1!r}")
 
     def thresholds(self) -> dict[str, float]:
+        """The shares and limits the suites take (selfcorrect.validate.suite_with)."""
         return {"max_empty_share": self.max_empty_share,
-                "max_truncated_share": self.max_truncated_share}
+                "max_truncated_share": self.max_truncated_share,
+                "max_stage1_kl_t1": self.max_stage1_kl_t1}
 
 
 @dataclass

@@ -74,7 +74,21 @@ class EvalRow:
     same_answer: bool         # y2's final answer repeats y1's
 
 
-R = TypeVar("R", Problem, Attempt, Verdict, EvalRow)
+@dataclass(frozen=True)
+class TrainStep:
+    """One RL step of a SCoRe stage: means over the step's episodes."""
+    stage: int                # 1 or 2
+    step: int                 # from 0
+    reward_t1: float
+    reward_t2: float
+    loss: float
+    kl_t1: float              # per-token KL of attempt 1 to the base (reference) model
+    kl_t2: float
+    truncated: float          # share of attempts that hit the token limit
+    edit_ratio: float         # mean Levenshtein(y1, y2) / (|y1| + |y2|)
+
+
+R = TypeVar("R", Problem, Attempt, Verdict, EvalRow, TrainStep)
 FORMATS = ("jsonl", "parquet")
 PARQUET_MAGIC = b"PAR1"
 

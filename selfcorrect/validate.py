@@ -12,7 +12,8 @@ ephemeral GX context; the checks that need more than one dataset or more than on
 imported inside the functions.
 
 Shares are configurable: an expectation whose meta.threshold names a key of THRESHOLDS
-takes `thresholds={"max_truncated_share": 0.2}` as mostly = 1 - share. Quarantine
+takes `thresholds={"max_truncated_share": 0.2}` as mostly = 1 - share; one whose meta.limit
+names a key of LIMITS takes `thresholds={"max_stage1_kl_t1": 0.5}` as its max_value. Quarantine
 (gate(..., quarantine_uri=, clean_uri=)) moves rows that fail row-level checks to a
 quarantine file (each with the checks it failed) and writes the rest, re-checked, as the
 clean dataset; both keep the input's format (Parquet stays Parquet) unless their names end
@@ -34,13 +35,15 @@ from importlib.resources import files
 from selfcorrect import records, storage
 
 KINDS = {"problems": records.Problem, "attempts": records.Attempt, "verdicts": records.Verdict,
-         "eval_rows": records.EvalRow}
+         "eval_rows": records.EvalRow, "train_steps": records.TrainStep}
 MAX_EXAMPLES = 3
-THRESHOLDS = ("max_empty_share", "max_truncated_share")
+THRESHOLDS = ("max_empty_share", "max_truncated_share")   # shares of rows, 0..1
+LIMITS = ("max_stage1_kl_t1",)                             # upper bounds on a column's values
 CROSS_CHECKS = {
     "problem_id_known": "every problem_id names a problem in the problems file",
     "turn2_has_turn1": "every turn-2 row has a turn-1 row with the same (problem_id, sample)",
     "models_cover_same_episodes": "every model is evaluated on the same (problem_id, sample) episodes",
+    "steps_complete": "each stage's steps run 0, 1, ..., n-1 without a gap",
 }
 
 
@@ -120,16 +123,24 @@ def validate(kind: str, uri: str, *, problems_uri: str | None = None,
 
 
 def suite_with(kind: str, thresholds: dict[str, float] | None = None) -> dict:
-    """The kind's suite with shares set: {"max_empty_share": 0.05} -> mostly 0.95."""
+    """The kind's suite with shares and limits set: {"max_empty_share": 0.05} -> mostly
+    0.95; {"max_stage1_kl_t1": 0.5} -> max_value 0.5. Names a suite does not use are ignored."""
+    import math
+
     suite = load_suite(kind)
-    for name, share in (thresholds or {}).items():
-        if name not in THRESHOLDS:
-            raise ValueError(f"unknown threshold {name!r}; thresholds: {', '.join(THRESHOLDS)}")
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-            raise ValueError(f"threshold {name}: a share between 0 and 1, got {share!r}")
+    for name, value in (thresholds or {}).items():
+        if name not in THRESHOLDS + LIMITS:
+            raise ValueError(f"unknown threshold {name!r}; thresholds: "
+                             f"{', '.join(THRESHOLDS + LIMITS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"threshold {name}: a finite number, got {value!r}")
+        if name in THRESHOLDS and not 0 <= value <= 1:
+            raise ValueError(f"threshold {name}: a share between 0 and 1, got {value!r}")
         for e in suite["expectations"]:
             if e.get("meta", {}).get("threshold") == name:
-                e["kwargs"]["mostly"] = 1 - float(share)
+                e["kwargs"]["mostly"] = 1 - float(value)
+            if e.get("meta", {}).get("limit") == name:
+                e["kwargs"]["max_value"] = float(value)
     return suite
 
 
@@ -332,6 +343,10 @@ def _cross_check(name: str, df, known: set | None):
     if name == "models_cover_same_episodes":
         models = df.groupby(["problem_id", "sample"])["model"].transform("nunique")
         return df.index[(models < df["model"].nunique()).to_numpy()], "model"
+    if name == "steps_complete":
+        # n distinct steps in a stage must be 0..n-1: a step >= n stands after a gap
+        distinct = df.groupby("stage")["step"].transform("nunique")
+        return df.index[(df["step"] >= distinct).to_numpy()], "step"
     raise ValueError(f"unknown cross check {name!r} in a suite; known: {', '.join(CROSS_CHECKS)}")
 
 
@@ -385,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in THRESHOLDS:
         parser.add_argument("--" + name.replace("_", "-"), type=float, metavar="SHARE",
                             help="attempts: the largest share allowed, 0..1")
+    parser.add_argument("--max-stage1-kl-t1", type=float, metavar="NATS",
+                        help="train_steps: the largest per-token KL of Stage I's attempt 1 to the base")
     parser.add_argument("--quarantine", help="move rows failing row checks to this file (needs "
                                              "--clean); Parquet for a .parquet name or a Parquet input")
     parser.add_argument("--clean", help="with --quarantine: write the rows that pass here, in the "
@@ -394,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--problems is for --kind attempts, verdicts or eval_rows")
     if bool(args.quarantine) != bool(args.clean):
         parser.error("--quarantine and --clean go together")
-    thresholds = {n: getattr(args, n) for n in THRESHOLDS if getattr(args, n) is not None}
+    thresholds = {n: getattr(args, n) for n in THRESHOLDS + LIMITS if getattr(args, n) is not None}
     try:
         _distinct_paths({"dataset": args.path, "problems file": args.problems},
                         {"report": args.report, "quarantine file": args.quarantine,

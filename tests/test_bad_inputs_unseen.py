@@ -300,7 +300,7 @@ CASES = [
              gate("expect_column_values_to_match_regex")),
     val_case("turn 3: a gate failure", "attempts", jl(A, {**A, "turn": 3}), gate("expect_column_values_to_be_in_set")),
     Case("a share of NaN", [*VALIDATE, "--max-truncated-share", "nan"], {"in.jsonl": jl(A)},
-         err(FILE, None, "a share between 0 and 1"), fmt={"kind": "attempts", "in": "in.jsonl"}, bad=""),
+         err(FILE, None, "max_truncated_share: a finite number"), fmt={"kind": "attempts", "in": "in.jsonl"}, bad=""),
     # --- verify ----------------------------------------------------------------------------------
     ver_case("verify: empty problems file", b"", jl(A), err(FILE, None, "no records"), "{d}/problems.jsonl"),
     ver_case("verify: empty attempts file", jl(P), b"\n", err(FILE, None, "no records"), "{d}/attempts.jsonl"),

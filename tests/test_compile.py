@@ -60,7 +60,7 @@ def test_training_resources_come_from_config_at_compile_time(tmp_path):
 
 
 def test_every_dataset_step_is_followed_by_its_gate(tmp_path):
-    """9 gates, each fed by the step before it, each told its run id and task name
+    """11 gates, each fed by the step before it, each told its run id and task name
     (the placeholders KFP fills in) so gates.report_uri can keep a failed gate's reports."""
     ir = yaml.safe_load(compile_pipeline(tmp_path).read_text())
     tasks = ir["root"]["dag"]["tasks"]
@@ -69,7 +69,14 @@ def test_every_dataset_step_is_followed_by_its_gate(tmp_path):
                      t["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"].split("-")[0])
                     for t in gates.values())
     assert fed_by == [("attempts", "sample")] * 3 + [("eval_rows", "evaluate"),
-                      ("problems", "filter"), ("problems", "prepare")] + [("verdicts", "verify")] * 3
+                      ("problems", "filter"), ("problems", "prepare")] + \
+        [("train_steps", "train")] * 2 + [("verdicts", "verify")] * 3
+    # Stage II starts, and the trained models are sampled, only after their steps passed
+    steps_gates = {t["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"]: name
+                   for name, t in gates.items()
+                   if t["inputs"]["parameters"]["kind"]["runtimeValue"]["constant"] == "train_steps"}
+    assert steps_gates["train-stage1"] in tasks["train-stage2"]["dependentTasks"]
+    assert steps_gates["train-stage2"] in tasks["sample-attempts-3"]["dependentTasks"]
     for t in gates.values():
         params = t["inputs"]["parameters"]
         assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"

@@ -16,6 +16,8 @@ def _art(path):
 def test_gate_config_defaults_equal_the_suites():
     suite = {e["meta"]["threshold"]: 1 - e["kwargs"]["mostly"]
              for e in validate.load_suite("attempts")["expectations"] if "threshold" in e.get("meta", {})}
+    suite |= {e["meta"]["limit"]: e["kwargs"]["max_value"]
+              for e in validate.load_suite("train_steps")["expectations"] if "limit" in e.get("meta", {})}
     gates = config.GateConfig()
     assert gates.thresholds() == pytest.approx(suite) and gates.quarantine is False
     with pytest.raises(config.ConfigError, match="gates.max_empty_share: must be between 0 and 1"):

@@ -1,5 +1,7 @@
 """The whole DAG through kfp.local on the tiny preset: every step runs for real."""
 import json
+import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -93,9 +95,11 @@ def test_every_step_left_well_formed_artifacts(local_run):
             assert (model / f).is_file(), f"{stage}: {f} missing"
         saved = json.loads((model / "resolved_config.json").read_text())
         assert saved == cfg.to_dict()
-    reports = sorted(run.glob("validate-data*/report"))     # problems x2, 3 x (attempts,
-    assert len(reports) == 9 and all(r.read_text().strip() for r in reports)   # verdicts), eval rows
-    assert sum("Data gate `eval_rows`: passed" in r.read_text() for r in reports) == 1
+    # problems x2, 3 x (attempts, verdicts), the two stages' steps, eval rows: 11 gates
+    reports = sorted(run.glob("validate-data*/report"))
+    assert len(reports) == 11 and all(r.read_text().strip() for r in reports)
+    kinds = Counter(re.match(r"### Data gate `(\w+)`: passed", r.read_text()).group(1) for r in reports)
+    assert kinds == {"problems": 2, "attempts": 3, "verdicts": 3, "train_steps": 2, "eval_rows": 1}
     metrics = json.loads(_artifact(run, "evaluate", "executor_output.json").read_text())
     logged = metrics["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert {f"{m}_{k}" for m in ("base", "stage1", "trained") for k in METRICS} <= set(logged)

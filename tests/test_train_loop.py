@@ -109,6 +109,22 @@ def test_run_stage_writes_a_complete_checkpoint(two_stages):
         assert 0 <= summary["reward_t1"] <= 1 and summary["len_t1"] > 0
 
 
+def test_stage_steps_become_train_step_records_that_pass_their_gate(two_stages, tmp_path):
+    from selfcorrect import validate
+    from selfcorrect.records import TrainStep, read
+    from selfcorrect.train.launch import write_steps
+
+    _, root, _, _ = two_stages
+    for stage in (1, 2):
+        path = str(tmp_path / f"steps{stage}.jsonl")
+        assert write_steps(str(root / f"stage{stage}"), path) == 2
+        history = json.loads((root / f"stage{stage}" / "metrics.json").read_text())["steps"]
+        rows = read(path, TrainStep)
+        assert [(r.stage, r.step) for r in rows] == [(stage, 0), (stage, 1)]
+        assert [r.kl_t1 for r in rows] == [h["kl_t1"] for h in history]
+        assert validate.validate("train_steps", path).success
+
+
 @pytest.mark.slow
 def test_run_stage_logs_tensorboard_scalars(two_stages):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

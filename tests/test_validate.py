@@ -14,7 +14,7 @@ import pytest
 
 from selfcorrect import records
 from selfcorrect import validate as v
-from selfcorrect.records import Attempt, EvalRow, Problem, Verdict
+from selfcorrect.records import Attempt, EvalRow, Problem, TrainStep, Verdict
 
 UNIQUE = "expect_column_values_to_be_unique"
 COMPOUND_UNIQUE = "expect_compound_columns_to_be_unique"
@@ -38,9 +38,11 @@ def valid_rows() -> dict[str, list[dict]]:
     eval_rows = [EvalRow(m, p.id, s, p.task, "all", correct_t1=False, correct_t2=(m == "trained"),
                          edit_ratio=0.0 if s == 0 else 0.25, same_answer=(s == 0))
                  for m in ("base", "trained") for p in problems for s in (0, 1)]       # 12 rows
+    train_steps = [TrainStep(stage, step, 0.25, 0.5, -0.1, 0.01 * step, 0.2, 0.0, 0.3)
+                   for stage in (1, 2) for step in range(3)]                       # 6 rows
     return {k: [dataclasses.asdict(r) for r in rs]
             for k, rs in {"problems": problems, "attempts": attempts, "verdicts": verdicts,
-                          "eval_rows": eval_rows}.items()}
+                          "eval_rows": eval_rows, "train_steps": train_steps}.items()}
 
 
 def write(path, rows: list[dict]) -> str:
@@ -110,6 +112,10 @@ def _empty(n):
             r["completion"] = text
     edit.__name__ = f"_empty{n}"
     return edit
+def _set(i, **values):
+    def edit(rows): rows[i].update(values)
+    edit.__name__ = f"_row{i + 1}_" + "_".join(f"{k}{v}" for k, v in values.items())
+    return edit
 def _ratio(i, value, same=True):
     def edit(rows): rows[i].update(edit_ratio=value, same_answer=same)
     edit.__name__ = f"_edit_ratio{value}_same{same}_row{i + 1}"
@@ -140,6 +146,11 @@ VIOLATIONS = [
     ("eval_rows", _no_turn1, {("models_cover_same_episodes", "model"): 1}, [8]),  # trained p2/0 alone
     ("eval_rows", _ratio(3, 1.5), {(BETWEEN, "edit_ratio"): 1}, [4]),
     ("eval_rows", _ratio(0, 0.0, same=False), {(IN_SET, "same_answer"): 1}, [1]),
+    ("train_steps", _set(1, kl_t1=1.5), {(BETWEEN, "kl_t1"): 1}, [2]),      # Stage I drifted
+    ("train_steps", _set(4, kl_t1=1.5), {}, []),                           # Stage II may move
+    ("train_steps", _set(2, reward_t2=1.5), {(BETWEEN, "reward_t2"): 1}, [3]),
+    ("train_steps", _set(5, step=4), {("steps_complete", "step"): 1}, [6]),    # 0, 1, 4
+    ("train_steps", _dup_key, {(COMPOUND_UNIQUE, "stage, step"): 1}, [1, 7]),  # stage 1: 0, 1, 2, 0
 ]
 
 
@@ -158,6 +169,17 @@ def test_violation_is_named(tmp_path, files, kind, edit, expected, example_rows)
     if expected:
         row = result.failures[0].examples[0]
         assert f"row {row['row']}: " in result.markdown() and "FAILED" in result.markdown()
+
+
+def test_stage1_kl_limit_comes_from_thresholds(tmp_path):
+    rows = valid_rows()["train_steps"]
+    _set(2, kl_t1=0.4)(rows)
+    uri = write(tmp_path / "steps.jsonl", rows)
+    assert v.validate("train_steps", uri).success                      # default limit 1.0
+    (failure,) = v.validate("train_steps", uri, thresholds={"max_stage1_kl_t1": 0.3}).failures
+    assert failure.column == "kl_t1" and [e["row"] for e in failure.examples] == [3]
+    with pytest.raises(ValueError, match="max_stage1_kl_t1: a finite number"):
+        v.suite_with("train_steps", {"max_stage1_kl_t1": float("nan")})
 
 
 def test_threshold_reports_share_and_allowance(tmp_path):
@@ -211,7 +233,7 @@ def test_schema_accepts_and_rejects_what_records_does(kind):
     int_field = next((f.name for f in dataclasses.fields(cls) if f.type == "int"), None)
     bad = [{k: x for k, x in rows[0].items() if k != first.name},   # a required field missing
            {**rows[0], "extra": 1},                                 # an unknown field
-           {**rows[0], first.name: 7}]                              # a wrong type
+           {**rows[0], first.name: 7 if first.type == "str" else "7"}]   # a wrong type
     if int_field:
         bad.append({**rows[0], int_field: True})                    # a bool is not an int
     for row in bad:
@@ -315,7 +337,7 @@ def test_truncated_share_is_configurable(tmp_path, files):
 
 @pytest.mark.parametrize("thresholds, words", [({"max_typo_share": 0.1}, "unknown threshold"),
                                                ({"max_empty_share": 1.5}, "between 0 and 1"),
-                                               ({"max_empty_share": True}, "between 0 and 1")])
+                                               ({"max_empty_share": True}, "a finite number")])
 def test_bad_thresholds_are_named(thresholds, words):
     with pytest.raises(ValueError, match=words):
         v.suite_with("attempts", thresholds)

@@ -11,6 +11,7 @@ and sampling stream (see selfcorrect.train.loop).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -72,11 +73,13 @@ def launch_command(resources: ResourcesConfig, *, num_gpus: int, args: list[str]
 
 
 def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: str,
-                init_path: str | None, reference_path: str | None) -> dict[str, float]:
+                init_path: str | None, reference_path: str | None,
+                steps_path: str | None = None) -> dict[str, float]:
     """One stage on the train split of `problems_path`, as the components run it.
 
     resources.accelerator_count <= 1: in this process. More: one process per GPU through the
     configured launcher (not verified on GPU); the summary is read back from metrics.json.
+    steps_path: also write the stage's per-step metrics there as TrainStep records.
     """
     import subprocess
     import tempfile
@@ -86,8 +89,11 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
 
     if cfg.resources.accelerator_count <= 1:
         problems = [p for p in read(problems_path, Problem) if p.split == "train"]
-        return run_stage(cfg, stage, init_path=init_path, reference_path=reference_path,
-                         problems=problems, output_dir=output_dir, log_dir=output_dir + "/logs")
+        summary = run_stage(cfg, stage, init_path=init_path, reference_path=reference_path,
+                            problems=problems, output_dir=output_dir, log_dir=output_dir + "/logs")
+        if steps_path:
+            write_steps(output_dir, steps_path)
+        return summary
     with tempfile.TemporaryDirectory() as tmp:
         config_path = f"{tmp}/config.json"
         with open(config_path, "w") as f:
@@ -96,8 +102,22 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
                           output_dir=output_dir, init_path=init_path, reference_path=reference_path)
         subprocess.run(launch_command(cfg.resources, num_gpus=cfg.resources.accelerator_count,
                                       args=args), check=True)
+    if steps_path:
+        write_steps(output_dir, steps_path)
     with open(f"{output_dir}/metrics.json") as f:
         return json.load(f)["summary"]
+
+
+def write_steps(model_dir: str, steps_path: str) -> int:
+    """The stage's per-step metrics (<model_dir>/metrics.json) as TrainStep JSONL."""
+    from selfcorrect import records
+
+    with open(f"{model_dir}/metrics.json") as f:
+        done = json.load(f)
+    names = [f.name for f in dataclasses.fields(records.TrainStep) if f.name != "stage"]
+    rows = [records.TrainStep(stage=done["stage"], **{n: h[n] for n in names} | {"step": int(h["step"])})
+            for h in done["steps"]]
+    return records.write_jsonl(steps_path, rows)
 
 
 def main(argv: list[str] | None = None) -> None:
