@@ -182,7 +182,12 @@ def _write_local(target: Path, data: bytes) -> None:
 
 
 def write_text(uri: str, text: str) -> None:
-    write_bytes(uri, text.encode("utf-8"))
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as e:     # a lone surrogate: nothing is written
+        raise StorageError(f"{uri}: cannot write text that is not valid Unicode "
+                           f"({e.reason} at character {e.start})") from None
+    write_bytes(uri, data)
 
 
 def exists(uri: str) -> bool:

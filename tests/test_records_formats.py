@@ -287,15 +287,17 @@ def test_verify_reads_parquet_inputs(tmp_path):
     assert (problems, attempts) == (ROWS[Problem], ROWS[Attempt])
 
 
-def test_verify_cli_on_parquet_inputs(tmp_path, capsys):
+@pytest.mark.parametrize("name, magic", [("verdicts.jsonl", b"{"), ("verdicts.parquet", b"PAR1")])
+def test_verify_cli_on_parquet_inputs(tmp_path, capsys, name, magic):
     from selfcorrect import cli
 
     records.write(tmp_path / "problems", [Problem("a", "math", "What is 1 + 1?", answer="2")], format="parquet")
     records.write(tmp_path / "attempts.parquet", [Attempt("a", 0, 1, "The answer is 2", "m"),
                                                   Attempt("a", 0, 2, "3", "m")])
-    out = tmp_path / "verdicts.jsonl"
+    out = tmp_path / name
     assert cli.main(["verify", "--problems", str(tmp_path / "problems"), "--attempts",
                      str(tmp_path / "attempts.parquet"), "--output", str(out),
                      "--direct_running_mode=in_memory", "--direct_num_workers=1"]) == 0
     assert json.loads(capsys.readouterr().out) == {"verdicts": 2, "correct": 1, "dead_letters": 0}
     assert [(v.turn, v.correct) for v in records.read(out, Verdict)] == [(1, True), (2, False)]
+    assert out.read_bytes().startswith(magic)         # the output's name picks its format

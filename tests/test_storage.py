@@ -346,3 +346,11 @@ def test_records_read_and_write_gcs_through_the_same_code(gs_prefix):
     storage.write_text(f"{gs_prefix}/bad.jsonl", '{"id": "p1", "task": "math"}\n')
     with pytest.raises(RecordError, match=r"gs://.*/bad.jsonl: row 1: field 'prompt': missing"):
         read_jsonl(f"{gs_prefix}/bad.jsonl", Problem)
+
+
+def test_text_that_is_not_unicode_is_refused_and_nothing_is_written(tmp_path):
+    target = tmp_path / "report.md"
+    target.write_text("before")
+    with pytest.raises(storage.StorageError, match="report.md: cannot write text that is not valid Unicode"):
+        storage.write_text(str(target), "ok \ud800 not")
+    assert target.read_text() == "before" and [p.name for p in tmp_path.iterdir()] == ["report.md"]

@@ -197,7 +197,7 @@ def run(problems_uri: str, attempts_uri: str, output_uri: str,
                       key=lambda d: (d["problem_id"], d["sample"], d["turn"]))
     finally:
         _remove(staging)
-    records.write_jsonl(output_uri, verdicts)
+    records.write(output_uri, verdicts, cls=Verdict)   # Parquet for a .parquet name
     if dead_letter_uri:
         storage.write_text(dead_letter_uri, "".join(json.dumps(d) + "\n" for d in dead))
     return {"verdicts": len(verdicts), "correct": sum(v.correct for v in verdicts),
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "--temp_location gs://B/tmp, or --direct_num_workers 4.")
     parser.add_argument("--problems", required=True, help="Problem records (JSONL or Parquet, path or gs://)")
     parser.add_argument("--attempts", required=True, help="Attempt records (JSONL or Parquet)")
-    parser.add_argument("--output", required=True, help="where to write Verdict records (JSONL)")
+    parser.add_argument("--output", required=True, help="where to write Verdict records (JSONL; Parquet for a .parquet name)")
     parser.add_argument("--dead-letters", default=None,
                         help="where to write attempts the verifier could not judge (JSONL)")
     parser.add_argument("--timeout-s", type=float, default=10.0,
