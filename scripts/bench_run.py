@@ -51,15 +51,18 @@ def main() -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="selfcorrect-bench-"))
-    if args.fresh:
-        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(work / "clone")], check=True)
-        setup = timed(["make", "setup", "assets"], work / "clone", work / "setup.log")
+    repo, python = ROOT, sys.executable
+    if args.fresh:     # the pipeline then runs in the clone, with the clone's venv and assets
+        repo = work / "clone"
+        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
+        setup = timed(["make", "setup", "assets"], repo, work / "setup.log")
         print(f"first-time setup (make setup assets, fresh clone): {setup:7.1f} s")
-    cmd = [sys.executable, "-m", "selfcorrect.cli", "run", "--preset", args.preset,
+        python = str(repo / ".venv" / "bin" / "python")
+    cmd = [python, "-m", "selfcorrect.cli", "run", "--preset", args.preset,
            "--set", f"output_dir={work / 'runs'}"]
     for item in args.overrides:
         cmd += ["--set", item]
-    total = timed(cmd, ROOT, work / "run.log")
+    total = timed(cmd, repo, work / "run.log")
     for name, secs in sorted(step_times(work / "run.log").items(), key=lambda kv: -kv[1]):
         print(f"  {name:28s} {secs:7.1f} s")
     print(f"pipeline (selfcorrect run --preset {args.preset}): {total:7.1f} s   log: {work / 'run.log'}")
