@@ -13,7 +13,7 @@ def filter_problems(config: dict, problems: Input[Dataset], verdicts: Input[Data
     A copy of problems when both flags are off. Eval problems are always kept, and so are
     problems without verdicts (counted as no_verdicts). In the SCoRe pipeline the verdicts
     come from the base model's sample_attempts(difficulty_probe=True): data.filter_samples
-    first attempts per train problem at data.filter_temperature.
+    first attempts per train problem at data.filter_temperature (default: train.temperature).
     """
     from selfcorrect import config as cfg_mod
     from selfcorrect.data.prepare import difficulty_filter

@@ -11,8 +11,8 @@ def sample_attempts(config: dict, problems: Input[Dataset], model: Input[Model],
     """Two attempts per problem of `split` (greedy unless generate.temperature > 0).
 
     difficulty_probe: when config.data.drop_always_solved or drop_never_solved is on, also
-    data.filter_samples first attempts per train problem at data.filter_temperature (turn 1
-    only, samples 0..k-1), so verify_attempts judges them and filter_problems can drop the
+    data.filter_samples first attempts per train problem at data.filter_temperature (0: at
+    train.temperature, the training policy's sampling; turn 1 only, samples 0..k-1), so verify_attempts judges them and filter_problems can drop the
     problems the model always or never solves. Off, or with both flags off: `split` only.
     """
     from selfcorrect import config as cfg_mod
@@ -33,7 +33,7 @@ def sample_attempts(config: dict, problems: Input[Dataset], model: Input[Model],
     if difficulty_probe and d.filters:
         probed = [p for p in every if p.split == "train" and p.split != split]
         rows += rollout.first_attempts(net, tok, probed, name, samples=d.filter_samples,
-                                       temperature=d.filter_temperature,
+                                       temperature=d.filter_temperature or cfg.train.temperature,
                                        max_new_tokens=g.max_new_tokens,
                                        batch_size=g.batch_size, templates=cfg.prompts)
     write_jsonl(attempts.path, rows)

@@ -58,7 +58,8 @@ class DataConfig:
     drop_always_solved: bool = False  # difficulty filter over base-model verdicts (train split)
     drop_never_solved: bool = False
     filter_samples: int = 4    # the filter's probe: first attempts per train problem ...
-    filter_temperature: float = 1.0  # ... sampled at this temperature (> 0: k greedy samples agree)
+    filter_temperature: float = 0.0  # ... sampled at this temperature; 0: train.temperature, so
+                                     # "always/never solved" means under the training policy's sampling
 
     @property
     def filters(self) -> bool:
@@ -70,9 +71,10 @@ class DataConfig:
             raise ConfigError("data.operations: use one or more of '+', '-', '*' (e.g. '+-')")
         _positive(self, "n_train", "n_eval", "digits", "max_prompt_chars", "filter_samples",
                   prefix="data")
-        if self.filter_temperature <= 0:
-            raise ConfigError("data.filter_temperature: must be > 0; greedy samples of one "
-                              "problem all agree, so 'always' and 'never' would mean one try")
+        if self.filter_temperature < 0:
+            raise ConfigError("data.filter_temperature: must be >= 0 (0 samples at "
+                              "train.temperature; greedy decoding is not offered: k greedy "
+                              "samples of one problem all agree)")
         if not 0 < self.eval_fraction < 1:
             raise ConfigError(f"data.eval_fraction: must be between 0 and 1 (exclusive), got "
                               f"{self.eval_fraction}; 0.5 puts half the ids in eval")

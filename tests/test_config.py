@@ -27,7 +27,7 @@ def test_precedence_defaults_preset_file_set(tmp_path):
     ("train.stage1_steps=many", ["train.stage1_steps", "expected int"]),
     ("model.source=gguf", ["model.path", "required"]),
     ("data.operations=/", ["data.operations"]),
-    ("data.filter_temperature=0", ["data.filter_temperature", "> 0"]),
+    ("data.filter_temperature=-1", ["data.filter_temperature", ">= 0"]),
     ("data.filter_samples=0", ["data.filter_samples"]),
     ("train.samples_per_problem=1", ["RLOO", "samples_per_problem"]),
     ("nothing", ["key=value"]),
