@@ -1,10 +1,10 @@
 """The SCoRe DAG: data -> gate -> base attempts (eval split, plus the train-split probe
 when the difficulty filter is on) -> gate -> Beam verification -> gate -> difficulty
 filter -> gate -> Stage I -> gate on its steps -> Stage II -> gate on its steps ->
-attempts of the Stage I and Stage II models ->
-verification -> evaluation (base, stage1, trained) -> gate on the eval rows -> promotion
-gate (dsl.If: the trained model goes to the registry only when config.promotion's
-conditions hold).
+attempts of the Stage I and Stage II models -> verification -> evaluation (base, stage1,
+trained) -> gate on the eval rows -> promotion gate (dsl.If: the trained model goes to the
+registry only when config.promotion's conditions hold); beside it, when eval.sampling_k > 0
+(dsl.If), the sampling study of the base and the trained model.
 
 Every arrow carries a typed artifact; every dataset a step produces passes a Great
 Expectations gate before the next step uses it: later steps read the gate's `clean` output
@@ -16,9 +16,10 @@ from kfp.dsl import Dataset, Model
 
 from selfcorrect import __version__
 from selfcorrect.config import ResourcesConfig, RunConfig
-from selfcorrect.components import (decide_promotion, evaluate, filter_problems, prepare_model,
-                                    prepare_problems, promote_model, sample_attempts,
-                                    train_stage1, train_stage2, validate_data, verify_attempts)
+from selfcorrect.components import (config_flag, decide_promotion, evaluate, filter_problems,
+                                    prepare_model, prepare_problems, promote_model,
+                                    sample_attempts, sampling_study, train_stage1, train_stage2,
+                                    validate_data, verify_attempts)
 from selfcorrect.train.resources import apply_resources
 
 PIPELINE_NAME = "selfcorrect-score"
@@ -122,6 +123,13 @@ def make_pipeline(resources: ResourcesConfig | None = None):
                           stage1_verdicts=stage1_verdicts_ok.outputs["clean"])
 
         rows_gate = _gate("eval_rows", report.outputs["rows"], config, "eval-rows", data)
+
+        # eval.sampling_k > 0: majority vote over k samples vs k/2 + correction, both models
+        asked = config_flag(config=config, key="eval.sampling_k").set_display_name("sampling-study-asked")
+        with dsl.If(asked.output == True, name="sampling-study-if-asked"):  # noqa: E712
+            sampling_study(config=config, problems=data, base_model=base.outputs["model"],
+                           trained_model=stage2.outputs["model"]
+                           ).after(stage2_gate).set_display_name("sampling-study")
 
         promotion_gate(config=config, results=report.outputs["results"],
                        model=stage2.outputs["model"], problems=data,

@@ -197,11 +197,18 @@ class EvalConfig:
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     seed: int = 0
+    sampling_k: int = 0             # > 0: the sampling study (majority over k vs k/2 + correction)
+    sampling_temperature: float = 0.0   # the study's sampling; 0: train.temperature
 
     def __post_init__(self):
         _positive(self, "bootstrap_samples", prefix="eval")
         if not 0 < self.confidence < 1:
             raise ConfigError("eval.confidence: must be between 0 and 1, e.g. 0.95")
+        if self.sampling_k == 1 or self.sampling_k < 0:
+            raise ConfigError(f"eval.sampling_k: 0 (no sampling study) or k >= 2 samples per "
+                              f"problem, got {self.sampling_k}")
+        if self.sampling_temperature < 0:
+            raise ConfigError("eval.sampling_temperature: must be >= 0 (0: train.temperature)")
 
 
 @dataclass

@@ -81,3 +81,14 @@ def test_every_dataset_step_is_followed_by_its_gate(tmp_path):
         params = t["inputs"]["parameters"]
         assert params["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
         assert params["task_name"]["runtimeValue"]["constant"] == "{{$.pipeline_task_name}}"
+
+
+def test_sampling_study_runs_only_when_asked(tmp_path):
+    ir = yaml.safe_load(compile_pipeline(tmp_path).read_text())
+    tasks = ir["root"]["dag"]["tasks"]
+    (branch,) = [t for t in tasks.values() if t["taskInfo"]["name"] == "sampling-study-if-asked"]
+    assert "config-flag" in branch["triggerPolicy"]["condition"]
+    (stage2_gate,) = [n for n, t in tasks.items() if n.startswith("validate-data") and
+                      t["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"] == "train-stage2"]
+    assert stage2_gate in branch["dependentTasks"]            # after Stage II's steps passed
+    assert tasks["config-flag"]["inputs"]["parameters"]["key"]["runtimeValue"]["constant"] == "eval.sampling_k"

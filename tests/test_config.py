@@ -28,6 +28,7 @@ def test_precedence_defaults_preset_file_set(tmp_path):
     ("model.source=gguf", ["model.path", "required"]),
     ("data.operations=/", ["data.operations"]),
     ("data.filter_temperature=-1", ["data.filter_temperature", ">= 0"]),
+    ("eval.sampling_k=1", ["eval.sampling_k", "k >= 2"]),
     ("data.filter_samples=0", ["data.filter_samples"]),
     ("train.samples_per_problem=1", ["RLOO", "samples_per_problem"]),
     ("nothing", ["key=value"]),

@@ -20,8 +20,9 @@ def local_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     # a gate that always opens: the promote branch runs; the difficulty filter's probe runs
     # (the random tiny model solves nothing, so drop_always_solved keeps every problem)
+    # and the sampling study runs (k = 2 sampled episodes per eval problem, both models)
     cfg = config.load("tiny", overrides=[f"output_dir={out}", "promotion.min_gain_over_base=-1",
-                                         "data.drop_always_solved=true"])
+                                         "data.drop_always_solved=true", "eval.sampling_k=2"])
     return cfg, run_local(cfg)
 
 
@@ -122,6 +123,20 @@ def test_eval_rows_are_one_per_model_and_eval_problem(local_run):
         mine = [r for r in rows if r.model == name]
         assert summary["accuracy_t1"] == pytest.approx(sum(r.correct_t1 for r in mine) / len(mine))
         assert summary["accuracy_t2"] == pytest.approx(sum(r.correct_t2 for r in mine) / len(mine))
+
+
+def test_sampling_study_ran_for_both_models(local_run):
+    cfg, out = local_run
+    run = Path(out["run_dir"])
+    done = json.loads(_artifact(run, "sampling-study", "executor_output.json").read_text())
+    logged = done["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert set(logged) == {f"{m}_{k}" for m in ("base", "trained")
+                           for k in ("majority_k_t1", "majority_half_k_t2")}
+    assert all(0 <= v <= 1 for v in logged.values())
+    for name in ("base", "trained"):
+        verdicts = read_jsonl(str(_artifact(run, "sampling-study", "study") / name / "verdicts.jsonl"), Verdict)
+        assert len(verdicts) == 2 * 2 * cfg.data.n_eval          # k episodes x 2 turns
+    assert "| trained |" in _artifact(run, "sampling-study", "report").read_text()
 
 
 def test_evaluate_wrote_html_markdown_and_details(local_run):
