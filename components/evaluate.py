@@ -1,7 +1,7 @@
 from typing import Optional
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
 
 from selfcorrect.images import image
 
@@ -12,8 +12,8 @@ def evaluate(config: dict, problems: Input[Dataset],
              trained_attempts: Input[Dataset], trained_verdicts: Input[Dataset],
              metrics: Output[Metrics], report: Output[Markdown], html: Output[HTML],
              results: Output[Dataset], details: Output[Dataset], rows: Output[Dataset],
-             stage1_model: Optional[Input[Model]] = None,
-             stage2_model: Optional[Input[Model]] = None,
+             stage1_steps: Optional[Input[Dataset]] = None,
+             stage2_steps: Optional[Input[Dataset]] = None,
              stage1_attempts: Optional[Input[Dataset]] = None,
              stage1_verdicts: Optional[Input[Dataset]] = None):
     """Self-correction metrics for the base and the trained model, from verifier verdicts.
@@ -22,18 +22,19 @@ def evaluate(config: dict, problems: Input[Dataset],
     intervals; html: the report with plots; results: {model: summary} JSON; details: per
     task / per difficulty metrics and edit ratios as JSON; rows: one EvalRow per model and
     eval episode (JSONL; the eval_rows gate checks it). Only eval-split problems count:
-    attempts and verdicts on train problems (the difficulty probe's) are left out. stage1_model / stage2_model, when
-    given, add their training curves (metrics.json) to the HTML; stage1_attempts /
+    attempts and verdicts on train problems (the difficulty probe's) are left out.
+    stage1_steps / stage2_steps (gated TrainStep records), when given, add the training
+    curves to the HTML; stage1_attempts /
     stage1_verdicts, when given, add the Stage I checkpoint as a row ("stage1").
     """
+    import dataclasses
     import json
-    import os
 
     from selfcorrect import config as cfg_mod
     from selfcorrect import evaluate as ev
     from selfcorrect import report as rep
     from selfcorrect import storage
-    from selfcorrect.records import Attempt, Problem, Verdict, read, write_jsonl
+    from selfcorrect.records import Attempt, Problem, TrainStep, Verdict, read, write_jsonl
 
     e = cfg_mod.from_dict(config).eval
     todo = [p for p in read(problems.path, Problem) if p.split == "eval"]
@@ -51,10 +52,9 @@ def evaluate(config: dict, problems: Input[Dataset],
         episodes += ev.eval_rows(name, verdicts, tries, todo)
         for key, value in models[name]["summary"].items():
             metrics.log_metric(f"{name}_{key}", value)
-    training = {}
-    for stage, model in (("stage I", stage1_model), ("stage II", stage2_model)):
-        if model is not None and os.path.isfile(os.path.join(model.path, "metrics.json")):
-            training[stage] = json.loads(storage.read_text(os.path.join(model.path, "metrics.json")))
+    training = {stage: {"steps": [dataclasses.asdict(r) for r in read(steps.path, TrainStep)]}
+                for stage, steps in (("stage I", stage1_steps), ("stage II", stage2_steps))
+                if steps is not None}
     storage.write_text(results.path, json.dumps({n: r["summary"] for n, r in models.items()},
                                                 indent=2))
     storage.write_text(details.path, json.dumps(models, indent=2))

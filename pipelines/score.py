@@ -117,8 +117,8 @@ def make_pipeline(resources: ResourcesConfig | None = None):
                           base_verdicts=base_verdicts_ok.outputs["clean"],
                           trained_attempts=trained_attempts_ok.outputs["clean"],
                           trained_verdicts=trained_verdicts_ok.outputs["clean"],
-                          stage1_model=stage1.outputs["model"],
-                          stage2_model=stage2.outputs["model"],
+                          stage1_steps=stage1_gate.outputs["clean"],
+                          stage2_steps=stage2_gate.outputs["clean"],
                           stage1_attempts=stage1_attempts_ok.outputs["clean"],
                           stage1_verdicts=stage1_verdicts_ok.outputs["clean"])
 
