@@ -45,8 +45,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     """Where problems come from (selfcorrect.data.prepare); file sources read `path`."""
-    source: str = choice("arithmetic", "arithmetic", "algebra", "humaneval", "math", "gsm8k",
-                         "mbpp", "generic")
+    source: str = choice("arithmetic", "arithmetic", "algebra", "reasoning_gym", "humaneval",
+                         "math", "gsm8k", "mbpp", "generic")
     path: str = ""             # math/gsm8k/mbpp/generic: a .jsonl or .parquet file, local or gs://
     n_train: int = 16          # at most this many train problems (file order; generated: exactly)
     n_eval: int = 16
@@ -54,6 +54,9 @@ class DataConfig:
     max_prompt_chars: int = 8000  # a longer prompt is an error naming file, row and field
     operations: str = "+-"     # arithmetic: any of + - *
     digits: int = 2            # arithmetic and algebra: operand size
+    gym_dataset: str = choice("gsm_symbolic", "gsm_symbolic", "basic_arithmetic", "chain_sum",
+                              "simple_equations", "products", "fraction_simplification",
+                              "leg_counting")  # reasoning_gym: which generator (offline)
     seed: int = 0
     drop_always_solved: bool = False  # difficulty filter over base-model verdicts (train split)
     drop_never_solved: bool = False

@@ -24,7 +24,7 @@ from collections import defaultdict
 
 from selfcorrect import records, storage
 from selfcorrect.config import ConfigError, DataConfig, build
-from selfcorrect.data import algebra, arithmetic, sources
+from selfcorrect.data import algebra, arithmetic, gym, sources
 from selfcorrect.data.arithmetic import split_of
 from selfcorrect.records import Problem, RecordError
 
@@ -42,10 +42,13 @@ def normalise_prompt(prompt: str) -> str:
 
 def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
     """The run's problems, and counts of what each stage kept and removed."""
-    if cfg.source in ("arithmetic", "algebra"):
+    if cfg.source in ("arithmetic", "algebra", "reasoning_gym"):
         if cfg.source == "arithmetic":
             rows = arithmetic.generate(cfg.n_train, cfg.n_eval, operations=cfg.operations,
                                        digits=cfg.digits, seed=cfg.seed, eval_fraction=cfg.eval_fraction)
+        elif cfg.source == "reasoning_gym":
+            rows = gym.generate(cfg.gym_dataset, cfg.n_train, cfg.n_eval, seed=cfg.seed,
+                                eval_fraction=cfg.eval_fraction)
         else:
             rows = algebra.generate(cfg.n_train, cfg.n_eval, digits=cfg.digits, seed=cfg.seed,
                                     eval_fraction=cfg.eval_fraction)
@@ -139,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     """`selfcorrect prepare`: exit 0 written, 2 bad configuration or unusable input."""
     ap = argparse.ArgumentParser(prog="selfcorrect prepare", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", required=True, help="arithmetic, algebra, humaneval, math, gsm8k, mbpp, generic")
+    ap.add_argument("--source", required=True,
+                    help="arithmetic, algebra, reasoning_gym, humaneval, math, gsm8k, mbpp, generic")
+    ap.add_argument("--gym-dataset", help="reasoning_gym: one of " + ", ".join(gym.GYM_DATASETS))
     ap.add_argument("--path", default="", help="input .jsonl/.json/.parquet file (local or gs://)")
     ap.add_argument("--output", required=True,
                     help="Problem records to write (local or gs://): Parquet when PATH ends in "
