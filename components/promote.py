@@ -9,13 +9,36 @@ def decide_promotion(config: dict, results: Input[Dataset], decision: Output[Mar
                      eval_rows: Input[Dataset] = None) -> bool:
     """Check config.promotion's conditions against the evaluation results and the registry's
     currently promoted model; writes the decision and its reasons; returns whether to promote.
+
     eval_rows, when given, is the gated per-episode evaluation the results summarise: the
-    decision then waits for that gate and records how many episodes it rests on."""
+    decision then rests on metrics recomputed from those rows, and a results file that
+    disagrees with them (a metric off by more than 1e-9) stops the step, naming model and
+    metric.
+    """
     import json
 
     from selfcorrect import promote, storage
 
     table = json.loads(storage.read_text(results.path))
+    if eval_rows is not None:
+        from collections import defaultdict
+
+        from selfcorrect.evaluate import METRICS, self_correction_metrics
+        from selfcorrect.records import EvalRow, read
+
+        pairs = defaultdict(list)
+        for r in read(eval_rows.path, EvalRow):
+            pairs[r.model].append((r.correct_t1, r.correct_t2))
+        for name in ("trained", "base"):
+            if name not in pairs:
+                raise ValueError(f"{eval_rows.path}: no eval rows for the {name!r} model")
+            recomputed = self_correction_metrics(pairs[name])
+            for key in METRICS:
+                if abs(recomputed[key] - table[name][key]) > 1e-9:
+                    raise ValueError(f"{results.path}: {name} {key} = {table[name][key]!r}, but "
+                                     f"its gated eval rows give {recomputed[key]!r}")
+            table[name] = {**table[name], **recomputed}
+        decision.metadata["trained_episodes"] = len(pairs["trained"])
     registry = promote.registry_uri(config)
     current = promote.read_current(registry)
     verdict = promote.decide(table["trained"], table["base"], current, config["promotion"])
@@ -23,10 +46,6 @@ def decide_promotion(config: dict, results: Input[Dataset], decision: Output[Mar
     decision.metadata.update({"promote": verdict.promote, "reasons": verdict.reasons,
                               "registry": registry,
                               "current": current.get("id") if current else ""})
-    if eval_rows is not None:
-        from selfcorrect.records import EvalRow, read
-        trained = [r for r in read(eval_rows.path, EvalRow) if r.model == "trained"]
-        decision.metadata["trained_episodes"] = len(trained)
     return verdict.promote
 
 

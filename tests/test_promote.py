@@ -102,3 +102,30 @@ def test_compiled_pipeline_gates_promotion_with_a_condition(tmp_path):
     assert "decide-promotion-Output" in condition and condition.endswith("== true")
     inner = ir["components"][gate["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
     assert set(inner) == {"promote-model"}
+
+
+def test_decision_rests_on_gated_eval_rows_and_refuses_results_that_disagree(tmp_path):
+    from types import SimpleNamespace
+
+    from selfcorrect import evaluate
+    from selfcorrect.components import decide_promotion
+    from selfcorrect.records import EvalRow, write_jsonl
+
+    art = lambda name: SimpleNamespace(path=str(tmp_path / name), metadata={})  # noqa: E731
+    row = lambda m, i, t1, t2: EvalRow(m, f"p{i}", 0, "math", "all", t1, t2, 0.1, False)  # noqa: E731
+    rows = [row("base", 0, False, False), row("base", 1, True, True),
+            row("trained", 0, False, True), row("trained", 1, True, True)]
+    write_jsonl(str(tmp_path / "rows"), rows)
+    summary = lambda m: evaluate.self_correction_metrics(  # noqa: E731
+        [(r.correct_t1, r.correct_t2) for r in rows if r.model == m])
+    cfg = config.load("tiny", overrides=[f"output_dir={tmp_path}"]).to_dict()
+    (tmp_path / "results").write_text(json.dumps({"base": summary("base"), "trained": summary("trained")}))
+    decision = art("decision")
+    assert decide_promotion.python_func(config=cfg, results=art("results"), decision=decision,
+                                        eval_rows=art("rows")) is True       # 100% vs 50%
+    assert decision.metadata["trained_episodes"] == 2
+    (tmp_path / "results").write_text(json.dumps({"base": summary("base"),
+                                                  "trained": {**summary("trained"), "accuracy_t2": 0.25}}))
+    with pytest.raises(ValueError, match="trained accuracy_t2 = 0.25, but its gated eval rows give 1.0"):
+        decide_promotion.python_func(config=cfg, results=art("results"), decision=art("d2"),
+                                     eval_rows=art("rows"))
