@@ -22,7 +22,7 @@ def filter_problems(config: dict, problems: Input[Dataset], verdicts: Input[Data
     d = cfg_mod.from_dict(config).data
     rows = read(problems.path, Problem)
     counts = {"always_solved": 0, "never_solved": 0, "no_verdicts": 0, "kept": len(rows)}
-    if d.drop_always_solved or d.drop_never_solved:
+    if d.filters:
         rows, counts = difficulty_filter(rows, read(verdicts.path, Verdict),
                                          drop_always=d.drop_always_solved,
                                          drop_never=d.drop_never_solved)

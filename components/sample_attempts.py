@@ -12,8 +12,9 @@ def sample_attempts(config: dict, problems: Input[Dataset], model: Input[Model],
 
     difficulty_probe: when config.data.drop_always_solved or drop_never_solved is on, also
     data.filter_samples first attempts per train problem at data.filter_temperature (0: at
-    train.temperature, the training policy's sampling; turn 1 only, samples 0..k-1), so verify_attempts judges them and filter_problems can drop the
-    problems the model always or never solves. Off, or with both flags off: `split` only.
+    train.temperature, the training policy's sampling; turn 1 only, samples 0..k-1), so
+    verify_attempts judges them and filter_problems can drop the problems the model always
+    or never solves. Off, or with both flags off: `split` only.
     """
     from selfcorrect import config as cfg_mod
     from selfcorrect import models, rollout

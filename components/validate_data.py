@@ -11,7 +11,7 @@ def validate_data(kind: str, data: Input[Dataset], report: Output[Markdown],
                   task_name: str = ""):
     """Great Expectations gate: writes a report and fails the step when the data is bad.
 
-    kind: problems, attempts, verdicts or eval_rows; data: JSONL or Parquet. report: the
+    kind: problems, attempts, verdicts, train_steps or eval_rows; data: JSONL or Parquet. report: the
     Markdown summary (failing expectations with example rows); data_docs: GX's Data Docs
     page. Shares and quarantine come from config["gates"] (selfcorrect.config.GateConfig;
     the suites' defaults when config is empty). clean is what the next step reads: with

@@ -17,15 +17,29 @@ LABELS = {"accuracy_t1": "Accuracy@t1", "accuracy_t2": "Accuracy@t2", "delta": "
           "delta_i_to_c": "Delta_i->c", "delta_c_to_i": "Delta_c->i"}
 
 
+def keyed_turn_pairs(rows, value) -> list[tuple[tuple[str, int], object, object]]:
+    """((problem_id, sample), value at turn 1, value at turn 2) per episode that has both
+    turns, in key order. `rows` are Attempts or Verdicts; `value(row)` picks what to pair."""
+    turns: dict[tuple[str, int], dict[int, object]] = defaultdict(dict)
+    for row in rows:
+        turns[(row.problem_id, row.sample)][row.turn] = value(row)
+    return [(key, t[1], t[2]) for key, t in sorted(turns.items()) if 1 in t and 2 in t]
+
+
 def turn_pairs(rows, value) -> list[tuple]:
     """(value at turn 1, value at turn 2) per (problem, sample) that has both turns, in key order.
 
     `rows` are Attempts or Verdicts; `value(row)` picks what to pair (e.g. `.correct`).
     """
-    turns: dict[tuple[str, int], dict[int, object]] = defaultdict(dict)
-    for row in rows:
-        turns[(row.problem_id, row.sample)][row.turn] = value(row)
-    return [(t[1], t[2]) for _, t in sorted(turns.items()) if 1 in t and 2 in t]
+    return [(first, second) for _, first, second in keyed_turn_pairs(rows, value)]
+
+
+def check_known(verdicts: list[Verdict], ids) -> None:
+    """KeyError naming the first verdict whose problem is not among `ids`."""
+    for v in verdicts:
+        if v.problem_id not in ids:
+            raise KeyError(f"verdict (sample {v.sample}, turn {v.turn}) names problem "
+                           f"{v.problem_id!r}, which is not among the problems")
 
 
 def pair_outcomes(verdicts: list[Verdict]) -> list[tuple[bool, bool]]:
@@ -135,16 +149,17 @@ def answer_repeat_share(attempts: list[Attempt]) -> float:
     ...                      A("q", 1, "it is 3"), A("q", 2, "no: 4")])
     0.5
     """
+    pairs = turn_pairs(attempts, lambda a: a.completion)
+    return sum(same_answer(a, b) for a, b in pairs) / len(pairs) if pairs else 0.0
+
+
+def same_answer(first: str, second: str) -> bool:
+    """Whether the second attempt's final answer (math extraction) repeats the first's;
+    when neither has an extractable answer, whether the whole texts agree."""
     from selfcorrect.verify.math import extract_answer
 
-    pairs = turn_pairs(attempts, lambda a: a.completion)
-    if not pairs:
-        return 0.0
-    same = 0
-    for first, second in pairs:
-        x, y = extract_answer(first), extract_answer(second)
-        same += (x == y) if (x is not None or y is not None) else first.strip() == second.strip()
-    return same / len(pairs)
+    x, y = extract_answer(first), extract_answer(second)
+    return (x == y) if (x is not None or y is not None) else first.strip() == second.strip()
 
 
 def grouped_metrics(verdicts: list[Verdict], problems: list[Problem], by, **ci) -> dict[str, dict]:
@@ -153,11 +168,9 @@ def grouped_metrics(verdicts: list[Verdict], problems: list[Problem], by, **ci) 
     A verdict naming an unknown problem raises KeyError naming it.
     """
     label = {p.id: by(p) for p in problems}
+    check_known(verdicts, label)
     groups: dict[str, list[Verdict]] = defaultdict(list)
     for v in verdicts:
-        if v.problem_id not in label:
-            raise KeyError(f"verdict (sample {v.sample}, turn {v.turn}) names problem "
-                           f"{v.problem_id!r}, which is not among the problems")
         groups[label[v.problem_id]].append(v)
     out = {}
     for name in sorted(groups):
@@ -206,25 +219,14 @@ def eval_rows(model: str, verdicts: list[Verdict], attempts: list[Attempt],
     An episode whose attempts are missing gets edit ratio 0 only if both texts are absent;
     a verdict naming an unknown problem raises KeyError naming it.
     """
-    from selfcorrect.verify.math import extract_answer
-
     by_id = {p.id: p for p in problems}
+    check_known(verdicts, by_id)
     texts = {(a.problem_id, a.sample, a.turn): a.completion for a in attempts}
-    outcomes: dict[tuple[str, int], dict[int, bool]] = defaultdict(dict)
-    for v in verdicts:
-        if v.problem_id not in by_id:
-            raise KeyError(f"verdict (sample {v.sample}, turn {v.turn}) names problem "
-                           f"{v.problem_id!r}, which is not among the problems")
-        outcomes[(v.problem_id, v.sample)][v.turn] = v.correct
     rows = []
-    for (pid, sample), turns in sorted(outcomes.items()):
-        if 1 not in turns or 2 not in turns:
-            continue
+    for (pid, sample), ok1, ok2 in keyed_turn_pairs(verdicts, lambda v: v.correct):
         first, second = texts.get((pid, sample, 1), ""), texts.get((pid, sample, 2), "")
-        x, y = extract_answer(first), extract_answer(second)
-        same = (x == y) if (x is not None or y is not None) else first.strip() == second.strip()
         rows.append(EvalRow(model, pid, sample, by_id[pid].task, difficulty(by_id[pid]),
-                            turns[1], turns[2], edit_distance_ratio(first, second), same))
+                            ok1, ok2, edit_distance_ratio(first, second), same_answer(first, second)))
     return rows
 
 
