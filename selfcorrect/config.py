@@ -123,7 +123,7 @@ class TrainConfig:
     beta1: float = 0.01             # KL on both attempts (Stage II), on attempt 2 (Stage I)
     beta2: float = 0.1              # Stage I KL on attempt 1 (0.25 for code in the paper)
     baseline: str = choice("rloo", "rloo", "mean", "none")
-    kl_estimator: str = choice("k3", "k3", "k1", "k2")
+    kl_estimator: str = choice("k2", "k2", "k3")  # k2: grad of KL(pi||ref), the paper's; k3: reverse KL
     zero_stage: int = choice(0, 0, 1, 2, 3)
     gradient_accumulation_steps: int = 1
     gradient_clipping: float = 1.0

@@ -89,6 +89,77 @@ def test_kl_gradient_pulls_towards_the_reference():
         assert logp.grad[0] > 0 and logp.grad[1] < 0, estimator
 
 
+def _exact_and_estimated_kl_gradients(estimator: str, seed: int = 0):
+    """On a 7-token vocabulary: grad_theta of the estimator's expectation under pi (samples
+    fixed, as in the loss), and of the exact KL(pi || ref) and KL(ref || pi); pi = softmax(theta)."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = torch.log_softmax(torch.randn(7, generator=g, dtype=torch.float64), -1)
+    logp = torch.log_softmax(theta, -1)
+    # E_{y ~ pi}[k(y)] with the sampling weights held fixed: what averaging the loss over
+    # many sampled tokens converges to
+    estimated = (logp.exp().detach() * obj.kl_per_token(logp, ref, estimator)).sum()
+    (g_est,) = torch.autograd.grad(estimated, theta)
+    logp = torch.log_softmax(theta, -1)
+    forward = (logp.exp() * (logp - ref)).sum()                       # KL(pi || ref)
+    (g_fwd,) = torch.autograd.grad(forward, theta)
+    logp = torch.log_softmax(theta, -1)
+    reverse = (ref.exp() * (ref - logp)).sum()                        # KL(ref || pi)
+    (g_rev,) = torch.autograd.grad(reverse, theta)
+    return g_est, g_fwd, g_rev
+
+
+def test_default_estimator_gradient_is_the_papers_kl_exactly():
+    default = TrainConfig().kl_estimator
+    for seed in range(5):
+        g_est, g_fwd, g_rev = _exact_and_estimated_kl_gradients(default, seed)
+        assert torch.allclose(g_est, g_fwd, atol=1e-12), seed
+        assert not torch.allclose(g_est, g_rev, atol=1e-3), seed
+
+
+def test_k3_gradient_is_the_reverse_kl_and_k1_gradient_vanishes():
+    for seed in range(5):
+        g_est, g_fwd, g_rev = _exact_and_estimated_kl_gradients("k3", seed)
+        assert torch.allclose(g_est, g_rev, atol=1e-12), seed
+        assert not torch.allclose(g_est, g_fwd, atol=1e-3), seed
+        g_k1, _, _ = _exact_and_estimated_kl_gradients("k1", seed)
+        assert torch.allclose(g_k1, torch.zeros_like(g_k1), atol=1e-12), seed
+
+
+def test_k2_loss_gradient_matches_the_exact_kl_by_sampling():
+    """Through reinforce_loss itself: the average over many sampled tokens of the loss's
+    gradient (advantage 0, beta 1) approaches grad KL(pi || ref)."""
+    g = torch.Generator().manual_seed(1)
+    theta = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = torch.log_softmax(torch.randn(5, generator=g, dtype=torch.float64), -1)
+    logp_all = torch.log_softmax(theta, -1)
+    y = torch.multinomial(logp_all.exp().detach(), 200_000, replacement=True, generator=g)
+    logp = logp_all[y][None]
+    loss, _ = obj.reinforce_loss(logp, ref[y][None], torch.ones_like(logp), torch.zeros(1),
+                                 torch.ones(1, dtype=torch.float64), normaliser=y.numel())
+    (g_loss,) = torch.autograd.grad(loss.sum(), theta)
+    logp_all = torch.log_softmax(theta, -1)
+    forward = (logp_all.exp() * (logp_all - ref)).sum()
+    (g_fwd,) = torch.autograd.grad(forward, theta)
+    assert torch.allclose(g_loss, g_fwd, atol=0.02)
+
+
+def test_k1_is_refused_as_a_loss_term():
+    logp = torch.zeros(1, 2, requires_grad=True)
+    with pytest.raises(ValueError, match="k1.*expected gradient is 0"):
+        obj.reinforce_loss(logp, torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1), torch.ones(1),
+                           normaliser=1, kl_estimator="k1")
+
+
+def test_reported_kl_is_the_unbiased_k3_value_whatever_the_estimator():
+    logp = torch.log(torch.tensor([[0.5, 0.25]]))
+    ref = torch.log(torch.tensor([[0.25, 0.5]]))
+    for estimator in obj.LOSS_ESTIMATORS:
+        _, kl = obj.reinforce_loss(logp, ref, torch.ones(1, 2), torch.zeros(1), torch.ones(1),
+                                   normaliser=1, kl_estimator=estimator)
+        assert torch.allclose(kl, obj.kl_per_token(logp, ref, "k3"))
+
+
 # ------------------------------------------------------------------ packing and masks
 
 def test_pack_masks_only_generated_tokens():
@@ -117,7 +188,7 @@ def test_loss_ignores_prompt_and_padding_positions():
 
 # ------------------------------------------------------------------ the loss
 
-def toy(stage, r1, r2, *, beta1=0.01, beta2=0.1, estimator="k3"):
+def toy(stage, r1, r2, *, beta1=0.01, beta2=0.1, estimator="k2"):
     """One problem, k = 2 samples: rows [y1 of s0, y1 of s1, y2 of s0, y2 of s1], 2 tokens each."""
     logp = torch.log(torch.tensor([[0.5, 0.4], [0.2, 0.9], [0.6, 0.3], [0.7, 0.1]])).requires_grad_()
     ref = torch.log(torch.tensor([[0.4, 0.4], [0.3, 0.8], [0.5, 0.5], [0.6, 0.2]]))
@@ -132,14 +203,14 @@ def toy(stage, r1, r2, *, beta1=0.01, beta2=0.1, estimator="k3"):
 
 def test_stage2_loss_value_by_hand():
     # r1 = [1, 0], r2 = [1, 1] -> A1 = [1, -1]; shaped [1, 11] -> A2 = [-10, 10]; beta1 on both
-    loss, logp, ref, mask = toy(2, [1.0, 0.0], [1.0, 1.0], estimator="k1")
+    loss, logp, ref, mask = toy(2, [1.0, 0.0], [1.0, 1.0])
     lp, rf = logp.detach(), ref
     adv = torch.tensor([1.0, -1.0, -10.0, 10.0])[:, None]
-    per_token = (-adv * lp + 0.01 * (lp - rf)) * mask
+    per_token = (-adv * lp + 0.01 * (lp - rf) ** 2 / 2) * mask    # k2 = d^2 / 2
     expected = per_token.sum() / 2 / 2                     # / N = 2, mean over 2 episodes
     assert loss.item() == pytest.approx(expected.item())
-    # d loss / d log pi = (-A + beta) * mask / (N * episodes)
-    assert torch.allclose(logp.grad, (-adv + 0.01) * mask / 4)
+    # d loss / d log pi = (-A + beta * d) * mask / (N * episodes)
+    assert torch.allclose(logp.grad, (-adv + 0.01 * (lp - rf)) * mask / 4)
 
 
 def test_signs_rewarded_tokens_go_up_penalised_go_down():
@@ -175,7 +246,7 @@ def test_gamma0_stage1_attempt1_gets_no_reward_gradient():
     _, b, _, _ = toy(1, [0.0, 1.0], [0.0, 1.0], beta2=0.1)
     assert torch.equal(a.grad[:2], b.grad[:2])
     d = (a.detach() - ref)[:2]
-    assert torch.allclose(a.grad[:2], 0.1 * (1 - torch.exp(-d)) * mask[:2] / 4)   # d k3 / d log pi
+    assert torch.allclose(a.grad[:2], 0.1 * d * mask[:2] / 4)   # d k2 / d log pi = d
 
 
 def test_micro_batches_sum_to_the_full_batch():

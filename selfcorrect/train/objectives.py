@@ -16,7 +16,9 @@ Loss (REINFORCE with a KL penalty, gamma = 0), for one episode:
     Stage II (Eq. 4): A_1 = adv(r1),      beta_1 = beta1;  A_2 = adv(r2 + alpha (r2 - r1)), beta_2 = beta1
 
 gamma = 0: each attempt's tokens carry only that attempt's advantage. A is a constant
-(no gradient). pi_T = softmax(logits / T): the distribution the samples came from.
+(no gradient). pi_T = softmax(logits / T): the distribution the samples came from. KL_t is
+the k2 estimator by default, whose expected gradient is that of the paper's KL(pi || pi_ref)
+(see kl_per_token).
 
 Normalisation: each attempt's token sum is divided by a constant N (the generation budget,
 max_new_tokens), then averaged over episodes. With a constant divisor the gradient is the
@@ -92,14 +94,26 @@ def token_entropy(logits: Tensor, temperature: float) -> Tensor:
 
 # ---------------------------------------------------------------- KL against the reference
 
-def kl_per_token(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
-    """Per-token sample estimators of KL(pi || pi_ref) at tokens drawn from pi (Schulman, 2020).
+#: estimators accepted as a loss term, with the divergence whose gradient they follow
+LOSS_ESTIMATORS = {"k2": "KL(pi || pi_ref)", "k3": "KL(pi_ref || pi)"}
 
-    With log-ratio d = log pi - log pi_ref:
-        k1 = d                      unbiased, can be negative; as a loss its expected gradient is 0
-        k2 = d^2 / 2                biased, >= 0; gradient d * grad log pi (the per-token KL gradient)
-        k3 = exp(-d) - 1 + d        unbiased, >= 0 (GRPO's choice)
-    All three are 0 where pi = pi_ref.
+
+def kl_per_token(logp: Tensor, ref_logp: Tensor, estimator: str = "k2") -> Tensor:
+    """Per-token sample estimators of KL(pi || pi_ref) at tokens y drawn from pi (Schulman, 2020).
+
+    With log-ratio d = log pi(y) - log pi_ref(y), and what each does *as a loss term* (the
+    samples fixed, the gradient taken through log pi):
+
+        k1 = d               value: unbiased for KL(pi || pi_ref); gradient: E[grad log pi] = 0,
+                             so as a loss it turns the penalty off (refused by the loss)
+        k2 = d^2 / 2         value: biased, >= 0; gradient: E[d grad log pi] = grad KL(pi || pi_ref),
+                             the paper's penalty exactly (the default)
+        k3 = exp(-d) - 1 + d value: unbiased for KL(pi || pi_ref), >= 0; gradient:
+                             E[(1 - e^-d) grad log pi] = grad KL(pi_ref || pi), the *reverse* KL
+                             (GRPO's choice; accepted, documented)
+
+    tests/test_train_objectives.py checks both gradients against the exact divergences on a
+    small vocabulary. All three are 0 where pi = pi_ref.
     """
     d = logp - ref_logp
     if estimator == "k1":
@@ -170,19 +184,28 @@ def stage_terms(stage: int, r1: Tensor, r2: Tensor, *, alpha: float, beta1: floa
 # ---------------------------------------------------------------- the loss
 
 def reinforce_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, advantage: Tensor, beta: Tensor,
-                   *, normaliser: float, kl_estimator: str = "k3") -> tuple[Tensor, Tensor]:
+                   *, normaliser: float, kl_estimator: str = "k2") -> tuple[Tensor, Tensor]:
     """Per-row loss sum_t mask * (-A * log pi + beta * KL_t) / N, and the per-token KL.
 
     logp, ref_logp, mask: [R, L]; advantage, beta: [R] (detached; one row = one attempt).
-    Returns (loss [R], kl [R, L]). Sum the rows of an episode, average over episodes.
+    KL_t is `kl_estimator` (k2: the gradient of the paper's KL(pi || pi_ref); k3: of the
+    reverse KL; k1 is refused: as a loss its expected gradient is 0).
+    Returns (loss [R], kl [R, L]); kl is the k3 *value* (unbiased for KL(pi || pi_ref), >= 0),
+    reported as the metric whichever estimator drives the gradient. Sum the rows of an
+    episode, average over episodes.
     """
-    kl = kl_per_token(logp, ref_logp.detach(), kl_estimator)
-    per_token = -advantage.detach()[:, None] * logp + beta[:, None] * kl
-    return (per_token * mask).sum(-1) / normaliser, kl
+    if kl_estimator not in LOSS_ESTIMATORS:
+        raise ValueError(f"kl_estimator: {kl_estimator!r} cannot be a loss term; use one of "
+                         f"{', '.join(LOSS_ESTIMATORS)} (k1's expected gradient is 0: it would "
+                         "switch the KL penalty off)")
+    ref_logp = ref_logp.detach()
+    penalty = kl_per_token(logp, ref_logp, kl_estimator)
+    per_token = -advantage.detach()[:, None] * logp + beta[:, None] * penalty
+    return (per_token * mask).sum(-1) / normaliser, kl_per_token(logp.detach(), ref_logp, "k3")
 
 
 def episode_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, terms: StageTerms, episodes: slice,
-                 *, normaliser: float, kl_estimator: str = "k3") -> tuple[Tensor, Tensor]:
+                 *, normaliser: float, kl_estimator: str = "k2") -> tuple[Tensor, Tensor]:
     """Mean over episodes of the SCoRe loss, for rows [attempt 1 of each episode..., attempt 2 ...].
 
     `episodes` selects the episodes (in flattened [P * k] order) whose rows these are, so a step
