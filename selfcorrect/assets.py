@@ -36,7 +36,11 @@ def fetch_demo_model(dest: str) -> Path:
 
 
 def build_deepspeed_ops() -> None:
-    """JIT-build DeepSpeed's shared-memory comm op once (about a minute; cached in ~/.cache)."""
+    """JIT-build DeepSpeed's shared-memory comm op once (about a minute; cached per environment,
+    see selfcorrect.train.engine.extension_cache)."""
+    from selfcorrect.train.engine import extension_cache
+
+    extension_cache()
     from deepspeed.accelerator import get_accelerator
 
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")

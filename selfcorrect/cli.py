@@ -69,6 +69,8 @@ SUBCOMMANDS = {
     "schedules": ("selfcorrect.pipelines.cluster:main_schedules", "list or delete recurring runs"),
     "evaluate": ("selfcorrect.evaluate_cli:main", "evaluate model folders on a problems file"),
     "prepare": ("selfcorrect.data.prepare:main", "build Problem JSONL from a problem source"),
+    "pretrain": ("selfcorrect.testbed:main", "pretrain the testbed model from scratch (chain task)"),
+    "repro": ("selfcorrect.repro:main", "the paper's rows on the testbed: table and plots"),
 }
 
 

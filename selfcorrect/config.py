@@ -7,6 +7,7 @@ and what it accepts.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -46,7 +47,7 @@ class ModelConfig:
 class DataConfig:
     """Where problems come from (selfcorrect.data.prepare); file sources read `path`."""
     source: str = choice("arithmetic", "arithmetic", "algebra", "reasoning_gym", "humaneval",
-                         "math", "gsm8k", "mbpp", "generic")
+                         "math", "gsm8k", "mbpp", "generic", "chain")
     path: str = ""             # math/gsm8k/mbpp/generic: a .jsonl or .parquet file, local or gs://
     n_train: int = 16          # at most this many train problems (file order; generated: exactly)
     n_eval: int = 16
@@ -57,6 +58,8 @@ class DataConfig:
     gym_dataset: str = choice("gsm_symbolic", "gsm_symbolic", "basic_arithmetic", "chain_sum",
                               "simple_equations", "products", "fraction_simplification",
                               "leg_counting")  # reasoning_gym: which generator (offline)
+    chain_steps: int = 3       # chain (the testbed task): +/- steps per problem ...
+    chain_hard_share: float = 0.5  # ... and the share of problems with one carry/borrow step
     seed: int = 0
     drop_always_solved: bool = False  # difficulty filter over base-model verdicts (train split)
     drop_never_solved: bool = False
@@ -73,7 +76,9 @@ class DataConfig:
         if not self.operations or set(self.operations) - set("+-*"):
             raise ConfigError("data.operations: use one or more of '+', '-', '*' (e.g. '+-')")
         _positive(self, "n_train", "n_eval", "digits", "max_prompt_chars", "filter_samples",
-                  prefix="data")
+                  "chain_steps", prefix="data")
+        if not 0.0 <= self.chain_hard_share <= 1.0:
+            raise ConfigError(f"data.chain_hard_share: must be within [0, 1], got {self.chain_hard_share}")
         if self.filter_temperature < 0:
             raise ConfigError("data.filter_temperature: must be >= 0 (0 samples at "
                               "train.temperature; greedy decoding is not offered: k greedy "
@@ -256,6 +261,38 @@ class GateConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """The testbed model (selfcorrect.testbed): a small GPT-2-shaped transformer with a
+    character tokenizer, pretrained from scratch on two-turn chain-arithmetic traces written
+    by a noisy student (selfcorrect.data.chain). Problems come from `data` (chain source),
+    train split only; the eval split is never seen."""
+    traces: int = 20000          # two-turn episodes generated for pretraining (train problems, resampled)
+    problems: int = 4000         # distinct train-split problems the traces are written for
+    steps: int = 600
+    batch_size: int = 64
+    learning_rate: float = 3.0e-3
+    warmup_steps: int = 30
+    layers: int = 3
+    hidden: int = 64
+    heads: int = 4
+    p_hard: float = 0.6          # student: forgets a carry/borrow on a hard step
+    p_easy: float = 0.03         # student: off by one on any other step
+    p_copy: float = 0.5          # student: attempt 2 copies attempt 1 (else a fresh attempt)
+    seed: int = 0
+
+    def __post_init__(self):
+        _positive(self, "traces", "problems", "steps", "batch_size", "layers", "hidden", "heads",
+                  prefix="pretrain")
+        if self.hidden % self.heads:
+            raise ConfigError("pretrain.hidden: must be a multiple of pretrain.heads")
+        for name in ("p_hard", "p_easy", "p_copy"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"pretrain.{name}: a probability within [0, 1], got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"pretrain.learning_rate: must be > 0, got {self.learning_rate}")
+
+
+@dataclass
 class PromptConfig:
     """Templates; empty means the task's default from prompts.py (the paper's App. C)."""
     attempt1: str = ""
@@ -277,6 +314,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
     gates: GateConfig = field(default_factory=GateConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -300,6 +338,9 @@ def _coerce(key: str, value: Any, typ: str):
             return value
     elif typ == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads `5e-4` (no dot) as a string; it is a float to any reader
+        if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(?:\.\d*)?[eE][-+]?\d+", value.strip()):
             return float(value)
     elif typ == "str":
         if isinstance(value, str):

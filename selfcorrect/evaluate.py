@@ -136,6 +136,10 @@ def difficulty(problem: Problem) -> str:
         return f"{op} {max(len(a.lstrip('-')), len(b.lstrip('-')))}-digit"
     if m := _ALGEBRA_ID.match(problem.id):
         return f"ax+b {len(m.group(1))}-digit"
+    if problem.id.startswith("chain-"):
+        from selfcorrect.data.chain import hard_steps
+
+        return f"chain, {hard_steps(problem.prompt)} hard step(s)"
     return "all"
 
 

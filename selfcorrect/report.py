@@ -96,11 +96,13 @@ def _figures(models: dict[str, dict], training: dict[str, dict]) -> list[tuple[s
             continue
         fig, ax = plt.subplots(figsize=(5, 3.5))
         xs = [s["step"] for s in steps]
-        for key in ("reward_t1", "reward_t2"):
+        keys = [k for k in ("reward_t1", "reward_t2") if k in steps[0]] or ["loss"]  # RL or SFT
+        for key in keys:
             ax.plot(xs, [s[key] for s in steps], marker=".", label=key)
-        ax.set(xlabel="step", ylabel="mean reward", title=f"Training: {stage}")
+        what = "mean reward" if keys != ["loss"] else "SFT loss"
+        ax.set(xlabel="step", ylabel=what, title=f"Training: {stage}")
         ax.legend()
-        out.append((f"Training curve of {stage} (rewards per turn on the training batch).",
+        out.append((f"Training curve of {stage} ({what} per step on the training batch).",
                     _png(fig)))
     return out
 

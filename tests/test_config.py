@@ -41,7 +41,7 @@ def test_bad_keys_and_values_name_the_key(item, words):
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(ConfigError, match="demo, tiny"):
+    with pytest.raises(ConfigError, match="demo, testbed, tiny"):
         config.load("huge")
 
 
@@ -58,3 +58,11 @@ def test_numbers_given_for_text_keys_are_taken_as_text():
     assert cfg.resources.cpu_limit == "8" and cfg.name == "2024"
     with pytest.raises(ConfigError, match="name: expected str"):
         config.load("tiny", overrides=["name=true"])
+
+
+def test_exponent_without_a_dot_is_a_float():
+    from selfcorrect import config
+
+    assert config.load("tiny", overrides=["train.learning_rate=5e-4"]).train.learning_rate == 5e-4
+    with pytest.raises(config.ConfigError, match="train.learning_rate: expected float"):
+        config.load("tiny", overrides=["train.learning_rate=fast"])

@@ -2,11 +2,12 @@ import doctest
 
 import pytest
 
-from selfcorrect import evaluate
-from selfcorrect.data import arithmetic
+from selfcorrect import baselines, evaluate, testbed
+from selfcorrect.data import arithmetic, chain
+from selfcorrect.train import sft
 
 
-@pytest.mark.parametrize("module", [evaluate, arithmetic])
+@pytest.mark.parametrize("module", [evaluate, arithmetic, chain, testbed, sft, baselines])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

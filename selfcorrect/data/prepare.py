@@ -24,7 +24,7 @@ from collections import defaultdict
 
 from selfcorrect import records, storage
 from selfcorrect.config import ConfigError, DataConfig, build
-from selfcorrect.data import algebra, arithmetic, gym, sources
+from selfcorrect.data import algebra, arithmetic, chain, gym, sources
 from selfcorrect.data.arithmetic import split_of
 from selfcorrect.records import Problem, RecordError
 
@@ -42,8 +42,12 @@ def normalise_prompt(prompt: str) -> str:
 
 def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
     """The run's problems, and counts of what each stage kept and removed."""
-    if cfg.source in ("arithmetic", "algebra", "reasoning_gym"):
-        if cfg.source == "arithmetic":
+    if cfg.source in ("arithmetic", "algebra", "reasoning_gym", "chain"):
+        if cfg.source == "chain":
+            rows = chain.generate(cfg.n_train, cfg.n_eval, steps=cfg.chain_steps,
+                                  hard_share=cfg.chain_hard_share, seed=cfg.seed,
+                                  eval_fraction=cfg.eval_fraction)
+        elif cfg.source == "arithmetic":
             rows = arithmetic.generate(cfg.n_train, cfg.n_eval, operations=cfg.operations,
                                        digits=cfg.digits, seed=cfg.seed, eval_fraction=cfg.eval_fraction)
         elif cfg.source == "reasoning_gym":

@@ -17,12 +17,13 @@ from selfcorrect.config import TrainConfig
 
 
 def ds_config(train: TrainConfig, *, micro_batch_size: int, gpu: bool,
-              warmup_steps: int = 0) -> dict:
+              warmup_steps: int = 0, total_steps: int = 0) -> dict:
     """DeepSpeed config dict. `micro_batch_size` counts episodes per backward pass.
 
     Adam/AdamW as in the paper (AdamW: weight decay 0.01, torch's default; Adam: none). On CPU
     the optimizer is torch's (`torch_adam`); on GPU DeepSpeed's fused Adam. Constant learning
-    rate unless `warmup_steps` > 0 (then linear WarmupLR from 0). bf16 only on GPU (on CPU
+    rate unless `warmup_steps` > 0 (then linear WarmupLR from 0); with `total_steps` > 0 the
+    rate then decays linearly to 0 at total_steps (WarmupDecayLR; the SFT trainer's schedule). bf16 only on GPU (on CPU
     it is far slower than fp32).
     """
     adamw = train.optimizer == "adamw"
@@ -41,11 +42,28 @@ def ds_config(train: TrainConfig, *, micro_batch_size: int, gpu: bool,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if warmup_steps > 0:
+    if total_steps > 0:
+        config["scheduler"] = {"type": "WarmupDecayLR", "params": {
+            "warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate,
+            "warmup_num_steps": max(1, warmup_steps), "total_num_steps": total_steps,
+            "warmup_type": "linear"}}
+    elif warmup_steps > 0:
         config["scheduler"] = {"type": "WarmupLR", "params": {
             "warmup_min_lr": 0.0, "warmup_max_lr": train.learning_rate,
             "warmup_num_steps": warmup_steps, "warmup_type": "linear"}}
     return config
+
+
+def extension_cache() -> None:
+    """Keep DeepSpeed's JIT-built ops per Python environment (`<venv>/torch_extensions`).
+
+    torch's default cache (~/.cache/torch_extensions) is shared by every environment, and the
+    op's build flags name the environment's include paths, so two virtual environments on one
+    machine rebuild it for each other (minutes each time). TORCH_EXTENSIONS_DIR, if set, wins.
+    """
+    import sys
+
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 
 
 def single_process_env() -> None:
@@ -59,19 +77,22 @@ def single_process_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def build(model: torch.nn.Module, train: TrainConfig, *, micro_batch_size: int):
+def build(model: torch.nn.Module, train: TrainConfig, *, micro_batch_size: int,
+          warmup_steps: int = 0, total_steps: int = 0):
     """deepspeed.initialize on the policy; returns the engine (engine.module is the model).
 
     The model stays in eval mode (dropout off): the training forward pass must score tokens
     under the same distribution that sampled them. Gradients flow in eval mode.
     """
+    extension_cache()
     import deepspeed
 
     single_process_env()
     gpu = torch.cuda.is_available()
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=ds_config(train, micro_batch_size=micro_batch_size, gpu=gpu))
+        config=ds_config(train, micro_batch_size=micro_batch_size, gpu=gpu,
+                         warmup_steps=warmup_steps, total_steps=total_steps))
     engine.module.eval()
     return engine
 

@@ -1,0 +1,180 @@
+"""`selfcorrect repro` (`make repro`): the paper's Table 2 rows on the testbed, end to end.
+
+Every row starts from the same pretrained testbed model (`make testbed`) and is trained and
+evaluated by the functions the pipeline's components call: SCoRe stages by
+selfcorrect.train.loop.run_stage (DeepSpeed), STaR and Pair-SFT by selfcorrect.baselines
+(their data built from the base model's own verified attempts, then selfcorrect.train.sft),
+evaluation by selfcorrect.evaluate_cli.evaluate_models (rollout, the Beam verification step,
+the evaluate metrics with bootstrap intervals). Rows run in-process, one after another:
+a kfp.local run per row would add ~100 s of orchestration to each of the ~22 runs.
+
+    base              two-turn prompting with the correction instruction (no training)
+    star              SFT on the base model's episodes whose attempt 2 is correct
+    pair_sft          SFT on [problem, an incorrect attempt, instruction, a correct attempt]
+    single_turn       RL on attempt 1 only (train.single_turn)
+    naive_multi_turn  Stage II objective from the base model, alpha = 0
+    score_no_stage1   Stage II from the base model, alpha = 10
+    score_no_bonus    Stage I, then Stage II with alpha = 0
+    score             Stage I, then Stage II (alpha = 10)
+
+Equal budgets: every trained row takes stage1_steps + stage2_steps gradient steps, and
+samples (stage1_steps + stage2_steps) * problems_per_step * samples_per_problem episodes
+(the SFT rows sample theirs from the base model up front). Each trained row runs for every
+seed; results land in <out>/rows/<row>-s<seed>.json, and a re-run skips what is there.
+Evaluation: greedy (the paper's) and sampled (eval.sampling_k episodes per problem at
+train.temperature), on the held-out eval split only; nothing is tuned on it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from selfcorrect import config as config_mod
+
+ROWS: dict[str, list[str]] = {
+    "base": [],
+    "star": [],
+    "pair_sft": [],
+    "single_turn": ["train.skip_stage1=true", "train.single_turn=true"],
+    "naive_multi_turn": ["train.skip_stage1=true", "train.alpha=0"],
+    "score_no_stage1": ["train.skip_stage1=true"],
+    "score_no_bonus": ["train.alpha=0"],
+    "score": [],
+}
+SFT_ROWS = ("star", "pair_sft")
+
+
+def row_config(base: config_mod.RunConfig, row: str, seed: int) -> config_mod.RunConfig:
+    sets = ROWS[row] + [f"train.seed={seed}"]
+    data = config_mod.merge(base.to_dict(), {})
+    for item in sets:
+        data = config_mod.merge(data, config_mod.parse_set(item))
+    cfg = config_mod.build(config_mod.RunConfig, data)
+    if cfg.train.skip_stage1:   # equal budget: Stage II takes Stage I's steps too
+        cfg.train.stage2_steps += cfg.train.stage1_steps
+        cfg.train.stage1_steps = 0
+    return cfg
+
+
+def train_row(cfg, row: str, base_model: str, problems, workdir: Path) -> tuple[str, dict]:
+    """Train one row; returns (model folder, training history per stage)."""
+    from selfcorrect import baselines
+    from selfcorrect.train.loop import run_stage
+
+    if row == "base":
+        return base_model, {}
+    if row in SFT_ROWS:
+        out = str(workdir / "model")
+        history = baselines.run(cfg, row, base_model, problems, out)
+        return out, {"sft": history}
+    history = {}
+    init = base_model
+    if not cfg.train.skip_stage1:
+        run_stage(cfg, 1, init_path=base_model, reference_path=base_model, problems=problems,
+                  output_dir=str(workdir / "stage1"))
+        history["stage1"] = json.loads((workdir / "stage1" / "metrics.json").read_text())["steps"]
+        init = str(workdir / "stage1")
+    run_stage(cfg, 2, init_path=init, reference_path=base_model, problems=problems,
+              output_dir=str(workdir / "model"))
+    history["stage2"] = json.loads((workdir / "model" / "metrics.json").read_text())["steps"]
+    return str(workdir / "model"), history
+
+
+def evaluate_row(cfg, name: str, model: str, problems_uri: str, workdir: Path) -> dict:
+    """Greedy and sampled evaluation on the eval split: {"greedy": ..., "sampled": ...}."""
+    from selfcorrect.evaluate_cli import evaluate_models
+
+    out = {}
+    greedy = dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, temperature=0.0))
+    out["greedy"] = evaluate_models({name: model}, problems_uri, str(workdir / "eval-greedy"),
+                                    greedy)[name]
+    k = max(2, cfg.eval.sampling_k)
+    sampled = dataclasses.replace(cfg, generate=dataclasses.replace(
+        cfg.generate, temperature=cfg.eval.sampling_temperature or cfg.train.temperature))
+    out["sampled"] = evaluate_models({name: model}, problems_uri, str(workdir / "eval-sampled"),
+                                     sampled, samples=k)[name]
+    return out
+
+
+def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_models: bool = False) -> dict:
+    from selfcorrect.data.prepare import prepare
+    from selfcorrect.records import write_jsonl
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    problems, _ = prepare(base_cfg.data)
+    problems_uri = str(out_dir / "problems.jsonl")
+    write_jsonl(problems_uri, problems)
+    train = [p for p in problems if p.split == "train"]
+    base_model = base_cfg.model.path
+    if not Path(base_model, "config.json").is_file():
+        raise FileNotFoundError(f"model.path: {base_model} holds no testbed model; `make testbed` "
+                                "builds it (selfcorrect pretrain --preset testbed)")
+    (out_dir / "rows").mkdir(exist_ok=True)
+    for row in rows:
+        for seed in ([0] if row == "base" else seeds):
+            done = out_dir / "rows" / f"{row}-s{seed}.json"
+            if done.is_file():
+                print(f"[repro] {row} seed {seed}: done before, skipped", flush=True)
+                continue
+            cfg = row_config(base_cfg, row, seed)
+            workdir = out_dir / "work" / f"{row}-s{seed}"
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            t0 = time.perf_counter()
+            model, history = train_row(cfg, row, base_model, train, workdir)
+            t1 = time.perf_counter()
+            result = evaluate_row(cfg, row, model, problems_uri, workdir)
+            t2 = time.perf_counter()
+            record = {"row": row, "seed": seed, "train_s": t1 - t0, "eval_s": t2 - t1,
+                      "config": cfg.to_dict(), "history": history,
+                      **{mode: {"summary": r["summary"], "edit_ratios": r["edit_ratios"],
+                                "per_difficulty": r["per_difficulty"]}
+                         for mode, r in result.items()}}
+            done.write_text(json.dumps(record, indent=1))
+            g, s = record["greedy"]["summary"], record["sampled"]["summary"]
+            print(f"[repro] {row} seed {seed}: greedy t1 {100 * g['accuracy_t1']:.1f} t2 "
+                  f"{100 * g['accuracy_t2']:.1f} | sampled t1 {100 * s['accuracy_t1']:.1f} t2 "
+                  f"{100 * s['accuracy_t2']:.1f} | train {t1 - t0:.0f} s, eval {t2 - t1:.0f} s",
+                  flush=True)
+            if not keep_models:
+                shutil.rmtree(workdir, ignore_errors=True)
+    from selfcorrect import repro_report
+
+    return repro_report.write(out_dir, rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="selfcorrect repro", description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="testbed")
+    p.add_argument("--config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated, from: " + ", ".join(ROWS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--output", default="results/repro")
+    p.add_argument("--keep-models", action="store_true")
+    args = p.parse_args(argv)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        print(f"repro: unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}", file=sys.stderr)
+        return 2
+    try:
+        cfg = config_mod.load(args.preset, args.config, args.set)
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except (config_mod.ConfigError, ValueError) as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    run(cfg, rows, seeds, Path(args.output), keep_models=args.keep_models)
+    print(f"[repro] wrote {args.output}/table.md, table.json and plots/ in "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The repro table and plots from <out>/rows/<row>-s<seed>.json (written by selfcorrect.repro).
+
+Per row and decoding mode (greedy, sampled): each metric's mean over seeds, its spread
+(min..max over seeds), and a 95% percentile-bootstrap interval over the eval episodes of all
+seeds pooled (resampling episodes; for one seed that is the usual per-model interval).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from selfcorrect.evaluate import LABELS, METRICS
+
+MODES = ("greedy", "sampled")
+
+
+def load_rows(out_dir: Path, order: list[str]) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for path in sorted((out_dir / "rows").glob("*.json")):
+        record = json.loads(path.read_text())
+        rows.setdefault(record["row"], []).append(record)
+    return {name: rows[name] for name in order if name in rows} | \
+        {name: recs for name, recs in rows.items() if name not in order}
+
+
+def aggregate(records: list[dict], mode: str) -> dict:
+    """Mean, min, max over seeds, and the seeds' pooled bootstrap interval (from each seed's
+    own interval ends, averaged: the per-seed intervals share the eval set)."""
+    out = {"seeds": len(records)}
+    for key in METRICS:
+        values = [r[mode]["summary"][key] for r in records]
+        lows = [r[mode]["summary"].get(f"{key}_ci_low", v) for r, v in zip(records, values)]
+        highs = [r[mode]["summary"].get(f"{key}_ci_high", v) for r, v in zip(records, values)]
+        out[key] = {"mean": sum(values) / len(values), "min": min(values), "max": max(values),
+                    "ci_low": sum(lows) / len(lows), "ci_high": sum(highs) / len(highs)}
+    for key in ("unchanged_share", "answer_repeat_share", "n"):
+        values = [r[mode]["summary"].get(key, 0.0) for r in records]
+        out[key] = sum(values) / len(values)
+    out["train_s"] = sum(r["train_s"] for r in records) / len(records)
+    out["eval_s"] = sum(r["eval_s"] for r in records) / len(records)
+    return out
+
+
+def markdown(table: dict[str, dict[str, dict]], mode: str) -> str:
+    head = ("| row | seeds | " + " | ".join(LABELS[k] for k in METRICS) +
+            " | y2 = y1 | train s/seed |")
+    rule = "|---" * (len(METRICS) + 4) + "|"
+    lines = [head, rule]
+    for name, modes in table.items():
+        m = modes[mode]
+        cells = []
+        for key in METRICS:
+            c = m[key]
+            spread = f" ±{50 * (c['max'] - c['min']):.1f}" if m["seeds"] > 1 else ""
+            sign = "+" if key == "delta" else ""
+            cells.append(f"{100 * c['mean']:{sign}.1f}{spread} "
+                         f"[{100 * c['ci_low']:.1f}, {100 * c['ci_high']:.1f}]")
+        lines.append(f"| {name} | {m['seeds']} | " + " | ".join(cells) +
+                     f" | {100 * m['unchanged_share']:.0f}% | {m['train_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def plots(rows: dict[str, list[dict]], table: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pdir = out_dir / "plots"
+    pdir.mkdir(exist_ok=True)
+    names = list(table)
+    written = []
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, mode in zip(axes, MODES):
+        for j, key in enumerate(("accuracy_t1", "accuracy_t2")):
+            means = [100 * table[n][mode][key]["mean"] for n in names]
+            err = [[100 * (table[n][mode][key]["mean"] - table[n][mode][key]["ci_low"]) for n in names],
+                   [100 * (table[n][mode][key]["ci_high"] - table[n][mode][key]["mean"]) for n in names]]
+            ax.bar([i + 0.4 * j for i in range(len(names))], means, 0.4, yerr=err, capsize=2,
+                   label=LABELS[key])
+        ax.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=35, ha="right")
+        ax.set_title(f"accuracy by turn ({mode})")
+        ax.set_ylabel("%")
+        ax.legend()
+    fig.tight_layout()
+    written.append(pdir / "accuracy_by_turn.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, mode in zip(axes, MODES):
+        for j, key in enumerate(("delta_i_to_c", "delta_c_to_i")):
+            ax.bar([i + 0.4 * j for i in range(len(names))],
+                   [100 * table[n][mode][key]["mean"] for n in names], 0.4, label=LABELS[key])
+        ax.set_xticks([i + 0.2 for i in range(len(names))], names, rotation=35, ha="right")
+        ax.set_title(f"wrong->right and right->wrong ({mode})")
+        ax.legend()
+    fig.tight_layout()
+    written.append(pdir / "flips.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(names), figsize=(2.4 * len(names), 2.6), sharey=True)
+    for ax, name in zip(list(axes) if len(names) > 1 else [axes], names):
+        ratios = [x for r in rows[name] for x in r["sampled"]["edit_ratios"]]
+        ax.hist(ratios, bins=20, range=(0, 1), weights=[1 / max(1, len(ratios))] * len(ratios))
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("edit ratio y1->y2")
+    fig.suptitle("edit-distance ratio between attempts (sampled); mass at 0 = copies")
+    fig.tight_layout()
+    written.append(pdir / "edit_ratio_hist.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    trained = [n for n in names if any(r["history"] for r in rows[n])]
+    if trained:
+        fig, axes = plt.subplots(1, len(trained), figsize=(2.8 * len(trained), 2.8), sharey=True)
+        for ax, name in zip(list(axes) if len(trained) > 1 else [axes], trained):
+            r = rows[name][0]
+            steps = [s for stage in ("stage1", "stage2") for s in r["history"].get(stage, [])]
+            if steps:
+                ax.plot([s["reward_t1"] for s in steps], label="reward t1")
+                ax.plot([s["reward_t2"] for s in steps], label="reward t2")
+                if r["history"].get("stage1"):
+                    ax.axvline(len(r["history"]["stage1"]) - 0.5, color="grey", lw=0.8)
+            else:
+                ax.plot([s["loss"] for s in r["history"].get("sft", [])], label="SFT loss")
+            ax.set_title(f"{name} (seed {r['seed']})", fontsize=8)
+            ax.set_xlabel("step")
+            ax.legend(fontsize=6)
+        fig.tight_layout()
+        written.append(pdir / "training_curves.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def write(out_dir: Path, order: list[str]) -> dict:
+    from selfcorrect import __version__
+
+    rows = load_rows(out_dir, order)
+    table = {name: {mode: aggregate(recs, mode) for mode in MODES} for name, recs in rows.items()}
+    md = [f"# SCoRe on the testbed (selfcorrect {__version__})", ""]
+    for mode in MODES:
+        md += [f"## {mode} decoding (eval split; % of all episodes; mean ±half-spread over seeds "
+               "[95% bootstrap interval])", "", markdown(table, mode), ""]
+    (out_dir / "table.md").write_text("\n".join(md))
+    (out_dir / "table.json").write_text(json.dumps({"version": __version__, "rows": table}, indent=2))
+    configs = out_dir / "configs"
+    configs.mkdir(exist_ok=True)
+    for name, recs in rows.items():
+        for r in recs:
+            (configs / f"{name}-s{r['seed']}.json").write_text(json.dumps(r["config"], indent=2))
+    plots(rows, table, out_dir)
+    return table

@@ -1,0 +1,135 @@
+"""The testbed: chain task, noisy student, character tokenizer, SFT rows, pretraining, baselines."""
+import random
+from collections import Counter
+
+import pytest
+
+from selfcorrect import baselines, config, prompts, testbed
+from selfcorrect.data import chain
+from selfcorrect.records import Attempt, Problem, Verdict
+from selfcorrect.train import sft
+from selfcorrect.verify import verify
+
+
+def test_chain_problems_are_solvable_split_and_half_hard():
+    ps = chain.generate(300, 300, steps=3, hard_share=0.5, seed=4)
+    assert Counter(p.split for p in ps) == {"train": 300, "eval": 300}
+    assert len({p.id for p in ps}) == 600
+    hard = Counter(chain.hard_steps(p.prompt) for p in ps)
+    assert set(hard) == {0, 1} and 240 < hard[1] < 360
+    for p in ps:
+        start, ops = chain.parse(p.prompt)
+        right = chain.solution(start, ops, chain.Student().values(start, ops))   # no rng: no errors
+        assert verify(p, right).correct and right.endswith("=" + p.answer)
+
+
+def test_chain_rejects_bad_settings_and_prompts():
+    with pytest.raises(ValueError, match="chain_hard_share"):
+        chain.generate(1, 1, hard_share=1.5)
+    with pytest.raises(ValueError, match="chain problem '4\\*5'"):
+        chain.parse("4*5")
+
+
+def test_student_errors_are_where_the_misconception_says():
+    st, rng = chain.Student(p_hard=0.6, p_easy=0.0, p_copy=0.5), random.Random(0)
+    hard = Problem("h", "math", "47+5", answer="52")       # carries
+    easy = Problem("e", "math", "41+5", answer="46")
+    wrong_hard = sum(not verify(hard, st.attempt(hard.prompt, rng)).correct for _ in range(2000))
+    assert 0.56 < wrong_hard / 2000 < 0.64
+    assert all(st.attempt(easy.prompt, rng) == "41+5=46" for _ in range(200))
+    assert st.attempt("47+5", random.Random(1)) in ("47+5=52", "47+5=42")   # off by ten
+    copies = sum(a == b for a, b in (st.episode("47+5+3", rng) for _ in range(2000)))
+    # copy with p 0.5, else a fresh attempt that agrees by chance (0.6^2 + 0.4^2 = 0.52)
+    assert 0.71 < copies / 2000 < 0.81
+
+
+def test_student_episodes_have_delta_zero_with_flips_both_ways():
+    st, rng = chain.Student(), random.Random(2)
+    ps = chain.generate(400, 1, seed=1)
+    pairs = [tuple(verify(p, a).correct for a in st.episode(p.prompt, rng)) for p in ps]
+    t1, t2 = (sum(x[i] for x in pairs) / len(pairs) for i in (0, 1))
+    assert 0.3 < t1 < 0.85 and abs(t2 - t1) < 0.06
+    assert sum(a and not b for a, b in pairs) > 10 and sum(b and not a for a, b in pairs) > 10
+
+
+def test_tokenizer_is_characters_with_a_chat_template():
+    tok = testbed.tokenizer()
+    ids = tok("47+5=52", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 7 and tok.decode(ids) == "47+5=52"
+    msgs = prompts.messages(Problem("p", "math", "47+5"), "47+5=42",
+                            config.PromptConfig(testbed.ATTEMPT1, testbed.CORRECTION))
+    text = prompts.render(tok, msgs)
+    assert text == ("<|user|>47+5<|end|><|assistant|>47+5=42<|end|><|user|>"
+                    f"{testbed.CORRECTION}<|end|><|assistant|>")
+    assert tok.eos_token == "<|end|>" and tok.pad_token_id != tok.eos_token_id
+
+
+def test_turn_rows_merge_turns_and_mask_only_answers():
+    tok = testbed.tokenizer()
+    msgs = prompts.messages(Problem("p", "math", "4+5"), "4+5=9",
+                            config.PromptConfig("{prompt}", "fix")) + \
+        [{"role": "assistant", "content": "4+5=8"}]
+    (ids, mask), = sft.turn_rows(tok, msgs)
+    targets = tok.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=False)
+    assert targets == "4+5=9<|end|>4+5=8<|end|>"
+    (ids2, mask2), = sft.turn_rows(tok, msgs, last_only=True)
+    assert ids2 == ids and tok.decode([t for t, m in zip(ids2, mask2) if m],
+                                      skip_special_tokens=False) == "4+5=8<|end|>"
+
+
+def test_pretrain_cli_writes_a_model_the_rollout_uses(tmp_path):
+    from selfcorrect import cli, models, rollout
+
+    out = tmp_path / "tb"
+    assert cli.main(["pretrain", "--output", str(out), "--set", "pretrain.steps=3",
+                     "--set", "pretrain.traces=50", "--set", "pretrain.problems=40",
+                     "--set", "pretrain.hidden=32", "--set", "pretrain.layers=1"]) == 0
+    for name in ("config.json", "tokenizer.json", "resolved_config.json", "metrics.json"):
+        assert (out / name).is_file(), name
+    cfg = config.load("testbed", overrides=[f"model.path={out}"])
+    model, tok = models.load(cfg.model, str(out))
+    eps = rollout.two_attempts(model, tok, [Problem("p", "math", "47+5", answer="52")],
+                               max_new_tokens=5, templates=cfg.prompts)
+    assert eps[0].first.prompt_ids[:1] == [tok.convert_tokens_to_ids("<|user|>")]
+
+
+def test_pretrain_refuses_another_task(capsys):
+    from selfcorrect import cli
+
+    assert cli.main(["pretrain", "--output", "x", "--set", "data.source=arithmetic"]) == 2
+    assert "data.source=chain" in capsys.readouterr().err
+
+
+def _records(pid, texts_ok):
+    attempts, verdicts = [], []
+    for sample, ((t1, ok1), (t2, ok2)) in enumerate(texts_ok):
+        attempts += [Attempt(pid, sample, 1, t1, "m"), Attempt(pid, sample, 2, t2, "m")]
+        verdicts += [Verdict(pid, sample, 1, ok1, float(ok1), "v"),
+                     Verdict(pid, sample, 2, ok2, float(ok2), "v")]
+    return attempts, verdicts
+
+
+def test_star_keeps_episodes_with_a_correct_second_attempt():
+    p = Problem("q", "math", "4+5", answer="9")
+    a, v = _records("q", [(("4+5=8", False), ("4+5=9", True)), (("4+5=9", True), ("4+5=8", False)),
+                          (("4+5=9", True), ("4+5=9", True))])
+    data = baselines.conversations("star", [p], a, v)
+    assert [(c[1]["content"], c[3]["content"]) for c in data] == [("4+5=8", "4+5=9"),
+                                                                   ("4+5=9", "4+5=9")]
+
+
+def test_pair_sft_pairs_an_incorrect_with_a_correct_attempt():
+    p = Problem("q", "math", "4+5", answer="9")
+    a, v = _records("q", [(("4+5=8", False), ("4+5=7", False)), (("4+5=9", True), ("4+5=9", True))])
+    data = baselines.conversations("pair_sft", [p], a, v, per_problem=10)
+    assert sorted((c[1]["content"], c[3]["content"]) for c in data) == [("4+5=7", "4+5=9"),
+                                                                       ("4+5=8", "4+5=9")]
+
+
+def test_baselines_refuse_unverified_attempts_and_unknown_methods():
+    p = Problem("q", "math", "4+5", answer="9")
+    a, v = _records("q", [(("4+5=8", False), ("4+5=9", True))])
+    with pytest.raises(ValueError, match="without a verdict.*'q' sample 0 turn 2"):
+        baselines.conversations("star", [p], a, v[:1])
+    with pytest.raises(ValueError, match="method: 'dpo'"):
+        baselines.conversations("dpo", [p], a, v)
