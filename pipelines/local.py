@@ -9,11 +9,14 @@ from pathlib import Path
 from selfcorrect.config import RunConfig
 
 
-def run_local(cfg: RunConfig) -> dict:
-    """Run the DAG; returns {"results", "run_dir", "pipeline_root", "seconds"}.
+def run_local(cfg: RunConfig, console=None) -> dict:
+    """Run the DAG; returns {"results", "run_dir", "pipeline_root", "seconds", "logs"}.
 
     Steps run one after another as subprocesses of this very interpreter (kfp.local puts
     sys.executable in place of the image's `python3`), so the installed package is used.
+    With a rich `console`, kfp.local's output goes to one log file per task (named by the
+    tasks' display names, under <pipeline root>/logs/<start time>/) and the console gets one
+    line per finished task (pipelines/progress.py); without one, it goes to stdout as is.
     """
     from kfp import local
 
@@ -28,11 +31,28 @@ def run_local(cfg: RunConfig) -> dict:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
     started = time.time()
-    task = score_pipeline(config=cfg.to_dict())
+    logs = root / "logs" / time.strftime("%Y%m%d-%H%M%S")
+    if console is None:
+        task = score_pipeline(config=cfg.to_dict())
+    else:
+        import contextlib
+
+        from google.protobuf import json_format
+
+        from selfcorrect.pipelines.progress import TaskLogs, display_names
+
+        router = TaskLogs(console, logs, display_names(
+            json_format.MessageToDict(score_pipeline.pipeline_spec)))
+        console.print(f"step logs: {logs}", soft_wrap=True)
+        try:
+            with contextlib.redirect_stdout(router):
+                task = score_pipeline(config=cfg.to_dict())
+        finally:
+            router.close()
     results_path = Path(task.output.path)
     return {"results": json.loads(results_path.read_text()),
             "run_dir": str(_run_dir(results_path, root)), "pipeline_root": str(root),
-            "seconds": time.time() - started}
+            "seconds": time.time() - started, "logs": str(logs)}
 
 
 def _run_dir(path: Path, root: Path) -> Path:

@@ -30,7 +30,7 @@ def cmd_run(args) -> int:
     console = Console()
     console.print(f"[bold]selfcorrect {__version__}[/]: running the SCoRe pipeline locally "
                   f"({cfg.name}, model {cfg.model.name or cfg.model.source})")
-    out = run_local(cfg)
+    out = run_local(cfg, console=console)
     table = Table(title=f"Self-correction on {int(out['results']['base']['n'])} eval problems (%)")
     table.add_column("model")
     for key in evaluate.METRICS:
@@ -39,9 +39,12 @@ def cmd_run(args) -> int:
         table.add_row(name, *(f"{100 * m[k]:+.1f}" if k.startswith("delta") else f"{100 * m[k]:.1f}"
                               for k in evaluate.METRICS))
     console.print(table)
+    import shutil
     from pathlib import Path
     for html in sorted(Path(out["run_dir"]).glob("evaluate*/html")):
-        console.print(f"report: [bold]{html}[/] (HTML)", soft_wrap=True)
+        named = Path(out["run_dir"], "report.html")    # KFP artifact paths have no suffix
+        shutil.copyfile(html, named)
+        console.print(f"report: [bold]{named}[/]", soft_wrap=True)
     for decision in sorted(Path(out["run_dir"]).glob("decide-promotion*/decision")):
         console.print(decision.read_text().strip().splitlines()[0].lstrip("# ").replace("*", ""))
     console.print(f"pipeline finished in {out['seconds']:.0f} s")

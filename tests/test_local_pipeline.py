@@ -23,7 +23,27 @@ def local_run(tmp_path_factory):
     # and the sampling study runs (k = 2 sampled episodes per eval problem, both models)
     cfg = config.load("tiny", overrides=[f"output_dir={out}", "promotion.min_gain_over_base=-1",
                                          "data.drop_always_solved=true", "eval.sampling_k=2"])
-    return cfg, run_local(cfg)
+    from io import StringIO
+
+    from rich.console import Console
+
+    console = Console(file=StringIO(), width=200)
+    result = run_local(cfg, console=console)
+    result["console"] = console.file.getvalue()
+    return cfg, result
+
+
+def test_console_shows_one_line_per_step_and_logs_go_to_named_files(local_run):
+    _, out = local_run
+    lines = out["console"].strip().splitlines()
+    steps = [line for line in lines if re.match(r"ok\s+\d+\.\d s  ", line)]
+    assert len(lines) <= len(steps) + 2 and len(steps) >= 20, out["console"]
+    logs = Path(out["logs"])
+    names = {p.stem for p in logs.glob("*.log")}
+    assert {"gate-problems", "prepare-problems", "train-stage1", "promote-model"} <= names, names
+    assert not any(re.fullmatch(r"validate-data-\d+", n) for n in names), names
+    assert "Executing task" in (logs / "train-stage1.log").read_text()
+    assert any("ok" in line and "train-stage2" in line for line in steps)
 
 
 @pytest.fixture(scope="module")
