@@ -96,25 +96,39 @@ def sample_and_verify(cfg, model, tok, problems: list[Problem], episodes: int, n
     return attempts, verdicts
 
 
-def run(cfg, method: str, base_model: str, problems: list[Problem], output_dir: str) -> list[dict]:
-    """Sample the budget's episodes from the base model, build `method`'s data, fine-tune
+def train(cfg, method: str, base_model: str, problems: list[Problem], attempts: list[Attempt],
+          verdicts: list[Verdict], output_dir: str, *, model=None, tok=None) -> list[dict]:
+    """Build `method`'s data from verified attempts, fine-tune the base model
     (stage1_steps + stage2_steps steps of problems_per_step * samples_per_problem rows at
-    train.learning_rate), save the model folder; returns the SFT history."""
+    train.learning_rate: the RL rows' budget), save the model folder; returns the history."""
     from selfcorrect import models
     from selfcorrect.train import sft
 
     t = cfg.train
-    steps, batch = t.stage1_steps + t.stage2_steps, t.problems_per_step * t.samples_per_problem
-    model, tok = models.load(cfg.model, base_model)
-    attempts, verdicts = sample_and_verify(cfg, model, tok, problems, steps * batch, "base")
     data = conversations(method, problems, attempts, verdicts, templates=cfg.prompts,
                          per_problem=t.samples_per_problem, seed=t.seed)
     if not data:
         raise ValueError(f"{method}: the base model's {len(attempts) // 2} episodes gave no "
                          "training example (no correct attempt 2 / no incorrect-correct pair)")
+    if model is None:
+        model, tok = models.load(cfg.model, base_model)
     rows = [row for c in data for row in sft.turn_rows(tok, c, last_only=True)]
+    steps, batch = t.stage1_steps + t.stage2_steps, t.problems_per_step * t.samples_per_problem
     engine, history = sft.train(model, tok, rows, sft.SFTConfig(
         steps=steps, batch_size=batch, learning_rate=t.learning_rate, seed=t.seed), t, desc=method)
     history[0]["examples"] = float(len(data))
     sft.save(engine, tok, output_dir, config=cfg.to_dict(), history=history)
     return history
+
+
+def run(cfg, method: str, base_model: str, problems: list[Problem], output_dir: str) -> list[dict]:
+    """The whole baseline from a model folder: sample the RL rows' episode budget from the
+    base model at train.temperature, verify, then `train`."""
+    from selfcorrect import models
+
+    t = cfg.train
+    budget = (t.stage1_steps + t.stage2_steps) * t.problems_per_step * t.samples_per_problem
+    model, tok = models.load(cfg.model, base_model)
+    attempts, verdicts = sample_and_verify(cfg, model, tok, problems, budget, "base")
+    return train(cfg, method, base_model, problems, attempts, verdicts, output_dir,
+                 model=model, tok=tok)

@@ -133,3 +133,39 @@ def test_baselines_refuse_unverified_attempts_and_unknown_methods():
         baselines.conversations("star", [p], a, v[:1])
     with pytest.raises(ValueError, match="method: 'dpo'"):
         baselines.conversations("dpo", [p], a, v)
+
+
+def test_pretrain_and_sft_baseline_components_run_on_their_inputs(tmp_path):
+    """Both components through python_func: the testbed model, then Pair-SFT on hand-written
+    verified attempts (records as sample_attempts / verify_attempts write them)."""
+    import json
+    from types import SimpleNamespace
+
+    from kfp.dsl import Metrics
+
+    from selfcorrect.components.pretrain import pretrain_testbed
+    from selfcorrect.components.sft_baseline import sft_baseline
+    from selfcorrect.records import write_jsonl
+
+    art = lambda p: SimpleNamespace(path=str(p), metadata={})  # noqa: E731
+    cfg = config.load("testbed", overrides=[
+        "pretrain.steps=2", "pretrain.traces=20", "pretrain.problems=20", "pretrain.hidden=32",
+        "pretrain.layers=1", "train.stage1_steps=1", "train.stage2_steps=1",
+        "train.problems_per_step=1", "train.samples_per_problem=2"]).to_dict()
+    base, m = art(tmp_path / "base"), Metrics()
+    m.path = str(tmp_path / "m1")
+    pretrain_testbed.python_func(config=cfg, model=base, metrics=m)
+    assert (tmp_path / "base" / "config.json").is_file() and m.metadata["parameters"] > 0
+
+    p = Problem("chain-47+5+1", "math", "47+5+1", answer="53", split="train")
+    attempts, verdicts = _records(p.id, [(("47+5=42,42+1=43", False), ("47+5=52,52+1=53", True))])
+    for name, rows in (("p", [p]), ("a", attempts), ("v", verdicts)):
+        write_jsonl(str(tmp_path / f"{name}.jsonl"), rows)
+    out, m2 = art(tmp_path / "pair"), Metrics()
+    m2.path = str(tmp_path / "m2")
+    sft_baseline.python_func(config=cfg, method="pair_sft", problems=art(tmp_path / "p.jsonl"),
+                             attempts=art(tmp_path / "a.jsonl"), verdicts=art(tmp_path / "v.jsonl"),
+                             base_model=base, model=out, metrics=m2)
+    assert m2.metadata["examples"] == 1.0 and out.metadata["method"] == "pair_sft"
+    history = json.loads((tmp_path / "pair" / "metrics.json").read_text())["steps"]
+    assert len(history) == 2 and history[0]["tokens"] > 0
