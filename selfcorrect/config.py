@@ -266,9 +266,9 @@ class PretrainConfig:
     character tokenizer, pretrained from scratch on two-turn chain-arithmetic traces written
     by a noisy student (selfcorrect.data.chain). Problems come from `data` (chain source),
     train split only; the eval split is never seen."""
-    traces: int = 20000          # two-turn episodes generated for pretraining (train problems, resampled)
+    traces: int = 40000          # two-turn episodes generated for pretraining (train problems, resampled)
     problems: int = 4000         # distinct train-split problems the traces are written for
-    steps: int = 600
+    steps: int = 2000
     batch_size: int = 64
     learning_rate: float = 3.0e-3
     warmup_steps: int = 30

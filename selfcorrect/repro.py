@@ -115,37 +115,37 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
         raise FileNotFoundError(f"model.path: {base_model} holds no testbed model; `make testbed` "
                                 "builds it (selfcorrect pretrain --preset testbed)")
     (out_dir / "rows").mkdir(exist_ok=True)
-    for row in rows:
-        for seed in ([0] if row == "base" else seeds):
-            done = out_dir / "rows" / f"{row}-s{seed}.json"
-            if done.is_file():
-                print(f"[repro] {row} seed {seed}: done before, skipped", flush=True)
-                continue
-            cfg = row_config(base_cfg, row, seed)
-            workdir = out_dir / "work" / f"{row}-s{seed}"
+    # seed-major: a partial run holds every row of its first seeds
+    for seed, row in [(seed, row) for seed in seeds for row in rows if row != "base" or seed == seeds[0]]:
+        done = out_dir / "rows" / f"{row}-s{seed}.json"
+        if done.is_file():
+            print(f"[repro] {row} seed {seed}: done before, skipped", flush=True)
+            continue
+        cfg = row_config(base_cfg, row, seed)
+        workdir = out_dir / "work" / f"{row}-s{seed}"
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        t0 = time.perf_counter()
+        model, history = train_row(cfg, row, base_model, train, workdir)
+        t1 = time.perf_counter()
+        result = evaluate_row(cfg, row, model, problems_uri, workdir)
+        t2 = time.perf_counter()
+        record = {"row": row, "seed": seed, "train_s": t1 - t0, "eval_s": t2 - t1,
+                  "config": cfg.to_dict(), "history": history,
+                  **{mode: {"summary": r["summary"], "edit_ratios": r["edit_ratios"],
+                            "per_difficulty": r["per_difficulty"]}
+                     for mode, r in result.items()}}
+        done.write_text(json.dumps(record, indent=1))
+        g, s = record["greedy"]["summary"], record["sampled"]["summary"]
+        print(f"[repro] {row} seed {seed}: greedy t1 {100 * g['accuracy_t1']:.1f} t2 "
+              f"{100 * g['accuracy_t2']:.1f} | sampled t1 {100 * s['accuracy_t1']:.1f} t2 "
+              f"{100 * s['accuracy_t2']:.1f} | train {t1 - t0:.0f} s, eval {t2 - t1:.0f} s",
+              flush=True)
+        if not keep_models:
             shutil.rmtree(workdir, ignore_errors=True)
-            workdir.mkdir(parents=True)
-            t0 = time.perf_counter()
-            model, history = train_row(cfg, row, base_model, train, workdir)
-            t1 = time.perf_counter()
-            result = evaluate_row(cfg, row, model, problems_uri, workdir)
-            t2 = time.perf_counter()
-            record = {"row": row, "seed": seed, "train_s": t1 - t0, "eval_s": t2 - t1,
-                      "config": cfg.to_dict(), "history": history,
-                      **{mode: {"summary": r["summary"], "edit_ratios": r["edit_ratios"],
-                                "per_difficulty": r["per_difficulty"]}
-                         for mode, r in result.items()}}
-            done.write_text(json.dumps(record, indent=1))
-            g, s = record["greedy"]["summary"], record["sampled"]["summary"]
-            print(f"[repro] {row} seed {seed}: greedy t1 {100 * g['accuracy_t1']:.1f} t2 "
-                  f"{100 * g['accuracy_t2']:.1f} | sampled t1 {100 * s['accuracy_t1']:.1f} t2 "
-                  f"{100 * s['accuracy_t2']:.1f} | train {t1 - t0:.0f} s, eval {t2 - t1:.0f} s",
-                  flush=True)
-            if not keep_models:
-                shutil.rmtree(workdir, ignore_errors=True)
     from selfcorrect import repro_report
 
-    return repro_report.write(out_dir, rows)
+    return repro_report.write(out_dir, list(ROWS))
 
 
 def main(argv: list[str] | None = None) -> int:
