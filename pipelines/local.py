@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 from selfcorrect.config import RunConfig
@@ -45,7 +46,9 @@ def run_local(cfg: RunConfig, console=None) -> dict:
             json_format.MessageToDict(score_pipeline.pipeline_spec)))
         console.print(f"step logs: {logs}", soft_wrap=True)
         try:
-            with contextlib.redirect_stdout(router):
+            with contextlib.redirect_stdout(router), warnings.catch_warnings():
+                # kfp.local's notes on images and display names, once per task: in the logs
+                warnings.filterwarnings("ignore", module=r"kfp\.local")
                 task = score_pipeline(config=cfg.to_dict())
         finally:
             router.close()

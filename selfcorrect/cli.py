@@ -27,7 +27,7 @@ def cmd_run(args) -> int:
     from selfcorrect.pipelines.local import run_local
 
     cfg = config.load(args.preset, args.config, args.overrides)
-    console = Console()
+    console = Console(file=sys.stdout)   # the real stdout: a local run redirects sys.stdout
     console.print(f"[bold]selfcorrect {__version__}[/]: running the SCoRe pipeline locally "
                   f"({cfg.name}, model {cfg.model.name or cfg.model.source})")
     out = run_local(cfg, console=console)
