@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "content) with its Great Expectations suite. Exit 0 valid, 1 "
                                      "invalid, 2 unusable input.")
     parser.add_argument("--kind", required=True, choices=list(KINDS))
-    parser.add_argument("path", help="JSONL or Parquet dataset: a local path or gs:// URI")
+    parser.add_argument("path", help="JSONL or Parquet dataset: a local path, gs://, s3:// or another fsspec URL")
     parser.add_argument("--problems", help="problems file (JSONL or Parquet), to check that every "
                                            "problem_id exists (attempts, verdicts, eval_rows)")
     parser.add_argument("--report", help="also write the Markdown report here")
