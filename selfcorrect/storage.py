@@ -369,9 +369,12 @@ def download_tree(uri: str, local_dir: str) -> list[str]:
     prefix = uri.rstrip("/") + "/"
     if is_gcs(uri):
         bucket, name = split_gcs(prefix)
-        with _gcs_errors(uri, "read"):
-            blobs = [b for b in _client().list_blobs(bucket, prefix=name.lstrip("/"))
-                     if not b.name.endswith("/")]
+        try:
+            with _gcs_errors(uri, "read"):
+                blobs = [b for b in _client().list_blobs(bucket, prefix=name.lstrip("/"))
+                         if not b.name.endswith("/")]
+        except FileNotFoundError:       # no such bucket: nothing under the prefix either
+            blobs = []
         names = [Path(b.name[len(name.lstrip("/")):]) for b in blobs]
 
         def fill(tmp: Path):
@@ -380,9 +383,12 @@ def download_tree(uri: str, local_dir: str) -> list[str]:
                 with _gcs_errors(f"gs://{bucket}/{b.name}", "read"):
                     b.download_to_filename(str(tmp / rel))
     else:
-        with _fs_errors(uri, "read"):
-            fs, root = _fs(prefix)
-            found = sorted(fs.find(root))
+        try:
+            with _fs_errors(uri, "read"):
+                fs, root = _fs(prefix)
+                found = sorted(fs.find(root))
+        except FileNotFoundError:       # no such bucket: nothing under the prefix either
+            found = []
         names = [Path(p[len(root.rstrip("/")) + 1:]) for p in found]
 
         def fill(tmp: Path):

@@ -69,7 +69,8 @@ def s3():
             for name, value in S3_ENV.items():
                 mp.setenv(name, value)
             mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-            mp.delenv("AWS_PROFILE", raising=False)
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+                mp.delenv(name, raising=False)
             storage._filesystem.cache_clear()
             try:
                 boto3.client("s3").create_bucket(Bucket="selfcorrect-test")

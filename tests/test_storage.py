@@ -499,6 +499,9 @@ def test_download_tree_gcs_and_local(tmp_path, gs_prefix):
     assert got == [str(tmp_path / "from-local" / rel) for rel in sorted(files)]
     with pytest.raises(FileNotFoundError, match="no objects"):
         storage.download_tree(storage.join(gs_prefix, "none"), str(tmp_path / "y"))
+    with pytest.raises(FileNotFoundError, match="gs://no-such-bucket-xyz/m: no objects"):
+        storage.download_tree("gs://no-such-bucket-xyz/m", str(tmp_path / "y"))
+    assert not (tmp_path / "y").exists()
 
 
 def test_records_read_and_write_s3_jsonl_and_parquet(s3_prefix):
@@ -572,3 +575,11 @@ def test_scheme_join_and_same_location_for_s3():
     assert storage.same_location("s3://b/a.txt", "s3://b/a.txt")
     assert not storage.same_location("s3://b/a.txt", "gs://b/a.txt")
     assert storage.check_uri("s3://bucket/key.jsonl") == "s3://bucket/key.jsonl"
+
+
+def test_upload_tree_into_a_missing_s3_bucket_names_the_object(tmp_path, s3):
+    src = _make_tree(tmp_path / "src", {"a.txt": b"A"})
+    with pytest.raises(storage.StorageError, match=r"s3://no-such-bucket-xyz/m/a.txt: cannot write: no such bucket"):
+        storage.upload_tree(str(src), "s3://no-such-bucket-xyz/m")
+    with pytest.raises(FileNotFoundError, match="no-such-bucket-xyz/m: no objects"):
+        storage.download_tree("s3://no-such-bucket-xyz/m", str(tmp_path / "d"))
