@@ -26,11 +26,12 @@ def validate_data(kind: str, data: Input[Dataset], report: Output[Markdown],
     from datetime import datetime, timezone
 
     from selfcorrect import records, storage, validate
-    from selfcorrect.config import GateConfig, build
+    from selfcorrect.config import DataConfig, GateConfig, build
 
     gates = build(GateConfig, (config or {}).get("gates"), "gates.")
-    opts = dict(problems_uri=problems.path if problems else None,
-                thresholds=gates.thresholds(), html_path=data_docs.path)
+    prompt_chars = build(DataConfig, (config or {}).get("data"), "data.").max_prompt_chars
+    opts = dict(problems_uri=problems.path if problems else None, html_path=data_docs.path,
+                thresholds={**gates.thresholds(), "max_prompt_chars": prompt_chars})
     try:
         if gates.quarantine:
             result = validate.gate(kind, data.path, report.path, quarantine_uri=quarantined.path,

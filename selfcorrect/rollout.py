@@ -1,11 +1,18 @@
 """Two-attempt generation: attempt 1 from the problem, attempt 2 after the correction prompt.
 
 Batched with left padding and the KV cache (`model.generate`). Sampling uses plain
-softmax(logits / temperature), with no top-k/top-p, so the training step can score the
-same tokens under the same tempered distribution (on-policy). Temperature 0 is greedy.
+softmax(logits / temperature) and nothing else, so the training step can score the same
+tokens under the same tempered distribution (on-policy). Temperature 0 is greedy. The
+settings are one complete GenerationConfig built here (`settings`): nothing of the model's
+own generation_config.json (top_k, min_p, typical_p, no_repeat_ngram_size,
+suppress_tokens, ...) applies. Generation stops at the model's end-of-sequence tokens and
+at its chat template's end-of-turn token (SmolLM2's <|im_end|>, Llama 3's <|eot_id|>).
+Under ZeRO-3 with more than one rank the caller passes synced_gpus=True
+(`needs_synced_gpus(zero_stage)` says when).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -36,23 +43,25 @@ class Episode:
 
 
 def generate(model, tokenizer, texts: list[str], *, temperature: float, max_new_tokens: int,
-             batch_size: int, desc: str = "generate") -> list[Turn]:
-    stop = _stop_ids(model, tokenizer)
+             batch_size: int, desc: str = "generate", synced_gpus: bool = False) -> list[Turn]:
+    """One Turn per text. synced_gpus: every rank keeps stepping until all ranks' batches
+    are done (ZeRO-3 gathers each layer's weights from all ranks on every forward); every
+    rank must then pass the same number of texts."""
+    cfg = settings(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens)
+    stop = set(cfg.eos_token_id)
     out: list[Turn] = []
     device = next(model.parameters()).device
+    if synced_gpus:
+        _same_batch_count(-(-len(texts) // batch_size), device)
     was_training = model.training
     model.eval()
-    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) \
-        if temperature > 0 else dict(do_sample=False)
-    with torch.no_grad():
+    with torch.no_grad(), _only(model, cfg):
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch",
                           leave=False, disable=len(texts) <= batch_size):
             chunk = texts[start:start + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False,
                             padding_side="left").to(device)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stop,
-                                 pad_token_id=tokenizer.pad_token_id, repetition_penalty=1.0,
-                                 **sampling)
+            gen = model.generate(**enc, **generate_kwargs(cfg, synced_gpus))
             width = enc["input_ids"].shape[1]
             for row, mask in zip(range(len(chunk)), enc["attention_mask"]):
                 prompt_ids = enc["input_ids"][row][mask.bool()].tolist()
@@ -65,12 +74,73 @@ def generate(model, tokenizer, texts: list[str], *, temperature: float, max_new_
     return out
 
 
+def settings(model, tokenizer, *, temperature: float, max_new_tokens: int):
+    """The complete GenerationConfig of a rollout: softmax(logits / temperature) sampling
+    (greedy at 0) with every other logits processor off, stopping at stop_ids()."""
+    from transformers import GenerationConfig
+
+    if not temperature >= 0:
+        raise ValueError(f"temperature: must be >= 0 (0 is greedy), got {temperature!r}")
+    # the sampling warpers apply only when sampling; greedy takes the argmax of the logits
+    sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, typical_p=1.0,
+                    epsilon_cutoff=0.0, eta_cutoff=0.0) if temperature > 0 else dict(do_sample=False)
+    cfg = GenerationConfig(
+        **sampling, max_new_tokens=max_new_tokens, min_new_tokens=0, num_beams=1,
+        num_return_sequences=1, repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
+        encoder_no_repeat_ngram_size=0, length_penalty=1.0, renormalize_logits=False,
+        remove_invalid_values=False, use_cache=True,
+        eos_token_id=stop_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id)
+    # What is left unset (None: min_p, top_h, suppress_tokens, bad_words_ids, sequence_bias,
+    # forced tokens, ...) is off: generate() runs with this as the model's config (_only).
+    return cfg
+
+
+def generate_kwargs(cfg, synced_gpus: bool = False) -> dict:
+    """What model.generate gets besides the inputs."""
+    return {"generation_config": cfg, "synced_gpus": bool(synced_gpus)}
+
+
+def needs_synced_gpus(zero_stage: int) -> bool:
+    """Whether generation must keep ranks in step: ZeRO-3 with more than one rank (a rank
+    that stops early would otherwise leave the others waiting for its weight shards)."""
+    import torch.distributed as dist
+
+    return zero_stage == 3 and dist.is_available() and dist.is_initialized() \
+        and dist.get_world_size() > 1
+
+
+@contextmanager
+def _only(model, cfg):
+    """The model's own generation_config replaced by cfg for the call: generate() fills
+    whatever a passed config leaves unset from the model's, so nothing of it may remain."""
+    own = model.generation_config
+    model.generation_config = cfg
+    try:
+        yield
+    finally:
+        model.generation_config = own
+
+
+def _same_batch_count(n: int, device) -> None:
+    """RuntimeError (not a hang) when ranks would run different numbers of generate calls."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    counts = torch.tensor([n, -n], device=device)
+    dist.all_reduce(counts, op=dist.ReduceOp.MAX)
+    if counts[0].item() != -counts[1].item():
+        raise RuntimeError(f"synced generation: ranks have between {-counts[1].item()} and "
+                           f"{counts[0].item()} batches; shard the problems evenly")
+
+
 def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
                  temperature: float = 0.0, max_new_tokens: int = 64, batch_size: int = 16,
-                 templates=None) -> list[Episode]:
+                 templates=None, synced_gpus: bool = False) -> list[Episode]:
     """k = `samples` two-attempt episodes per problem, in problem order."""
     jobs = [(p, s) for p in problems for s in range(samples)]
-    kw = dict(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    kw = dict(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
+              synced_gpus=synced_gpus)
     firsts = generate(model, tokenizer,
                       [prompts.render(tokenizer, prompts.messages(p, None, templates)) for p, _ in jobs],
                       desc="attempt 1", **kw)
@@ -93,9 +163,40 @@ def first_attempts(model, tokenizer, problems: list[Problem], model_name: str, *
     return [Attempt(p.id, s, 1, t.text, model_name, t.truncated) for (p, s), t in zip(jobs, turns)]
 
 
-def _stop_ids(model, tokenizer) -> list[int]:
+def stop_ids(model, tokenizer) -> list[int]:
+    """The model's end-of-sequence tokens, the tokenizer's, and the chat template's
+    end-of-turn token."""
     ids = model.generation_config.eos_token_id
     ids = list(ids) if isinstance(ids, (list, tuple)) else [ids] if ids is not None else []
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
+    for extra in (tokenizer.eos_token_id, *end_of_turn_ids(tokenizer)):
+        if extra is not None and extra not in ids:
+            ids.append(extra)
     return ids
+
+
+_MARK = "selfcorrect-end-of-answer-marker"
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The special token the chat template puts right after an assistant message (found by
+    rendering one), or [] for a tokenizer without a template or whose template ends a turn
+    with plain text."""
+    from jinja2 import TemplateError
+
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "Q"},
+                                              {"role": "assistant", "content": _MARK}], tokenize=False)
+    except (TemplateError, ValueError, TypeError, KeyError):
+        return []           # a template that will not render this conversation
+    if not isinstance(text, str) or _MARK not in text:
+        return []
+    tail = text[text.rindex(_MARK) + len(_MARK):]
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items()
+                                                if t.special}
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
+    for n, i in enumerate(ids):
+        if i in special:
+            return [i] if not tokenizer.decode(ids[:n]).strip() else []
+    return []

@@ -1,9 +1,19 @@
-"""Read and write artifacts on a local path or a gs:// URI, with atomic writes.
+"""Read and write artifacts on a local path, gs://, s3:// or another fsspec URL, atomically.
 
 Local writes go to a temporary file in the target folder and are renamed into
-place, so a crash never leaves a half-written file. GCS uploads are atomic by
-nature: an object appears only when its upload completes. The GCS client honours
-STORAGE_EMULATOR_HOST, which is how the tests reach a local emulator.
+place, so a crash never leaves a half-written file. Object stores are atomic by
+nature: an object appears only when its upload completes (a multipart upload only
+when it is completed).
+
+- gs:// goes through the google-cloud-storage client, which honours
+  STORAGE_EMULATOR_HOST (how the tests reach a local emulator).
+- Every other scheme goes through fsspec: s3:// (AWS, MinIO, KFP's default artifact
+  store) by s3fs, which takes its endpoint from AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3
+  or FSSPEC_S3_ENDPOINT_URL and its credentials from the usual AWS chain; other
+  schemes fsspec knows (az://, hf://, ...) work once their fsspec package is installed.
+
+Failures raise FileNotFoundError (a missing file or object) or StorageError, both
+naming the URI. docs/storage.md has the settings.
 """
 from __future__ import annotations
 
@@ -22,26 +32,66 @@ class StorageError(OSError):
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
+_FORMS = "a local path, gs://BUCKET/OBJECT, s3://BUCKET/KEY or another fsspec URL"
+_ALIASES = {"gcs": "gs"}          # gcsfs's name for gs://; gs:// has its own client here
+
+
+def scheme(uri: str) -> str | None:
+    """The URI's scheme ('gs', 's3', ...), or None for a local path."""
+    m = _SCHEME.match(str(uri))
+    return m.group(1) if m else None
 
 
 def is_gcs(uri: str) -> bool:
     return str(uri).startswith("gs://")
 
 
+def is_remote(uri: str) -> bool:
+    """Whether uri names an object store or other fsspec location, not a local path."""
+    return scheme(uri) is not None
+
+
 def check_uri(uri: str) -> str:
-    """uri itself when it is a local path or a gs:// URI; other schemes (s3://, GS://,
-    gs:/x, file://) raise StorageError rather than becoming odd local folders."""
+    """uri itself when it is a local path, a gs:// URI or a URL of a scheme fsspec can
+    open; unknown schemes, misspelt ones (GS://, gs:/x, gcs://) and file:// raise
+    StorageError rather than becoming odd local folders."""
     uri = str(uri)
     if not uri:
         raise StorageError("an empty path names no file")
-    m = _SCHEME.match(uri)
-    if m and not is_gcs(uri):
-        hint = "; did you mean gs://...?" if m.group(1).lower() == "gs" else ""
-        raise StorageError(f"{uri}: unsupported location '{m.group(1)}:' (a local path or "
-                           f"gs://BUCKET/OBJECT){hint}")
-    if is_gcs(uri):
+    proto = scheme(uri)
+    if proto is None:
+        return uri
+    meant = _ALIASES.get(proto.lower(), proto.lower())
+    if meant != proto or not uri.startswith(f"{proto}://"):
+        hint = f"; did you mean {meant}://...?" if meant in ("gs", "s3") or _known(meant) else ""
+        raise StorageError(f"{uri}: unsupported location '{proto}:' ({_FORMS}){hint}")
+    if proto in ("file", "local"):
+        raise StorageError(f"{uri}: give a local file as a plain path, without {proto}://")
+    if proto == "gs":
         split_gcs(uri)
+        return uri
+    _fs_class(uri, proto)
+    if not uri[len(proto) + 3:].strip("/") or uri[len(proto) + 3] == "/":
+        raise StorageError(f"{uri}: a {proto}:// URI needs a bucket (or host) name")
     return uri
+
+
+def _known(proto: str) -> bool:
+    from fsspec.registry import known_implementations, registry
+
+    return proto in known_implementations or proto in registry
+
+
+def _fs_class(uri: str, proto: str):
+    from fsspec.registry import get_filesystem_class
+
+    try:
+        return get_filesystem_class(proto)
+    except ValueError:
+        raise StorageError(f"{uri}: unsupported location '{proto}:' ({_FORMS})") from None
+    except ImportError as e:
+        raise StorageError(f"{uri}: {proto}:// needs a package that is not installed: "
+                           f"{e or e.__cause__}") from None
 
 
 def split_gcs(uri: str) -> tuple[str, str]:
@@ -51,13 +101,15 @@ def split_gcs(uri: str) -> tuple[str, str]:
     return bucket, blob
 
 
-def _object_uri(uri: str) -> tuple[str, str]:
-    """(bucket, object) of a gs:// URI that names an object, not a folder."""
-    bucket, name = split_gcs(uri)
-    if not name or name.endswith("/"):
-        raise StorageError(f"{uri}: names no object (gs://BUCKET/OBJECT, not a folder)")
-    return bucket, name
+def _object_uri(uri: str) -> None:
+    """StorageError unless a remote URI names an object, not a bucket or folder."""
+    proto = scheme(uri)
+    rest = uri[len(proto) + 3:]
+    if "/" not in rest.strip("/") or uri.endswith("/"):
+        raise StorageError(f"{uri}: names no object ({proto}://BUCKET/OBJECT, not a folder)")
 
+
+# --- gs:// through google-cloud-storage ------------------------------------------------------
 
 @contextmanager
 def _gcs_errors(uri: str, doing: str):
@@ -93,14 +145,63 @@ def _blob(uri: str):
     return _client().bucket(bucket).blob(name)
 
 
+# --- every other scheme through fsspec -------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _filesystem(proto: str):
+    """One fsspec filesystem per scheme, configured from the environment when first used
+    (fsspec's FSSPEC_<SCHEME>_<OPTION> variables, the AWS chain for s3://)."""
+    import fsspec
+
+    return fsspec.filesystem(proto, skip_instance_cache=True)
+
+
+def _fs(uri: str):
+    """(filesystem, path inside it) of a checked remote URI; listings are not trusted
+    across calls (another process may have written since)."""
+    fs = _filesystem(scheme(uri))
+    path = fs._strip_protocol(uri)
+    fs.invalidate_cache()
+    return fs, path
+
+
+@contextmanager
+def _fs_errors(uri: str, doing: str):
+    """fsspec and SDK failures (botocore's included) as StorageError naming the URI; a
+    missing object as FileNotFoundError."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except FileNotFoundError as e:
+        if doing == "read":
+            raise FileNotFoundError(f"{uri}: no such object") from None
+        raise StorageError(f"{uri}: cannot write: no such bucket ({e})") from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise StorageError(f"{uri}: names a folder, not an object") from None
+    except PermissionError as e:
+        raise StorageError(f"{uri}: cannot {doing}: permission denied ({e})") from None
+    except Exception as e:  # noqa: BLE001 - SDK errors have no common base; the URI must be named
+        hint = (" (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; "
+                "see docs/storage.md)") if type(e).__name__ == "NoCredentialsError" else ""
+        raise StorageError(f"{uri}: cannot {doing}: {e or type(e).__name__}{hint}") from e
+
+
+# --- the interface ---------------------------------------------------------------------------
+
 def read_bytes(uri: str) -> bytes:
     """The file's bytes. Missing: FileNotFoundError; a folder, a symlink loop, a refused
-    read, a Google API failure: StorageError; both name the URI."""
+    read, a store's failure: StorageError; both name the URI."""
     uri = check_uri(uri)
     if is_gcs(uri):
         _object_uri(uri)
         with _gcs_errors(uri, "read"):
             return _blob(uri).download_as_bytes()
+    if is_remote(uri):
+        _object_uri(uri)
+        with _fs_errors(uri, "read"):
+            fs, path = _fs(uri)
+            return fs.cat_file(path)
     try:
         return Path(uri).read_bytes()
     except FileNotFoundError:
@@ -142,6 +243,14 @@ def write_bytes(uri: str, data: bytes) -> None:
         _object_uri(uri)
         with _gcs_errors(uri, "write"):
             _blob(uri).upload_from_string(data)
+        return
+    if is_remote(uri):
+        _object_uri(uri)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{uri}: write_bytes takes bytes, not {type(data).__name__}")
+        with _fs_errors(uri, "write"):
+            fs, path = _fs(uri)
+            fs.pipe_file(path, bytes(data))
         return
     try:
         _write_local(Path(uri), data)
@@ -195,46 +304,110 @@ def exists(uri: str) -> bool:
     if is_gcs(uri):
         with _gcs_errors(uri, "read"):
             return _blob(uri).exists()
+    if is_remote(uri):
+        with _fs_errors(uri, "read"):
+            fs, path = _fs(uri)
+            return fs.exists(path)
     return Path(uri).exists()
 
 
 def same_location(a: str, b: str) -> bool:
     """Whether two URIs name the same file (local paths resolved, symlinks followed)."""
     a, b = str(a), str(b)
-    if is_gcs(a) or is_gcs(b):
+    if is_remote(a) or is_remote(b):
         return a == b
     return os.path.realpath(a) == os.path.realpath(b)
 
 
 def join(base: str, *parts: str) -> str:
     base = str(base)
-    if is_gcs(base):
+    if is_remote(base):
         return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
     return str(Path(base, *parts))
 
 
 def upload_tree(local_dir: str, uri: str) -> list[str]:
-    """Copy every file under local_dir to uri (a folder or gs:// prefix); returns the URIs.
+    """Copy every file under local_dir to uri (a folder or a remote prefix); returns the URIs.
 
     A local destination is filled in a temporary sibling folder and renamed into
-    place, so readers see either the old tree or the whole new one.
+    place, so readers see either the old tree or the whole new one. A remote prefix
+    gets one object per file, each atomic.
     """
     src = Path(local_dir)
     if not src.is_dir():
         raise FileNotFoundError(f"{local_dir}: no such folder")
     files = sorted(p for p in src.rglob("*") if p.is_file())
-    if is_gcs(uri):
+    if is_remote(uri):
+        check_uri(uri)
         out = []
         for p in files:
             dest = join(uri, p.relative_to(src).as_posix())
-            _blob(dest).upload_from_filename(str(p))
+            if is_gcs(dest):
+                with _gcs_errors(dest, "write"):
+                    _blob(dest).upload_from_filename(str(p))
+            else:
+                with _fs_errors(dest, "write"):
+                    fs, path = _fs(dest)
+                    fs.put_file(str(p), path)
             out.append(dest)
         return out
-    dest = Path(uri)
+    return _replace_tree(Path(uri), lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True),
+                         [p.relative_to(src) for p in files])
+
+
+def download_tree(uri: str, local_dir: str) -> list[str]:
+    """Copy every object under uri (a remote prefix or a local folder) into local_dir, which
+    is replaced whole; returns the local paths. FileNotFoundError when there is nothing."""
+    uri = check_uri(uri)
+    if not is_remote(uri):
+        src = Path(uri)
+        if not src.is_dir():
+            raise FileNotFoundError(f"{uri}: no such folder")
+        names = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
+        return _replace_tree(Path(local_dir), lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True),
+                             names)
+    prefix = uri.rstrip("/") + "/"
+    if is_gcs(uri):
+        bucket, name = split_gcs(prefix)
+        try:
+            with _gcs_errors(uri, "read"):
+                blobs = [b for b in _client().list_blobs(bucket, prefix=name.lstrip("/"))
+                         if not b.name.endswith("/")]
+        except FileNotFoundError:       # no such bucket: nothing under the prefix either
+            blobs = []
+        names = [Path(b.name[len(name.lstrip("/")):]) for b in blobs]
+
+        def fill(tmp: Path):
+            for b, rel in zip(blobs, names):
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                with _gcs_errors(f"gs://{bucket}/{b.name}", "read"):
+                    b.download_to_filename(str(tmp / rel))
+    else:
+        try:
+            with _fs_errors(uri, "read"):
+                fs, root = _fs(prefix)
+                found = sorted(fs.find(root))
+        except FileNotFoundError:       # no such bucket: nothing under the prefix either
+            found = []
+        names = [Path(p[len(root.rstrip("/")) + 1:]) for p in found]
+
+        def fill(tmp: Path):
+            for path, rel in zip(found, names):
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                with _fs_errors(join(uri, rel.as_posix()), "read"):
+                    fs.get_file(path, str(tmp / rel))
+    if not names:
+        raise FileNotFoundError(f"{uri}: no objects under this prefix")
+    return _replace_tree(Path(local_dir), fill, sorted(names))
+
+
+def _replace_tree(dest: Path, fill, names: list[Path]) -> list[str]:
+    """Fill a temporary sibling of dest, then swap it in for dest (the old tree is put back
+    if the swap fails); returns the paths of names under dest."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        fill(tmp)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -250,4 +423,4 @@ def upload_tree(local_dir: str, uri: str) -> list[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return [str(dest / p.relative_to(src)) for p in files]
+    return [str(dest / n) for n in names]

@@ -13,7 +13,8 @@ imported inside the functions.
 
 Shares are configurable: an expectation whose meta.threshold names a key of THRESHOLDS
 takes `thresholds={"max_truncated_share": 0.2}` as mostly = 1 - share; one whose meta.limit
-names a key of LIMITS takes `thresholds={"max_stage1_kl_t1": 0.5}` as its max_value. Quarantine
+names a key of LIMITS takes `thresholds={"max_stage1_kl_t1": 0.5}` as its max_value (problems:
+`{"max_prompt_chars": 8000}`, data.max_prompt_chars, bounds a prompt's length). Quarantine
 (gate(..., quarantine_uri=, clean_uri=)) moves rows that fail row-level checks to a
 quarantine file (each with the checks it failed) and writes the rest, re-checked, as the
 clean dataset; both keep the input's format (Parquet stays Parquet) unless their names end
@@ -38,7 +39,8 @@ KINDS = {"problems": records.Problem, "attempts": records.Attempt, "verdicts": r
          "eval_rows": records.EvalRow, "train_steps": records.TrainStep}
 MAX_EXAMPLES = 3
 THRESHOLDS = ("max_empty_share", "max_truncated_share")   # shares of rows, 0..1
-LIMITS = ("max_stage1_kl_t1",)                             # upper bounds on a column's values
+LIMITS = ("max_stage1_kl_t1", "max_prompt_chars")         # upper bounds on a column's values
+WHOLE = ("max_prompt_chars",)                              # limits that are whole numbers
 CROSS_CHECKS = {
     "problem_id_known": "every problem_id names a problem in the problems file",
     "turn2_has_turn1": "every turn-2 row has a turn-1 row with the same (problem_id, sample)",
@@ -124,7 +126,8 @@ def validate(kind: str, uri: str, *, problems_uri: str | None = None,
 
 def suite_with(kind: str, thresholds: dict[str, float] | None = None) -> dict:
     """The kind's suite with shares and limits set: {"max_empty_share": 0.05} -> mostly
-    0.95; {"max_stage1_kl_t1": 0.5} -> max_value 0.5. Names a suite does not use are ignored."""
+    0.95; {"max_stage1_kl_t1": 0.5} -> max_value 0.5; {"max_prompt_chars": 4000} -> prompts
+    of at most 4000 characters. Names a suite does not use are ignored."""
     import math
 
     suite = load_suite(kind)
@@ -136,11 +139,14 @@ def suite_with(kind: str, thresholds: dict[str, float] | None = None) -> dict:
             raise ValueError(f"threshold {name}: a finite number, got {value!r}")
         if name in THRESHOLDS and not 0 <= value <= 1:
             raise ValueError(f"threshold {name}: a share between 0 and 1, got {value!r}")
+        if name in WHOLE and not (value == int(value) and value >= 1):
+            raise ValueError(f"threshold {name}: a whole number >= 1, got {value!r}")
+        value = int(value) if name in WHOLE else float(value)
         for e in suite["expectations"]:
             if e.get("meta", {}).get("threshold") == name:
                 e["kwargs"]["mostly"] = 1 - float(value)
             if e.get("meta", {}).get("limit") == name:
-                e["kwargs"]["max_value"] = float(value)
+                e["kwargs"]["max_value"] = value
     return suite
 
 
@@ -314,6 +320,9 @@ def _gx_failure(r, df, key: list[str]) -> Failure:
     kwargs = config.kwargs
     column = kwargs.get("column") or ", ".join(kwargs.get("column_list", [])) or None
     what = config.description or config.type
+    limit = (config.meta or {}).get("limit")
+    if limit:
+        what += f" ({limit} = {kwargs['max_value']:g})"
     info, res = r.exception_info or {}, r.result or {}
     if info.get("raised_exception"):
         return Failure(config.type, column, f"{what}: could not run ({info.get('exception_message')})")
@@ -386,14 +395,15 @@ def _render_html(gx_result, result: Result, cross: list[Failure]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`selfcorrect validate --kind KIND PATH [--problems PATH] [--report PATH]
-    [--max-empty-share F] [--max-truncated-share F] [--quarantine PATH --clean PATH]`:
+    [--max-empty-share F] [--max-truncated-share F] [--max-stage1-kl-t1 F]
+    [--max-prompt-chars N] [--quarantine PATH --clean PATH]`:
     exit 0 valid, 1 invalid (prints the summary), 2 unusable input (prints the error)."""
     parser = argparse.ArgumentParser(prog="selfcorrect validate",
                                      description="Check a dataset (JSONL or Parquet, told apart by "
                                      "content) with its Great Expectations suite. Exit 0 valid, 1 "
                                      "invalid, 2 unusable input.")
     parser.add_argument("--kind", required=True, choices=list(KINDS))
-    parser.add_argument("path", help="JSONL or Parquet dataset: a local path or gs:// URI")
+    parser.add_argument("path", help="JSONL or Parquet dataset: a local path, gs://, s3:// or another fsspec URL")
     parser.add_argument("--problems", help="problems file (JSONL or Parquet), to check that every "
                                            "problem_id exists (attempts, verdicts, eval_rows)")
     parser.add_argument("--report", help="also write the Markdown report here")
@@ -402,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
                             help="attempts: the largest share allowed, 0..1")
     parser.add_argument("--max-stage1-kl-t1", type=float, metavar="NATS",
                         help="train_steps: the largest per-token KL of Stage I's attempt 1 to the base")
+    parser.add_argument("--max-prompt-chars", type=int, metavar="N",
+                        help="problems: the longest prompt allowed, in characters (data.max_prompt_chars; "
+                             "default 8000)")
     parser.add_argument("--quarantine", help="move rows failing row checks to this file (needs "
                                              "--clean); Parquet for a .parquet name or a Parquet input")
     parser.add_argument("--clean", help="with --quarantine: write the rows that pass here, in the "

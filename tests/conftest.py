@@ -46,3 +46,49 @@ def gs_prefix(gcs, request):
     from selfcorrect import storage
 
     return storage.join(gcs, request.node.name)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A real S3 server (moto's, threaded in this process, over HTTP on 127.0.0.1) with one
+    bucket; yields "s3://selfcorrect-test".
+
+    AWS_ENDPOINT_URL points botocore, and so s3fs, at it with fixed test credentials; no
+    AWS config file or instance metadata is consulted.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from selfcorrect import storage
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in S3_ENV.items():
+                mp.setenv(name, value)
+            mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+                mp.delenv(name, raising=False)
+            storage._filesystem.cache_clear()
+            try:
+                boto3.client("s3").create_bucket(Bucket="selfcorrect-test")
+                yield "s3://selfcorrect-test"
+            finally:
+                storage._filesystem.cache_clear()
+    finally:
+        server.stop()
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+          "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent",
+          "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture
+def s3_prefix(s3, request):
+    """An s3:// prefix unique to the test."""
+    from selfcorrect import storage
+
+    return storage.join(s3, request.node.name)

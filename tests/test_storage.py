@@ -1,7 +1,7 @@
-"""Tests for selfcorrect.storage against local paths and an in-process GCS emulator.
+"""Tests for selfcorrect.storage against local paths, a GCS emulator and an S3 server.
 
-The emulator (gcp-storage-emulator) runs in this process: the `gcs` and `gs_prefix`
-fixtures in conftest.py.
+The GCS emulator (gcp-storage-emulator) and the S3 server (moto's, over HTTP on loopback)
+run in this process: the `gcs`/`gs_prefix` and `s3`/`s3_prefix` fixtures in conftest.py.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from selfcorrect import storage
+
 
 def _gcs_names(prefix: str) -> list[str]:
     bucket, name = storage.split_gcs(prefix)
@@ -354,3 +355,231 @@ def test_text_that_is_not_unicode_is_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(storage.StorageError, match="report.md: cannot write text that is not valid Unicode"):
         storage.write_text(str(target), "ok \ud800 not")
     assert target.read_text() == "before" and [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+# --- s3:// (and MinIO: the same protocol) ---------------------------------------------------
+
+
+def _s3_names(prefix: str) -> list[str]:
+    """The keys under prefix, listed by boto3 itself (not through selfcorrect.storage)."""
+    import boto3
+
+    bucket, _, key = prefix[len("s3://"):].partition("/")
+    listing = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=key + "/")
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def test_s3_round_trip_text_and_bytes(s3_prefix):
+    t = storage.join(s3_prefix, "dir", "a.txt")
+    storage.write_text(t, "héllo\nwörld\n")
+    assert storage.read_text(t) == "héllo\nwörld\n"
+    b = storage.join(s3_prefix, "b.bin")
+    payload = bytes(range(256)) * 4
+    storage.write_bytes(b, payload)
+    assert storage.read_bytes(b) == payload
+    storage.write_text(t, "overwritten")
+    assert storage.read_text(t) == "overwritten"
+    key = s3_prefix[len("s3://selfcorrect-test/"):]
+    assert _s3_names(s3_prefix) == [f"{key}/b.bin", f"{key}/dir/a.txt"]
+
+
+def test_s3_sees_objects_written_by_another_client(s3_prefix):
+    """No stale listing: an object another client writes or deletes is seen at once."""
+    import boto3
+
+    uri = storage.join(s3_prefix, "current.json")
+    assert not storage.exists(uri)
+    client = boto3.client("s3")
+    client.put_object(Bucket="selfcorrect-test", Key=uri[len("s3://selfcorrect-test/"):], Body=b"v1")
+    assert storage.exists(uri) and storage.read_bytes(uri) == b"v1"
+    client.put_object(Bucket="selfcorrect-test", Key=uri[len("s3://selfcorrect-test/"):], Body=b"v2")
+    assert storage.read_bytes(uri) == b"v2"
+    client.delete_object(Bucket="selfcorrect-test", Key=uri[len("s3://selfcorrect-test/"):])
+    assert not storage.exists(uri)
+
+
+def test_s3_missing_object_and_bucket(s3_prefix):
+    uri = storage.join(s3_prefix, "missing.txt")
+    for read in (storage.read_bytes, storage.read_text):
+        with pytest.raises(FileNotFoundError) as ei:
+            read(uri)
+        assert str(ei.value) == f"{uri}: no such object"
+    nob = "s3://no-such-bucket-xyz/a.txt"
+    with pytest.raises(FileNotFoundError, match="no-such-bucket-xyz/a.txt: no such object"):
+        storage.read_bytes(nob)
+    with pytest.raises(storage.StorageError, match="no-such-bucket-xyz/a.txt: cannot write: no such bucket"):
+        storage.write_text(nob, "x")
+    assert storage.exists(nob) is False
+
+
+def test_s3_folder_or_bucket_is_no_object(s3_prefix):
+    storage.write_text(storage.join(s3_prefix, "d", "x.txt"), "x")
+    for uri in (storage.join(s3_prefix, "d") + "/", "s3://selfcorrect-test", "s3://selfcorrect-test/"):
+        with pytest.raises(storage.StorageError, match="names no object"):
+            storage.read_bytes(uri)
+        with pytest.raises(storage.StorageError, match="names no object"):
+            storage.write_text(uri, "x")
+    # a key that is only a prefix of other keys
+    with pytest.raises(FileNotFoundError, match="/d: no such object"):
+        storage.read_bytes(storage.join(s3_prefix, "d"))
+
+
+def test_s3_non_utf8_names_uri_and_line(s3_prefix):
+    uri = storage.join(s3_prefix, "bad.txt")
+    storage.write_bytes(uri, b"line one\n\xc3\x28 broken\n")
+    with pytest.raises(storage.StorageError) as ei:
+        storage.read_text(uri)
+    assert uri in str(ei.value) and "line 2" in str(ei.value)
+    with pytest.raises(TypeError, match="bad.txt: write_bytes takes bytes, not str"):
+        storage.write_bytes(uri, "not bytes")  # type: ignore[arg-type]
+    assert storage.read_bytes(uri) == b"line one\n\xc3\x28 broken\n"
+
+
+def test_s3_without_credentials_names_uri_and_what_to_set(s3_prefix, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    storage._filesystem.cache_clear()
+    try:
+        uri = storage.join(s3_prefix, "a.txt")
+        with pytest.raises(storage.StorageError) as ei:
+            storage.read_bytes(uri)
+        assert str(ei.value).startswith(f"{uri}: cannot read: Unable to locate credentials")
+        assert "AWS_ACCESS_KEY_ID" in str(ei.value)
+    finally:
+        monkeypatch.undo()
+        storage._filesystem.cache_clear()
+
+
+def test_s3_server_that_is_not_there_names_uri(s3_prefix, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:           # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    storage._filesystem.cache_clear()
+    try:
+        uri = storage.join(s3_prefix, "a.txt")
+        with pytest.raises(storage.StorageError) as ei:
+            storage.write_text(uri, "x")
+        assert str(ei.value).startswith(f"{uri}: cannot write: ")
+        assert f"127.0.0.1:{port}" in str(ei.value)
+    finally:
+        monkeypatch.undo()
+        storage._filesystem.cache_clear()
+
+
+def test_upload_and_download_tree_s3(tmp_path, s3_prefix):
+    files = {"config.json": b"{}", "sub/b.bin": b"\x00\x01", "sub/deep/c.txt": b"C"}
+    src = _make_tree(tmp_path / "src", files)
+    out = storage.upload_tree(str(src), s3_prefix + "/model/")
+    assert out == [storage.join(s3_prefix, "model", rel) for rel in sorted(files)]
+    key = s3_prefix[len("s3://selfcorrect-test/"):]
+    assert _s3_names(s3_prefix) == [f"{key}/model/{rel}" for rel in sorted(files)]
+    dest = _make_tree(tmp_path / "dest", {"stale.txt": b"old"})
+    got = storage.download_tree(storage.join(s3_prefix, "model"), str(dest))
+    assert got == [str(dest / rel) for rel in sorted(files)]
+    assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()} == files
+    assert sorted(os.listdir(tmp_path)) == ["dest", "src"]
+    with pytest.raises(FileNotFoundError, match="nothing/: no objects"):
+        storage.download_tree(storage.join(s3_prefix, "nothing") + "/", str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_download_tree_gcs_and_local(tmp_path, gs_prefix):
+    files = {"a.txt": b"A", "sub/b.json": b'{"b": 1}'}
+    src = _make_tree(tmp_path / "src", files)
+    storage.upload_tree(str(src), storage.join(gs_prefix, "m"))
+    storage.write_text(storage.join(gs_prefix, "m-other", "x.txt"), "not under m/")
+    got = storage.download_tree(storage.join(gs_prefix, "m"), str(tmp_path / "from-gs"))
+    assert got == [str(tmp_path / "from-gs" / rel) for rel in sorted(files)]
+    assert (tmp_path / "from-gs" / "sub" / "b.json").read_bytes() == b'{"b": 1}'
+    got = storage.download_tree(str(src), str(tmp_path / "from-local"))
+    assert got == [str(tmp_path / "from-local" / rel) for rel in sorted(files)]
+    with pytest.raises(FileNotFoundError, match="no objects"):
+        storage.download_tree(storage.join(gs_prefix, "none"), str(tmp_path / "y"))
+    with pytest.raises(FileNotFoundError, match="gs://no-such-bucket-xyz/m: no objects"):
+        storage.download_tree("gs://no-such-bucket-xyz/m", str(tmp_path / "y"))
+    assert not (tmp_path / "y").exists()
+
+
+def test_records_read_and_write_s3_jsonl_and_parquet(s3_prefix):
+    from selfcorrect.records import Problem, RecordError, read, write
+
+    rows = [Problem("p1", "math", "What is 1 + 1?", "2"), Problem("p2", "math", "2 * 3?", "6")]
+    for name, fmt in (("problems.jsonl", "jsonl"), ("problems.parquet", "parquet")):
+        uri = f"{s3_prefix}/{name}"
+        write(uri, rows, fmt, cls=Problem)
+        assert read(uri, Problem) == rows
+    storage.write_text(f"{s3_prefix}/bad.jsonl", '{"id": "p1", "task": "math"}\n')
+    with pytest.raises(RecordError, match=r"s3://.*/bad.jsonl: row 1: field 'prompt': missing"):
+        read(f"{s3_prefix}/bad.jsonl", Problem)
+
+
+@pytest.mark.slow
+def test_cli_reads_and_writes_s3_in_another_process(tmp_path, s3_prefix):
+    """`selfcorrect prepare` and `validate` in a fresh process reach the server through
+    fsspec's own setting, FSSPEC_S3_ENDPOINT_URL (AWS_ENDPOINT_URL removed)."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import S3_ENV
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"}
+    env.update(S3_ENV, FSSPEC_S3_ENDPOINT_URL=endpoint)
+    src = tmp_path / "gsm8k.jsonl"
+    src.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "2+2=4\n#### 4"}) + "\n")
+    uri = f"{s3_prefix}/problems.parquet"
+    cli = [sys.executable, "-m", "selfcorrect.cli"]
+    done = subprocess.run([*cli, "prepare", "--source", "gsm8k", "--path", str(src), "--output", uri],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    key = s3_prefix[len("s3://selfcorrect-test/"):]
+    assert _s3_names(s3_prefix) == [f"{key}/problems.parquet"]
+    done = subprocess.run([*cli, "validate", "--kind", "problems", uri, "--report", f"{s3_prefix}/gate.md"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"`{uri}`: 1 rows; 0 of" in done.stdout
+    assert storage.read_text(f"{s3_prefix}/gate.md") == done.stdout
+
+
+# --- which locations are accepted ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("xyz://b/x.jsonl", "xyz://b/x.jsonl: unsupported location 'xyz:' (a local path, gs://"),
+    ("S3://b/x.jsonl", "did you mean s3://...?"),
+    ("s3:/b/x.jsonl", "did you mean s3://...?"),
+    ("GS://b/x.jsonl", "did you mean gs://...?"),
+    ("gcs://b/x.jsonl", "did you mean gs://...?"),
+    ("s3:///x.jsonl", "s3:///x.jsonl: a s3:// URI needs a bucket (or host) name"),
+    ("s3://", "a s3:// URI needs a bucket"),
+    ("file:///tmp/x.jsonl", "give a local file as a plain path, without file://"),
+    ("abfs://c/x.jsonl", "abfs://c/x.jsonl: abfs:// needs a package that is not installed: "),
+])
+def test_locations_refused_name_uri_and_fix(uri, message):
+    for call in (storage.read_bytes, lambda u: storage.write_text(u, "x"), storage.exists):
+        with pytest.raises(storage.StorageError) as ei:
+            call(uri)
+        assert message in str(ei.value)
+
+
+def test_scheme_join_and_same_location_for_s3():
+    assert storage.scheme("s3://b/k") == "s3" and storage.scheme("/tmp/x") is None
+    assert storage.is_remote("s3://b/k") and storage.is_remote("gs://b/k")
+    assert not storage.is_remote("runs/x") and not storage.is_gcs("s3://b/k")
+    assert storage.join("s3://b/", "a/", "/c.txt") == "s3://b/a/c.txt"
+    assert storage.same_location("s3://b/a.txt", "s3://b/a.txt")
+    assert not storage.same_location("s3://b/a.txt", "gs://b/a.txt")
+    assert storage.check_uri("s3://bucket/key.jsonl") == "s3://bucket/key.jsonl"
+
+
+def test_upload_tree_into_a_missing_s3_bucket_names_the_object(tmp_path, s3):
+    src = _make_tree(tmp_path / "src", {"a.txt": b"A"})
+    with pytest.raises(storage.StorageError, match=r"s3://no-such-bucket-xyz/m/a.txt: cannot write: no such bucket"):
+        storage.upload_tree(str(src), "s3://no-such-bucket-xyz/m")
+    with pytest.raises(FileNotFoundError, match="no-such-bucket-xyz/m: no objects"):
+        storage.download_tree("s3://no-such-bucket-xyz/m", str(tmp_path / "d"))

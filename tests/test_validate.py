@@ -389,3 +389,71 @@ def test_cli_thresholds_and_quarantine(tmp_path, files, capsys):
     rc = v.main(["--kind", "problems", write(tmp_path / "p.jsonl", rows), "--quarantine", str(q), "--clean", str(clean)])
     assert rc == 0 and "Quarantined 2 rows" in capsys.readouterr().out   # both copies of the duplicate id
     assert [r.id for r in records.read_jsonl(str(clean), Problem)] == ["p2", "p3"]
+
+
+# ---- the longest prompt (data.max_prompt_chars) is a gate, not only a prepare check ------
+
+
+LENGTHS = "expect_column_value_lengths_to_be_between"
+
+
+def test_problems_gate_refuses_a_prompt_over_the_default_limit(tmp_path):
+    """A 4-million-character prompt handed straight to a gate (not through prepare) fails it."""
+    from selfcorrect.config import DataConfig
+
+    rows = valid_rows()["problems"]
+    rows[1]["prompt"] = "What is 1 + 1? " * 266_667                 # 4,000,005 characters
+    result = v.validate("problems", write(tmp_path / "p.jsonl", rows))
+    (failure,) = result.failures
+    assert (failure.check, failure.column) == (LENGTHS, "prompt") and failure.examples[0]["row"] == 2
+    assert "at most data.max_prompt_chars characters" in failure.detail
+    assert "(max_prompt_chars = 8000): 1 of 3 rows fail" in failure.detail
+    assert "row 2: id='p2' prompt='What is 1 + 1? What is" in result.markdown()
+    assert len(result.markdown()) < 2000                           # the prompt is shown cut short
+    default = [e for e in v.load_suite("problems")["expectations"] if e.get("meta", {}).get("limit")]
+    assert [e["kwargs"]["max_value"] for e in default] == [DataConfig().max_prompt_chars]
+
+
+def test_prompt_limit_comes_from_thresholds_and_the_cli(tmp_path, capsys):
+    rows = valid_rows()["problems"]
+    rows[0]["prompt"] = "x" * 201
+    rows[2]["prompt"] = "y" * 200
+    uri = write(tmp_path / "p.jsonl", rows)
+    assert v.validate("problems", uri).success                       # within the default 8000
+    (failure,) = v.validate("problems", uri, thresholds={"max_prompt_chars": 200}).failures
+    assert [e["row"] for e in failure.examples] == [1] and "(max_prompt_chars = 200)" in failure.detail
+    assert v.main(["--kind", "problems", uri, "--max-prompt-chars", "200"]) == 1
+    assert "row 1: id='p1' prompt='xxxx" in capsys.readouterr().out
+    assert v.main(["--kind", "problems", uri, "--max-prompt-chars", "201"]) == 0
+    assert v.main(["--kind", "problems", uri, "--max-prompt-chars", "0"]) == 2
+    assert "threshold max_prompt_chars: a whole number >= 1, got 0" in capsys.readouterr().err
+    q, clean = tmp_path / "q.jsonl", tmp_path / "clean.jsonl"      # an over-long row can be quarantined
+    assert v.main(["--kind", "problems", uri, "--max-prompt-chars", "200", "--quarantine", str(q),
+                   "--clean", str(clean)]) == 0
+    assert [r.id for r in records.read_jsonl(str(clean), Problem)] == ["p2", "p3"]
+
+
+@pytest.mark.parametrize("value", [0, 2.5, True, float("inf")])
+def test_bad_prompt_limits_are_named(value):
+    with pytest.raises(ValueError, match="threshold max_prompt_chars: a"):
+        v.suite_with("problems", {"max_prompt_chars": value})
+
+
+def test_pipeline_gate_takes_the_configured_prompt_limit(tmp_path):
+    """The validate_data component passes data.max_prompt_chars to the problems gate."""
+    from types import SimpleNamespace
+
+    from selfcorrect import config
+    from selfcorrect.components import validate_data
+
+    rows = valid_rows()["problems"]
+    rows[1]["prompt"] = "z" * 120
+    uri = write(tmp_path / "p.jsonl", rows)
+    art = lambda name: SimpleNamespace(path=str(tmp_path / name), metadata={})  # noqa: E731
+    run = lambda cfg, name: validate_data.python_func(  # noqa: E731
+        kind="problems", data=art("p.jsonl"), report=art(f"{name}.md"), data_docs=art(f"{name}.html"),
+        clean=art(f"{name}.clean"), quarantined=art(f"{name}.q"), config=cfg)
+    run(config.load("tiny").to_dict(), "default")                  # 120 <= 8000
+    with pytest.raises(v.GateFailed, match="max_prompt_chars = 100"):
+        run(config.load("tiny", overrides=["data.max_prompt_chars=100"]).to_dict(), "limited")
+    assert "row 2: id='p2'" in (tmp_path / "limited.md").read_text()
