@@ -10,7 +10,7 @@ TESTBED := $(ASSETS)/testbed/config.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets testbed repro run test test-fast compile bench bench-verify bench-train images lock docs clean
+.PHONY: help setup assets testbed repro run test test-fast compile bench bench-verify bench-train images images-local test-containers lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -67,6 +67,15 @@ bench-train: setup ## generation and training tokens/s, FLOP/s against this mach
 REGISTRY ?= ghcr.io/selfcorrect
 images: ## build and push the container images (needs a Docker engine; none on the dev machines)
 	$(PY) scripts/build_images.py --registry $(REGISTRY) --push
+
+LOCAL_BASE ?= localhost/selfcorrect-local-base:bookworm
+images-local: $(STAMP) ## build the 3 images here: podman, Debian base by debootstrap, CPU torch (root)
+	scripts/podman_setup.sh
+	scripts/local_base_image.sh $(LOCAL_BASE)
+	$(PY) scripts/build_images.py --local --base-image $(LOCAL_BASE)
+
+test-containers: images-local ## the whole tiny DAG in those images: kfp.local.DockerRunner on podman
+	SELFCORRECT_CONTAINER_TESTS=1 $(VENV)/bin/pytest -s tests/test_containers_run.py $(PYTEST_ARGS)
 
 lock: $(STAMP) ## regenerate containers/requirements.lock (runtime closure, no test extras)
 	$(PY) scripts/lock_images.py

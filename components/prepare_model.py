@@ -4,7 +4,7 @@ from kfp.dsl import Model, Output
 from selfcorrect.images import image
 
 
-@dsl.component(base_image=image("selfcorrect-base"), install_kfp_package=False)
+@dsl.component(base_image=image("selfcorrect-trainer"), install_kfp_package=False)
 def prepare_model(config: dict, model: Output[Model]):
     """Materialise the base model (tiny, GGUF or a saved folder) as a save_pretrained folder."""
     from selfcorrect import config as cfg_mod

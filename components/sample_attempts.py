@@ -4,7 +4,7 @@ from kfp.dsl import Dataset, Input, Model, Output
 from selfcorrect.images import image
 
 
-@dsl.component(base_image=image("selfcorrect-base"), install_kfp_package=False)
+@dsl.component(base_image=image("selfcorrect-trainer"), install_kfp_package=False)
 def sample_attempts(config: dict, problems: Input[Dataset], model: Input[Model],
                     attempts: Output[Dataset], split: str = "eval",
                     difficulty_probe: bool = False):

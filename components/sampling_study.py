@@ -18,7 +18,7 @@ def config_flag(config: dict, key: str) -> bool:
     return bool(value)
 
 
-@dsl.component(base_image=image("selfcorrect-base"), install_kfp_package=False)
+@dsl.component(base_image=image("selfcorrect-trainer"), install_kfp_package=False)
 def sampling_study(config: dict, problems: Input[Dataset], base_model: Input[Model],
                    trained_model: Input[Model], study: Output[Dataset],
                    metrics: Output[Metrics], report: Output[Markdown]):

@@ -72,7 +72,10 @@ def ensure_version(client, package: Path, name: str, namespace: str | None = Non
     found = client.list_pipeline_versions(pipeline_id, filter=_eq_filter(name)).pipeline_versions
     if found:
         spec = found[0].pipeline_spec
-        if spec is not None and spec != yaml.safe_load(package.read_text()):
+        docs = [d for d in yaml.safe_load_all(package.read_text()) if d is not None]
+        # the API returns {pipeline_spec, platform_spec} when the YAML carries a platform spec
+        stored = docs[0] if len(docs) == 1 else {"pipeline_spec": docs[0], "platform_spec": docs[1]}
+        if spec is not None and spec != stored:
             raise ClusterError(f"pipeline version {name!r} already exists with different "
                                "content; commit your change or pass --version-name")
         return found[0]
@@ -80,13 +83,15 @@ def ensure_version(client, package: Path, name: str, namespace: str | None = Non
                                           description=desc)
 
 
-def compile_for_cluster(output_dir: str | None, resources=None) -> Path:
+def compile_for_cluster(output_dir: str | None, resources=None,
+                        kubernetes_platform: bool = True) -> Path:
     """Compile with the default config as the parameter default (the run passes its own) and
-    the run config's resource requests, which KFP fixes at compile time."""
+    the run config's resource requests, which KFP fixes at compile time; Vertex AI takes no
+    Kubernetes platform spec (kubernetes_platform=False)."""
     from selfcorrect.pipelines.compile import compile_pipeline
 
     return compile_pipeline(output_dir or tempfile.mkdtemp(prefix="selfcorrect-"),
-                            resources=resources)
+                            resources=resources, kubernetes_platform=kubernetes_platform)
 
 
 def parse_every(text: str) -> int:
@@ -123,7 +128,8 @@ def _prepare(args):
     if "://" not in cfg.output_dir:
         print(f"warning: output_dir {cfg.output_dir} is a path on this machine; on a cluster "
               "set --set output_dir=gs://... (or another shared location)", file=sys.stderr)
-    package = compile_for_cluster(args.output, cfg.resources)
+    package = compile_for_cluster(args.output, cfg.resources,
+                                  kubernetes_platform=getattr(args, "backend", "kfp") != "vertex")
     return cfg.to_dict(), package, version_for(package, args.version_name)
 
 

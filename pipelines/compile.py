@@ -50,22 +50,42 @@ def compile_components(output_dir: str | Path = "dist") -> list[Path]:
 
 
 def compile_pipeline(output_dir: str | Path = "dist", config: dict | None = None,
-                     resources: ResourcesConfig | None = None) -> Path:
+                     resources: ResourcesConfig | None = None,
+                     kubernetes_platform: bool = True) -> Path:
     """Write the pipeline YAML and the component YAMLs.
 
-    `config` is the default run config; `resources` the training steps' accelerator, CPU and
+    `config` is the default run config; `resources` the model steps' accelerator, CPU and
     memory requests, fixed at compile time (default: config's, else none).
+    kubernetes_platform: a second YAML document, the Kubernetes platform spec (the training
+    steps' memory-backed /dev/shm), for Kubeflow Pipelines; off for Vertex AI.
     """
     if resources is None and config:
         resources = build(RunConfig, config).resources
     out = pipeline_file(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(
-        make_pipeline(resources), str(out),
+        make_pipeline(resources, kubernetes_platform), str(out),
         pipeline_parameters={"config": config or RunConfig().to_dict()})
     _stable_header(out)
     compile_components(output_dir)
     return out
+
+
+def read_spec(path: str | Path) -> dict:
+    """The PipelineSpec of a compiled file (its first YAML document)."""
+    return next(iter(_documents(path)))
+
+
+def read_platform_spec(path: str | Path) -> dict:
+    """The Kubernetes platform spec of a compiled file ({} when it has none)."""
+    docs = _documents(path)
+    return docs[1] if len(docs) > 1 else {}
+
+
+def _documents(path: str | Path) -> list:
+    import yaml
+
+    return [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
 
 
 _DEFAULT = re.compile(r"^(#.*\[Default: )(\{.*\})\]$")

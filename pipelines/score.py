@@ -9,20 +9,52 @@ registry only when config.promotion's conditions hold); beside it, when eval.sam
 Every arrow carries a typed artifact; every dataset a step produces passes a Great
 Expectations gate before the next step uses it: later steps read the gate's `clean` output
 (config.gates: share thresholds, and quarantine of failing rows instead of failing the run).
-"""
 
-from kfp import dsl
+Placement (fixed at compile time from config.resources): every step that loads the model
+(prepare_model, sample_attempts, the training steps, the sampling study) runs in the trainer
+image with the configured accelerator: one device for the one-process steps, all
+resources.accelerator_count for training. Training is retried (it resumes from its last
+checkpoint) and gets a memory-backed /dev/shm (NCCL needs more than Kubernetes' 64 MiB).
+
+Caching: data_fingerprint (never cached) digests config.data and a file source's bytes;
+prepare_problems is cached on it, so a run over the same data and config reuses every
+step's output up to the promotion gate, which reads the registry and always runs.
+"""
+import dataclasses
+
+from kfp import dsl, kubernetes
 from kfp.dsl import Dataset, Model
 
 from selfcorrect import __version__
 from selfcorrect.config import ResourcesConfig, RunConfig
-from selfcorrect.components import (config_flag, decide_promotion, evaluate, filter_problems,
-                                    prepare_model, prepare_problems, promote_model,
+from selfcorrect.components import (config_flag, data_fingerprint, decide_promotion, evaluate,
+                                    filter_problems, prepare_model, prepare_problems, promote_model,
                                     sample_attempts, sampling_study, train_stage1, train_stage2,
                                     validate_data, verify_attempts)
 from selfcorrect.train.resources import apply_resources
 
 PIPELINE_NAME = "selfcorrect-score"
+RETRY = {"num_retries": 2, "backoff_duration": "60s"}
+TRAIN_RETRY = {"num_retries": 2, "backoff_duration": "120s", "backoff_factor": 2.0}
+
+
+def _one_device(requests: RunConfig) -> RunConfig:
+    """The requests of a one-process model step: the accelerator type, at most one of it."""
+    res = requests.resources
+    return dataclasses.replace(requests, resources=dataclasses.replace(
+        res, accelerator_count=min(res.accelerator_count, 1)))
+
+
+def _training(task, requests: RunConfig, kubernetes_platform: bool):
+    """A training step: all the configured accelerators, retried (resuming from its last
+    checkpoint), and on Kubernetes a memory-backed /dev/shm for NCCL, bounded by the pod's
+    memory limit."""
+    apply_resources(task, requests)
+    task.set_retry(**TRAIN_RETRY)
+    if kubernetes_platform:
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm",
+                                   medium="Memory")
+    return task
 
 
 def _gate(kind: str, data, config, label: str, problems=None):
@@ -35,7 +67,8 @@ def _gate(kind: str, data, config, label: str, problems=None):
     return task.set_display_name(f"gate-{label}")
 
 
-def _verified(config, problems, model, label: str, difficulty_probe: bool = False, after=None):
+def _verified(config, problems, model, label: str, requests: RunConfig,
+              difficulty_probe: bool = False, after=None):
     """Attempts on the eval split (plus the difficulty filter's train probe when asked and
     configured), gated, verified, gated; returns the tasks (attempts, attempts_gate,
     verdicts, verdicts_gate). Later steps read the gates' `clean`."""
@@ -43,14 +76,13 @@ def _verified(config, problems, model, label: str, difficulty_probe: bool = Fals
                                difficulty_probe=difficulty_probe)
     if after is not None:       # the model's training steps passed their gate
         attempts.after(after)
-    attempts.set_display_name(f"sample-attempts-{label}").set_retry(num_retries=2,
-                                                                    backoff_duration="60s")
+    attempts.set_display_name(f"sample-attempts-{label}").set_retry(**RETRY)
+    apply_resources(attempts, _one_device(requests))
     attempts_gate = _gate("attempts", attempts.outputs["attempts"], config,
                           f"attempts-{label}", problems)
     verdicts = verify_attempts(config=config, problems=problems,
                                attempts=attempts_gate.outputs["clean"])
-    verdicts.set_display_name(f"verify-attempts-{label}").set_retry(num_retries=2,
-                                                                     backoff_duration="60s")
+    verdicts.set_display_name(f"verify-attempts-{label}").set_retry(**RETRY)
     gate = _gate("verdicts", verdicts.outputs["verdicts"], config, f"verdicts-{label}", problems)
     return attempts, attempts_gate, verdicts, gate
 
@@ -71,25 +103,32 @@ def promotion_gate(config: dict, results: Dataset, model: Model, problems: Datas
                       ).set_display_name("promote-model").set_caching_options(False)
 
 
-def make_pipeline(resources: ResourcesConfig | None = None):
+def make_pipeline(resources: ResourcesConfig | None = None, kubernetes_platform: bool = True):
     """The DAG. Resource requests are fixed when the pipeline is compiled, so they come from
-    `resources` (config.resources) here, not from the run-time `config` parameter."""
+    `resources` (config.resources) here, not from the run-time `config` parameter.
+
+    kubernetes_platform: add the Kubernetes platform spec (the training steps' /dev/shm
+    volume; Kubeflow Pipelines). Vertex AI reads a single-document YAML: compile without."""
     requests = RunConfig(resources=resources or ResourcesConfig())
 
     @dsl.pipeline(name=PIPELINE_NAME, display_name=f"{PIPELINE_NAME} {__version__}",
                   description=f"SCoRe self-correction training, selfcorrect version {__version__}")
     def score_pipeline(config: dict) -> Dataset:
-        # Never cached: a scheduled retraining run with the same data.path must read new data.
-        # Training steps stay cacheable: the key covers config, inputs and the versioned image.
-        problems = prepare_problems(config=config).set_caching_options(False)
+        # Never cached: a scheduled retraining run with the same data.path must see new bytes.
+        key = data_fingerprint(config=config).set_caching_options(False)
+        key.set_display_name("data-fingerprint")
+        # Cached on (config, fingerprint, image): the same data give the same problems
+        # artifact, so the steps after it (training included) can hit the cache as well.
+        problems = prepare_problems(config=config, fingerprint=key.output)
         problems_gate = _gate("problems", problems.outputs["problems"], config, "problems")
         data = problems_gate.outputs["clean"]
 
         base = prepare_model(config=config)
+        apply_resources(base, _one_device(requests))
         # the base model's attempts also probe the train split when data.drop_always_solved
         # or drop_never_solved is on (a run-time choice: sample_attempts reads the config)
         _, base_attempts_ok, _, base_verdicts_ok = _verified(
-            config, data, base.outputs["model"], "base", difficulty_probe=True)
+            config, data, base.outputs["model"], "base", requests, difficulty_probe=True)
 
         # a copy of the problems when both flags are off
         train_data = filter_problems(config=config, problems=data,
@@ -106,11 +145,11 @@ def make_pipeline(resources: ResourcesConfig | None = None):
                               base_model=base.outputs["model"]).after(stage1_gate)
         stage2_gate = _gate("train_steps", stage2.outputs["steps"], config, "stage2-steps")
         for task in (stage1, stage2):
-            apply_resources(task, requests)
+            _training(task, requests, kubernetes_platform)
         _, stage1_attempts_ok, _, stage1_verdicts_ok = _verified(
-            config, data, stage1.outputs["model"], "stage1", after=stage1_gate)
+            config, data, stage1.outputs["model"], "stage1", requests, after=stage1_gate)
         _, trained_attempts_ok, _, trained_verdicts_ok = _verified(
-            config, data, stage2.outputs["model"], "trained", after=stage2_gate)
+            config, data, stage2.outputs["model"], "trained", requests, after=stage2_gate)
 
         report = evaluate(config=config, problems=data,
                           base_attempts=base_attempts_ok.outputs["clean"],
@@ -127,9 +166,10 @@ def make_pipeline(resources: ResourcesConfig | None = None):
         # eval.sampling_k > 0: majority vote over k samples vs k/2 + correction, both models
         asked = config_flag(config=config, key="eval.sampling_k").set_display_name("sampling-study-asked")
         with dsl.If(asked.output == True, name="sampling-study-if-asked"):  # noqa: E712
-            sampling_study(config=config, problems=data, base_model=base.outputs["model"],
-                           trained_model=stage2.outputs["model"]
-                           ).after(stage2_gate).set_display_name("sampling-study")
+            study = sampling_study(config=config, problems=data, base_model=base.outputs["model"],
+                                   trained_model=stage2.outputs["model"])
+            study.after(stage2_gate).set_display_name("sampling-study")
+            apply_resources(study, _one_device(requests))
 
         promotion_gate(config=config, results=report.outputs["results"],
                        model=stage2.outputs["model"], problems=data,

@@ -100,6 +100,23 @@ def pipeline_spec(doc) -> dict:
     return doc
 
 
+def uploaded_spec(payload: bytes) -> dict:
+    """An uploaded package as the API server keeps and returns it: the PipelineSpec, or, when
+    the YAML carries a Kubernetes platform spec as its second document (kfp-kubernetes),
+    {"pipeline_spec": ..., "platform_spec": ...}, each checked against its proto."""
+    docs = [d for d in yaml.safe_load_all(payload) if d is not None]
+    if len(docs) == 1:
+        return pipeline_spec(docs[0])
+    if len(docs) != 2 or not isinstance(docs[1], dict):
+        raise ApiError(400, f"uploadfile: expected a pipeline spec and at most one platform "
+                            f"spec, got {len(docs)} documents")
+    try:
+        json_format.ParseDict(docs[1], pipeline_spec_pb2.PlatformSpec())
+    except json_format.ParseError as e:
+        raise ApiError(400, f"invalid platform spec: {e}") from None
+    return {"pipeline_spec": pipeline_spec(docs[0]), "platform_spec": docs[1]}
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
@@ -151,7 +168,7 @@ class State:
         if v is None or v.pipeline_id != ref.pipeline_id:
             raise ApiError(404, f"{what}: pipeline version {ref.pipeline_version_id!r} of "
                                 f"pipeline {ref.pipeline_id!r} not found")
-        return v.pipeline_spec
+        return v.pipeline_spec.get("pipeline_spec", v.pipeline_spec)
 
     def check_parameters(self, spec: dict, runtime_config, what: str):
         declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
@@ -201,7 +218,7 @@ class Handler(BaseHTTPRequestHandler):
         for part in msg.iter_parts() if msg.is_multipart() else ():
             if part.get_param("name", header="content-disposition") == "uploadfile":
                 try:
-                    return pipeline_spec(yaml.safe_load(part.get_payload(decode=True)))
+                    return uploaded_spec(part.get_payload(decode=True))
                 except yaml.YAMLError as e:
                     raise ApiError(400, f"uploadfile is not YAML: {e}") from None
         raise ApiError(400, "upload: no 'uploadfile' part")

@@ -3,7 +3,7 @@ import re
 import yaml
 
 from selfcorrect import __version__, images
-from selfcorrect.pipelines.compile import compile_pipeline
+from selfcorrect.pipelines.compile import compile_pipeline, read_platform_spec, read_spec
 
 STEPS = {"prepare-problems", "prepare-model", "validate-data", "sample-attempts",
          "verify-attempts", "train-stage1", "train-stage2", "evaluate"}
@@ -12,7 +12,7 @@ STEPS = {"prepare-problems", "prepare-model", "validate-data", "sample-attempts"
 def test_compiled_pipeline_is_versioned_and_pins_images(tmp_path):
     path = compile_pipeline(tmp_path)
     assert path.name == f"selfcorrect-pipeline-{__version__}.yaml"
-    ir = yaml.safe_load(path.read_text())
+    ir = read_spec(path)
     assert ir["pipelineInfo"]["name"] == "selfcorrect-score"
     assert __version__ in ir["pipelineInfo"]["displayName"]
     executors = ir["deploymentSpec"]["executors"]
@@ -30,15 +30,105 @@ def test_registry_comes_from_one_place(monkeypatch):
     assert images.image("selfcorrect-trainer") == f"us-docker.pkg.dev/p/r/selfcorrect-trainer:{__version__}"
 
 
-def test_caching_and_retries_per_step(tmp_path):
-    ir = yaml.safe_load(compile_pipeline(tmp_path).read_text())
+def _caching(ir: dict, tasks: dict) -> dict:
+    """task -> whether it is cached, for the tasks that run a container (not sub-DAGs)."""
+    return {name: t.get("cachingOptions", {}).get("enableCache", False)
+            for name, t in tasks.items()
+            if "executorLabel" in ir["components"][t["componentRef"]["name"]]}
+
+
+def test_caching_follows_the_data_so_later_steps_can_hit_the_cache(tmp_path):
+    """Defect 9: prepare_problems was never cached, so no step after it could hit the cache
+    across runs. Now only the fingerprint of the data (and the registry readers) always run;
+    prepare_problems is cached on config + that fingerprint and everything downstream is
+    cacheable; nothing else reaches new data."""
+    ir = read_spec(compile_pipeline(tmp_path))
     tasks = ir["root"]["dag"]["tasks"]
-    assert not tasks["prepare-problems"]["cachingOptions"].get("enableCache")   # new data each run
-    assert tasks["train-stage1"]["cachingOptions"]["enableCache"] is True
-    retried = {name for name, t in tasks.items() if "retryPolicy" in t}
-    assert {"sample-attempts", "verify-attempts"} <= retried
+    cached = _caching(ir, tasks)
+    assert cached.pop("data-fingerprint") is False                     # reads the data each run
+    assert all(cached.values()), {n for n, c in cached.items() if not c}
+    prep = tasks["prepare-problems"]["inputs"]["parameters"]
+    assert set(prep) == {"config", "fingerprint"}
+    assert prep["fingerprint"]["taskOutputParameter"]["producerTask"] == "data-fingerprint"
+    # the only step that reads config.data without a cached predecessor is the fingerprint
+    roots = {n for n in cached if not tasks[n].get("dependentTasks")} | {"data-fingerprint"}
+    assert roots == {"data-fingerprint", "prepare-model", "config-flag"}
     gate = ir["components"]["comp-selfcorrect-promotion-gate"]["dag"]["tasks"]
-    assert not gate["decide-promotion"]["cachingOptions"].get("enableCache")  # reads the registry
+    assert _caching(ir, gate) == {"decide-promotion": False}         # reads the registry
+    branches = [c["dag"]["tasks"] for n, c in ir["components"].items()
+                if n.startswith("comp-condition")]
+    in_branches = {}
+    for branch in branches:
+        in_branches.update(_caching(ir, branch))
+    assert in_branches == {"promote-model": False, "sampling-study": True}
+
+
+def test_retries_per_step(tmp_path):
+    """Defect 4 (compile-time part): the training steps are retried; a retry resumes from
+    the checkpoints under the run's artifact store."""
+    tasks = read_spec(compile_pipeline(tmp_path))["root"]["dag"]["tasks"]
+    retried = {name: t["retryPolicy"] for name, t in tasks.items() if "retryPolicy" in t}
+    assert {"sample-attempts", "verify-attempts", "train-stage1", "train-stage2"} <= set(retried)
+    for stage in ("train-stage1", "train-stage2"):
+        assert retried[stage]["maxRetryCount"] >= 1
+        assert retried[stage]["backoffDuration"].endswith("s")
+
+
+def test_training_steps_get_a_memory_backed_dev_shm(tmp_path):
+    """Defect 6 (compile-time part): Kubernetes gives a pod 64 MiB of /dev/shm, too little
+    for NCCL; the training steps mount a memory-backed emptyDir there (kfp-kubernetes)."""
+    path = compile_pipeline(tmp_path)
+    execs = read_platform_spec(path)["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(execs) == {"exec-train-stage1", "exec-train-stage2"}
+    for spec in execs.values():
+        assert spec["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm",
+                                           "volumeName": "dshm"}]
+    # Vertex AI reads one YAML document: no platform spec there, the same DAG otherwise
+    vertex = compile_pipeline(tmp_path / "vertex", kubernetes_platform=False)
+    assert read_platform_spec(vertex) == {}
+    assert read_spec(vertex)["root"] == read_spec(path)["root"]
+
+
+MODEL_STEPS = {"prepare-model", "sample-attempts", "train-stage1", "train-stage2",
+               "sampling-study"}
+
+
+def _executors_by_component(ir: dict) -> dict:
+    """component name (without -N) -> the executors its tasks run."""
+    out = {}
+    for name, comp in ir["components"].items():
+        if "executorLabel" in comp:
+            out.setdefault(re.sub(r"-\d+$", "", name[len("comp-"):]), set()).add(comp["executorLabel"])
+    return out
+
+
+def test_steps_that_run_the_model_get_the_trainer_image_and_the_accelerator(tmp_path):
+    """Defect 5: generation (sample_attempts, sampling_study) and prepare_model ran in the
+    CPU base image and asked for no accelerator. Every step that loads the model now runs
+    in the trainer image; the one-process steps ask for one device, training for them all."""
+    from selfcorrect import config
+
+    cfg = config.load("tiny", overrides=["resources.accelerator_type=nvidia.com/gpu",
+                                         "resources.accelerator_count=4",
+                                         "resources.memory_limit=64G"])
+    ir = read_spec(compile_pipeline(tmp_path, cfg.to_dict()))
+    executors = ir["deploymentSpec"]["executors"]
+    by_component = _executors_by_component(ir)
+    assert MODEL_STEPS <= set(by_component)
+    trainer = images.image("selfcorrect-trainer")
+    for comp, labels in by_component.items():
+        for label in labels:
+            container = executors[label]["container"]
+            if comp in MODEL_STEPS:
+                assert container["image"] == trainer, comp
+                res = container["resources"]
+                assert res["accelerator"]["resourceType"] == "nvidia.com/gpu", comp
+                want = "4" if comp.startswith("train-") else "1"
+                assert res["accelerator"]["resourceCount"] == want, comp
+                assert res["resourceMemoryLimit"] == "64G", comp
+            else:
+                assert container["image"] != trainer, comp
+                assert "accelerator" not in container.get("resources", {}), comp
 
 
 def test_training_resources_come_from_config_at_compile_time(tmp_path):
@@ -47,7 +137,7 @@ def test_training_resources_come_from_config_at_compile_time(tmp_path):
     cfg = config.load("tiny", overrides=["resources.accelerator_type=NVIDIA_TESLA_A100",
                                          "resources.accelerator_count=2",
                                          "resources.memory_limit=64G"])
-    ir = yaml.safe_load(compile_pipeline(tmp_path, cfg.to_dict()).read_text())
+    ir = read_spec(compile_pipeline(tmp_path, cfg.to_dict()))
     executors = ir["deploymentSpec"]["executors"]
     for name in ("exec-train-stage1", "exec-train-stage2"):
         res = executors[name]["container"]["resources"]
@@ -55,14 +145,14 @@ def test_training_resources_come_from_config_at_compile_time(tmp_path):
         assert res["accelerator"]["resourceCount"] == "2"
         assert res["resourceMemoryLimit"] == "64G"
     assert "resources" not in executors["exec-evaluate"]["container"]
-    plain = yaml.safe_load(compile_pipeline(tmp_path / "cpu").read_text())
+    plain = read_spec(compile_pipeline(tmp_path / "cpu"))
     assert "resources" not in plain["deploymentSpec"]["executors"]["exec-train-stage1"]["container"]
 
 
 def test_every_dataset_step_is_followed_by_its_gate(tmp_path):
     """11 gates, each fed by the step before it, each told its run id and task name
     (the placeholders KFP fills in) so gates.report_uri can keep a failed gate's reports."""
-    ir = yaml.safe_load(compile_pipeline(tmp_path).read_text())
+    ir = read_spec(compile_pipeline(tmp_path))
     tasks = ir["root"]["dag"]["tasks"]
     gates = {name: t for name, t in tasks.items() if name.startswith("validate-data")}
     fed_by = sorted((t["inputs"]["parameters"]["kind"]["runtimeValue"]["constant"],
@@ -84,7 +174,7 @@ def test_every_dataset_step_is_followed_by_its_gate(tmp_path):
 
 
 def test_sampling_study_runs_only_when_asked(tmp_path):
-    ir = yaml.safe_load(compile_pipeline(tmp_path).read_text())
+    ir = read_spec(compile_pipeline(tmp_path))
     tasks = ir["root"]["dag"]["tasks"]
     (branch,) = [t for t in tasks.values() if t["taskInfo"]["name"] == "sampling-study-if-asked"]
     assert "config-flag" in branch["triggerPolicy"]["condition"]

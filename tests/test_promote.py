@@ -95,7 +95,7 @@ def test_compiled_pipeline_gates_promotion_with_a_condition(tmp_path):
 
     path = tmp_path / "p.yaml"
     compiler.Compiler().compile(score_pipeline, str(path))
-    ir = yaml.safe_load(path.read_text())
+    ir = next(yaml.safe_load_all(path.read_text()))   # then the Kubernetes platform spec
     gate = ir["components"]["comp-selfcorrect-promotion-gate"]["dag"]["tasks"]
     assert set(gate) == {"decide-promotion", "condition-1"}
     condition = gate["condition-1"]["triggerPolicy"]["condition"]
