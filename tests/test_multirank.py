@@ -120,14 +120,15 @@ def kill_after_first_checkpoint(cfg, root: Path, out: str, store_uri: str) -> in
                              init_path=str(root / "base"), reference_path=str(root / "base"))
     cmd = launch.launch_command(cfg.resources, num_gpus=2, args=args,
                                 master_port=launch.free_port())
-    proc = subprocess.Popen(cmd, env=env(), start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    log = root / "killed.log"           # a file, not a pipe: a full pipe would stall the ranks
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, env=env(), start_new_session=True, stdout=sink, stderr=sink)
     try:
         deadline = time.monotonic() + 240
         while checkpoint.latest(store_uri) is None:
             if proc.poll() is not None:
                 raise AssertionError(f"the launch ended before a checkpoint (rc {proc.returncode}):"
-                                     f"\n{proc.stderr.read()[-3000:]}")
+                                     f"\n{log.read_text()[-3000:]}")
             assert time.monotonic() < deadline, "no checkpoint within 240 s"
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGKILL)     # both ranks and the launcher, mid-stage
