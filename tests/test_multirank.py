@@ -182,3 +182,13 @@ def test_stage2_two_ranks_zero3_with_generation_matches_one_process(stage1):
     assert summary["steps"] == 2
     assert_same_trajectory(history(root / "one-s2"), history(root / "two-s2"))
     assert_same_weights(root / "one-s2", root / "two-s2", root / "one-s1")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_each_rank_builds_its_models_on_its_own_gpu(monkeypatch):
+    """Not run here (no GPU): rank 1 must load onto cuda:1, not onto GPU 0 like every rank did."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    model, _ = models.load(config.load("tiny").model)
+    assert next(model.parameters()).device == torch.device("cuda", 1)
+    assert torch.cuda.current_device() == 1
