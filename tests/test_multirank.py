@@ -45,13 +45,14 @@ def settings(**extra) -> list[str]:
     """The same global batch for 1 and 2 processes: 4 problems per step, sampling shards of 2."""
     sets = {"train.stage1_steps": STEPS, "train.stage2_steps": 2, "train.problems_per_step": 4,
             "train.samples_per_problem": 2, "train.sampling_shard": 2, "train.max_new_tokens": 6,
-            "train.learning_rate": 3e-3, "generate.batch_size": 4, **extra}
+            "train.learning_rate": 3e-3, "generate.batch_size": 4,
+            "model.tiny_hidden": 16, **extra}      # small checkpoints: quick to store and fetch
     return [f"{k}={v}" for k, v in sets.items()]
 
 
 def base_model(path: Path) -> None:
     """The tiny model with " 1" and " 2" likely: a digit answer is right half the time."""
-    cfg = config.load("tiny")
+    cfg = config.load("tiny", overrides=settings())
     model, tok = models.load(cfg.model)
     ids = [tok.encode(" 1")[0], tok.encode(" 2")[0]]
     with torch.no_grad():
