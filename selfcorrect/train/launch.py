@@ -1,9 +1,10 @@
 """Multi-process launch: one DeepSpeed process per GPU, by the `deepspeed` launcher or torchrun.
 
-NOT VERIFIED ON GPU. What is tested here is the generated command line and DeepSpeed config,
-and the entry point run by torchrun with one process on CPU. The launched processes run
-`python -m selfcorrect.train.launch`, which calls run_stage; each rank takes its own problems
-and sampling stream (see selfcorrect.train.loop).
+The launched processes run `python -m selfcorrect.train.launch`, which calls run_stage; each
+rank takes its share of the step's problems (see selfcorrect.train.loop). Tested on CPU with 2
+gloo processes through this very command (resources.processes=2; tests/test_multirank.py):
+ZeRO 2 and 3, checkpoint and resume, metrics reduced over ranks, the trajectory of one
+process. NOT VERIFIED ON GPU: NCCL, bf16 and one process per device.
 
     cmd = launch_command(cfg.resources, num_gpus=8, args=stage_args(...))
     subprocess.run(cmd, check=True)
@@ -22,13 +23,17 @@ from selfcorrect.train.engine import ds_config
 def gpu_ds_config(cfg: RunConfig, *, num_gpus: int) -> dict:
     """The DeepSpeed config each of `num_gpus` processes builds: bf16, ZeRO stage from config.
 
-    A step is problems_per_step * samples_per_problem episodes per process, split into
-    gradient_accumulation_steps micro-batches; the global batch is that times num_gpus.
+    A step is problems_per_step * samples_per_problem episodes over all processes: each takes
+    1 / num_gpus of them, split into gradient_accumulation_steps micro-batches.
     """
     if num_gpus < 1:
         raise ConfigError(f"num_gpus: {num_gpus}; use >= 1 (resources.accelerator_count)")
     train = cfg.train
-    micro = train.problems_per_step * train.samples_per_problem // train.gradient_accumulation_steps
+    if train.problems_per_step % num_gpus:
+        raise ConfigError(f"train.problems_per_step: {train.problems_per_step} cannot be split "
+                          f"over {num_gpus} GPUs; use a multiple of {num_gpus}")
+    per_gpu = train.problems_per_step // num_gpus * train.samples_per_problem
+    micro = per_gpu // train.gradient_accumulation_steps
     config = ds_config(train, micro_batch_size=micro, gpu=True)
     config["train_batch_size"] = micro * train.gradient_accumulation_steps * num_gpus
     return config
@@ -77,8 +82,9 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
                 steps_path: str | None = None) -> dict[str, float]:
     """One stage on the train split of `problems_path`, as the components run it.
 
-    resources.accelerator_count <= 1: in this process. More: one process per GPU through the
-    configured launcher (not verified on GPU); the summary is read back from metrics.json.
+    One training process (resources.training_processes): in this process. More: through the
+    configured launcher, one process per GPU (or resources.processes gloo processes on CPU);
+    the summary is read back from metrics.json.
     steps_path: also write the stage's per-step metrics there as TrainStep records.
     """
     import subprocess
@@ -87,7 +93,8 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
     from selfcorrect.records import Problem, read
     from selfcorrect.train.loop import run_stage
 
-    if cfg.resources.accelerator_count <= 1:
+    processes = cfg.resources.training_processes
+    if processes <= 1:
         problems = [p for p in read(problems_path, Problem) if p.split == "train"]
         summary = run_stage(cfg, stage, init_path=init_path, reference_path=reference_path,
                             problems=problems, output_dir=output_dir, log_dir=output_dir + "/logs")
@@ -100,12 +107,21 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
             json.dump(cfg.to_dict(), f)
         args = stage_args(config_path=config_path, stage=stage, problems=problems_path,
                           output_dir=output_dir, init_path=init_path, reference_path=reference_path)
-        subprocess.run(launch_command(cfg.resources, num_gpus=cfg.resources.accelerator_count,
-                                      args=args), check=True)
+        subprocess.run(launch_command(cfg.resources, num_gpus=processes, args=args,
+                                      master_port=free_port()), check=True)
     if steps_path:
         write_steps(output_dir, steps_path)
     with open(f"{output_dir}/metrics.json") as f:
         return json.load(f)["summary"]
+
+
+def free_port() -> int:
+    """A free TCP port on this machine for the launcher's rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def write_steps(model_dir: str, steps_path: str) -> int:

@@ -1,7 +1,7 @@
 """One SCoRe stage, top to bottom: sample two attempts, reward them, one REINFORCE update.
 
     for each step:
-        P problems (seeded shuffle, cycling over the train problems)
+        P problems (seeded shuffle, cycling over the train problems), P / W per process
         k two-attempt episodes per problem at train.temperature     (rollout.two_attempts)
         r1, r2 from reward_fn per attempt                           (the shared verifier)
         advantages and KL weights for the stage                     (objectives.stage_terms)
@@ -9,7 +9,8 @@
         every train.checkpoint_every steps: a resumable checkpoint      (checkpoint.save)
     save model + tokenizer + resolved_config.json + metrics.json
 
-Resume: when the checkpoint folder (default <output_dir>/checkpoints) holds a checkpoint,
+Resume: when the checkpoint folder (checkpoint.default_uri: the run's artifact store when
+output_dir or train.checkpoint_uri is a URL, else <output_dir>/checkpoints) holds a checkpoint,
 run_stage restores model, optimizer, LR schedule, RNG streams and the problem cursor from the
 newest one and continues the same trajectory. train.single_turn trains attempt 1 on r1 only.
 train.offline_first_attempts (Stage II, paper 5.3): that many of each problem's k samples take
@@ -26,14 +27,22 @@ entropy of pi_T over the generated tokens, before the update), edit_ratio (mean 
 between the attempts over their total length; 0: attempt 2 copies attempt 1), loss,
 tokens_per_s (generated tokens over the step's wall time, generation included), step_s.
 
-With several processes (one per GPU) each rank takes its own problems_per_step problems and
-sampling stream; the metrics are rank 0's. Only world size 1 has been run.
+With W processes (one per GPU, or gloo processes on CPU) the step's P problems are split into
+W equal shares, one per rank; DeepSpeed averages the gradients, so the update is that of one
+process on all P. Sampling is seeded per step and per shard of train.sampling_shard problems
+(default: one rank's share), from the shard's global index: a run with fewer processes and the
+same sampling_shard draws the same samples (tests/test_multirank.py compares 2 ranks with 1).
+The metrics are reduced over all ranks (sums and counts added, then divided). Under ZeRO-3
+every rank generates in lockstep (synced_gpus), so ranks stopping at different lengths do not
+hang the parameter gathers.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -91,15 +100,18 @@ def score_turns(model, episodes: list[rollout.Episode], temperature: float, pad_
 
 
 def rollout_step(policy, reference, tok, batch: list[Problem], cfg: RunConfig, *,
-                 offline: int = 0) -> list[rollout.Episode]:
+                 offline: int = 0, synced_gpus: bool = False) -> list[rollout.Episode]:
     """k two-attempt episodes per problem, on-policy at train.temperature.
 
     offline > 0: samples 0..offline-1 of each problem take attempt 1 from `reference` (the
     base model, paper 5.3); every attempt 2 is the policy's, conditioned on that attempt 1.
+    synced_gpus: ZeRO-3 with several ranks; every rank keeps stepping until all are done.
     """
     train = cfg.train
     kw = dict(temperature=train.temperature, max_new_tokens=train.max_new_tokens,
               batch_size=cfg.generate.batch_size)
+    if synced_gpus:
+        kw["synced_gpus"] = True
     if not offline:
         return rollout.two_attempts(policy, tok, batch, samples=train.samples_per_problem,
                                     templates=cfg.prompts, **kw)
@@ -109,7 +121,9 @@ def rollout_step(policy, reference, tok, batch: list[Problem], cfg: RunConfig, *
     for model, picked in ((reference, [i for i, (_, s) in enumerate(jobs) if s < offline]),
                           (policy, [i for i, (_, s) in enumerate(jobs) if s >= offline])):
         texts = [render(jobs[i][0], None) for i in picked]
-        firsts.update(zip(picked, rollout.generate(model, tok, texts, desc="attempt 1", **kw)))
+        # the reference is a full copy on each rank: nothing to keep in step
+        opts = {k: v for k, v in kw.items() if k != "synced_gpus" or model is policy}
+        firsts.update(zip(picked, rollout.generate(model, tok, texts, desc="attempt 1", **opts)))
     seconds = rollout.generate(policy, tok, [render(p, firsts[i].text) for i, (p, _) in
                                              enumerate(jobs)], desc="attempt 2", **kw)
     return [rollout.Episode(p, s, firsts[i], t2) for i, ((p, s), t2) in enumerate(zip(jobs, seconds))]
@@ -123,8 +137,8 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
     offline: [P * k] bool, episodes whose attempt 1 came from the base model; their
     attempt-1 tokens are masked out of the loss (off-policy for the policy).
 
-    Returns the step's loss, and the mean per-token KL and entropy of each attempt (before
-    the update).
+    Returns the step's loss, the mean per-token KL and entropy of each attempt (before the
+    update) and the number of tokens they are means over (tokens_t1/_t2).
     """
     terms = obj.stage_terms(stage, r1, r2, alpha=train.alpha, beta1=train.beta1,
                             beta2=train.beta2, baseline_kind=train.baseline,
@@ -155,7 +169,32 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
         tokens += per_turn(torch.ones_like(mask))
     kl_mean, ent_mean = kl_sum / tokens.clamp(min=1), ent_sum / tokens.clamp(min=1)
     return {"loss": loss_total, "kl_t1": kl_mean[0].item(), "kl_t2": kl_mean[1].item(),
-            "entropy_t1": ent_mean[0].item(), "entropy_t2": ent_mean[1].item()}
+            "entropy_t1": ent_mean[0].item(), "entropy_t2": ent_mean[1].item(),
+            "tokens_t1": tokens[0].item(), "tokens_t2": tokens[1].item()}
+
+
+def shard_seed(seed: int, stage: int, step: int, shard: int) -> int:
+    """The sampling seed of one shard of one step: the same on any number of processes."""
+    digest = hashlib.sha256(f"{seed}/{stage}/{step}/{shard}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
+
+
+def world_size() -> int:
+    """Processes in this run, from the launcher's environment (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def shares(train: TrainConfig, world: int) -> tuple[int, int]:
+    """(problems per rank, problems per sampling shard); errors name the keys to change."""
+    if train.problems_per_step % world:
+        raise ValueError(f"train.problems_per_step: {train.problems_per_step} problems cannot be "
+                         f"split evenly over {world} processes; use a multiple of {world}")
+    local = train.problems_per_step // world
+    shard = train.sampling_shard or local
+    if local % shard:
+        raise ValueError(f"train.sampling_shard: {shard} must divide each process's "
+                         f"{local} problems (train.problems_per_step / {world} processes)")
+    return local, shard
 
 
 def cycle(problems: list[Problem], seed: int):
@@ -173,8 +212,8 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
 
     init_path: the policy to start from (Stage I output for Stage II); None: cfg.model.
     reference_path: the frozen pi_ref (the base model); None: cfg.model.
-    checkpoint_dir: where resumable checkpoints go and are resumed from; None:
-        <output_dir>/checkpoints.
+    checkpoint_dir: where resumable checkpoints go and are resumed from (a folder or a URL);
+        None: checkpoint.default_uri (the run's artifact store, or <output_dir>/checkpoints).
     stop_after: stop once this many steps are done, without writing the final model (a
         planned interruption; what a kill leaves behind is the last periodic checkpoint).
     """
@@ -185,22 +224,28 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     train = cfg.train
     reward_fn = reward_fn or functools.partial(verifier_reward, timeout_s=cfg.verify.timeout_s)
     steps = train.stage1_steps if stage == 1 else train.stage2_steps
-    n_episodes = train.problems_per_step * train.samples_per_problem
+    world = world_size()
+    P, shard = shares(train, world)                       # this rank's problems, shard size
+    n_episodes = P * train.samples_per_problem
     if n_episodes % train.gradient_accumulation_steps:
         raise ValueError(f"train.gradient_accumulation_steps: must divide the {n_episodes} episodes "
-                         "of a step (problems_per_step * samples_per_problem)")
-    checkpoint_dir = checkpoint_dir or str(Path(output_dir) / "checkpoints")
+                         "each process takes in a step (problems_per_step / processes * "
+                         "samples_per_problem)")
+    checkpoint_dir = checkpoint_dir or checkpoint.default_uri(cfg, stage, output_dir)
     offline = train.offline_first_attempts if stage == 2 else 0
     train_dict = cfg.to_dict()["train"]
 
-    # Models: policy in a DeepSpeed engine, reference frozen beside it
+    # Models: policy in a DeepSpeed engine, reference frozen beside it (models.device(): this
+    # rank's GPU, made current before anything is built on it)
     policy, tok = models.load(cfg.model, init_path)
     reference = ds_engine.freeze(models.load(cfg.model, reference_path)[0])
     engine = ds_engine.build(policy, train,
                              micro_batch_size=n_episodes // train.gradient_accumulation_steps)
     reference.to(engine.device)
-    rank, world, P = engine.global_rank, engine.world_size, train.problems_per_step
-    torch.manual_seed(train.seed + stage + 1000 * rank)   # the sampling stream, one per rank
+    rank = engine.global_rank
+    if engine.world_size != world:
+        raise RuntimeError(f"WORLD_SIZE={world} but DeepSpeed runs {engine.world_size} processes")
+    synced = train.zero_stage == 3 and world > 1
     done, history = checkpoint.load(engine, checkpoint_dir, stage=stage, train=train_dict) \
         or (0, [])
     batches = cycle(problems, train.seed + stage)
@@ -217,9 +262,14 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
                unit="step", disable=rank != 0)
     for step in bar:
         t0 = time.perf_counter()
-        # 1. Rollout: k two-attempt episodes per problem, on-policy at train.temperature
+        # 1. Rollout: k two-attempt episodes per problem, on-policy at train.temperature,
+        #    each shard of this rank's share from its own seed (world-size independent)
         batch = [next(batches) for _ in range(P * world)][rank * P:(rank + 1) * P]
-        episodes = rollout_step(engine.module, reference, tok, batch, cfg, offline=offline)
+        episodes = []
+        for start in range(0, P, shard):
+            torch.manual_seed(shard_seed(train.seed, stage, step, (rank * P + start) // shard))
+            episodes += rollout_step(engine.module, reference, tok, batch[start:start + shard],
+                                     cfg, offline=offline, synced_gpus=synced)
         # 2. Rewards per turn, [P, k]
         r1 = torch.tensor([reward_fn(e.problem, e.first.text) for e in episodes])
         r2 = torch.tensor([reward_fn(e.problem, e.second.text) for e in episodes])
@@ -228,8 +278,9 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         stats = train_step(engine, reference, episodes, r1, r2, stage=stage, train=train,
                            pad_id=tok.pad_token_id,
                            offline=torch.tensor([e.sample < offline for e in episodes]))
-        # 4. Log
-        record = step_record(step, episodes, r1, r2, stats, seconds=time.perf_counter() - t0)
+        # 4. Log: sums and counts added over the ranks, then divided
+        record = step_record(step, reduce_totals(step_totals(episodes, r1, r2, stats)),
+                             seconds=reduce_max(time.perf_counter() - t0))
         history.append(record)
         if writer:
             for key, value in record.items():
@@ -257,23 +308,77 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     return summary
 
 
-def step_record(step: int, episodes: list[rollout.Episode], r1: torch.Tensor, r2: torch.Tensor,
-                stats: dict[str, float], *, seconds: float) -> dict[str, float]:
-    """One step's metrics (see the module docstring)."""
+def step_totals(episodes: list[rollout.Episode], r1: torch.Tensor, r2: torch.Tensor,
+                stats: dict[str, float]) -> dict[str, float]:
+    """One rank's sums and counts for a step; added over the ranks before step_record divides."""
     c1, c2 = r1 >= 0.5, r2 >= 0.5   # an attempt counts as correct at reward >= 0.5
     turns = [e.first for e in episodes] + [e.second for e in episodes]
-    n = len(episodes)
+    return {
+        "episodes": float(len(episodes)), "ranks": 1.0,
+        "reward_t1": r1.sum().item(), "reward_t2": r2.sum().item(),
+        "i_to_c": float((~c1 & c2).sum()), "c_to_i": float((c1 & ~c2).sum()),
+        "loss": stats["loss"],      # the rank's mean over its (equally many) episodes
+        **{f"{m}_t{t}": stats[f"{m}_t{t}"] * stats[f"tokens_t{t}"]
+           for m in ("kl", "entropy") for t in (1, 2)},
+        "tokens_t1": stats["tokens_t1"], "tokens_t2": stats["tokens_t2"],
+        "len_t1": float(sum(len(e.first.ids) for e in episodes)),
+        "len_t2": float(sum(len(e.second.ids) for e in episodes)),
+        "truncated": float(sum(t.truncated for t in turns)),
+        "edit_ratio": sum(edit_distance_ratio(e.first.text, e.second.text) for e in episodes),
+    }
+
+
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def reduce_totals(totals: dict[str, float]) -> dict[str, float]:
+    """`totals` added over all ranks (all_reduce of one float64 vector); as is with one."""
+    if not _distributed():
+        return totals
+    import torch.distributed as dist
+
+    keys = sorted(totals)
+    vec = torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(vec, op=dist.ReduceOp.SUM)
+    return dict(zip(keys, vec.tolist()))
+
+
+def reduce_max(value: float) -> float:
+    """The largest `value` over all ranks (the step took as long as its slowest rank)."""
+    if not _distributed():
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
+def _comm_device() -> torch.device:
+    import torch.distributed as dist
+
+    return models.device() if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def step_record(step: int, totals: dict[str, float], *, seconds: float) -> dict[str, float]:
+    """One step's metrics (see the module docstring) from the totals over all ranks."""
+    n = totals["episodes"]
+    per_token = lambda key, t: totals[key] / max(totals[f"tokens_t{t}"], 1.0)  # noqa: E731
     return {
         "step": float(step),
-        "reward_t1": r1.mean().item(), "reward_t2": r2.mean().item(),
-        "delta": (r2 - r1).mean().item(),
-        "i_to_c": float((~c1 & c2).sum()), "c_to_i": float((c1 & ~c2).sum()),
-        **stats,
-        "len_t1": sum(len(e.first.ids) for e in episodes) / n,
-        "len_t2": sum(len(e.second.ids) for e in episodes) / n,
-        "truncated": sum(t.truncated for t in turns) / len(turns),
-        "edit_ratio": sum(edit_distance_ratio(e.first.text, e.second.text) for e in episodes) / n,
-        "tokens_per_s": sum(len(t.ids) for t in turns) / seconds,
+        "reward_t1": totals["reward_t1"] / n, "reward_t2": totals["reward_t2"] / n,
+        "delta": (totals["reward_t2"] - totals["reward_t1"]) / n,
+        "i_to_c": totals["i_to_c"], "c_to_i": totals["c_to_i"],
+        "loss": totals["loss"] / totals["ranks"],
+        "kl_t1": per_token("kl_t1", 1), "kl_t2": per_token("kl_t2", 2),
+        "entropy_t1": per_token("entropy_t1", 1), "entropy_t2": per_token("entropy_t2", 2),
+        "len_t1": totals["len_t1"] / n, "len_t2": totals["len_t2"] / n,
+        "truncated": totals["truncated"] / (2 * n),
+        "edit_ratio": totals["edit_ratio"] / n,
+        "tokens_per_s": (totals["len_t1"] + totals["len_t2"]) / seconds,
         "step_s": seconds,
     }
 
