@@ -29,6 +29,10 @@ def run_local(cfg: RunConfig, console=None) -> dict:
     root = Path(cfg.output_dir, "kfp-local").resolve()
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # each step is a fresh single-process run: a rendezvous left by the calling process (one
+    # that trained in-process, a notebook) would make every training step bind its port
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        os.environ.pop(key, None)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
     started = time.time()

@@ -31,7 +31,13 @@ def toy_model(tmp_path_factory):
     return cfg, str(path)
 
 
-def test_rl_raises_a_dense_reward_on_both_attempts(toy_model, tmp_path):
+def test_rl_raises_a_dense_reward_on_both_attempts(toy_model, tmp_path, monkeypatch):
+    from selfcorrect.train.engine import single_process_env
+
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.setenv(key, "")   # restored (unset) after the test: later tests get a free port
+        monkeypatch.delenv(key)
+    single_process_env()
     cfg, path = toy_model
     cfg = config.load("testbed", overrides=[
         f"model.path={path}", "train.stage1_steps=0", "train.stage2_steps=30",
