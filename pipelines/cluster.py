@@ -124,10 +124,11 @@ def _ui(args) -> str:
 def _prepare(args):
     from selfcorrect import config
 
-    cfg = config.load(args.preset, args.config, args.overrides)
-    if "://" not in cfg.output_dir:
-        print(f"warning: output_dir {cfg.output_dir} is a path on this machine; on a cluster "
-              "set --set output_dir=gs://... (or another shared location)", file=sys.stderr)
+    # values as given: nothing of this machine (absolute paths) goes into a cluster run
+    cfg = config.load(args.preset, args.config, args.overrides, local=False)
+    for key in config.machine_paths(cfg):
+        print(f"warning: {key} names a file on this machine; a cluster's pods will not find "
+              "it: use gs://, s3:// or (model.path) a hub name", file=sys.stderr)
     package = compile_for_cluster(args.output, cfg.resources,
                                   kubernetes_platform=getattr(args, "backend", "kfp") != "vertex")
     return cfg.to_dict(), package, version_for(package, args.version_name)

@@ -52,6 +52,16 @@ def test_submit_uploads_a_named_version_and_runs_it_with_the_config(api, tmp_pat
     assert len(api.state.pipelines) == 1
 
 
+def test_submit_sends_values_as_given_and_warns_about_local_paths(api, tmp_path, capsys):
+    args = ["submit", "--host", api.url, "--output", str(tmp_path), "--version-name", "0.1.0+l",
+            "--preset", "testbed", "--set", "output_dir=gs://bucket/runs"]
+    assert main(args) == 0
+    (run,) = api.state.runs.values()
+    sent = run.runtime_config.parameters["config"]
+    assert sent["model"]["path"] == ".cache/assets/testbed"      # not this machine's absolute path
+    assert "model.path names a file on this machine" in capsys.readouterr().err
+
+
 def test_a_version_name_never_points_at_different_content(api, tmp_path):
     client = cluster.connect(api.url)
     first, other = compile_components(tmp_path)[:2]
