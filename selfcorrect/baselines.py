@@ -96,6 +96,12 @@ def sample_and_verify(cfg, model, tok, problems: list[Problem], episodes: int, n
     return attempts, verdicts
 
 
+def budget(train) -> tuple[int, int]:
+    """(gradient steps, rows per step): the RL rows' budget, stage1_steps + stage2_steps steps
+    of problems_per_step * samples_per_problem episodes."""
+    return train.stage1_steps + train.stage2_steps, train.problems_per_step * train.samples_per_problem
+
+
 def train(cfg, method: str, base_model: str, problems: list[Problem], attempts: list[Attempt],
           verdicts: list[Verdict], output_dir: str, *, model=None, tok=None) -> list[dict]:
     """Build `method`'s data from verified attempts, fine-tune the base model
@@ -113,7 +119,7 @@ def train(cfg, method: str, base_model: str, problems: list[Problem], attempts: 
     if model is None:
         model, tok = models.load(cfg.model, base_model)
     rows = [row for c in data for row in sft.turn_rows(tok, c, last_only=True)]
-    steps, batch = t.stage1_steps + t.stage2_steps, t.problems_per_step * t.samples_per_problem
+    steps, batch = budget(t)
     engine, history = sft.train(model, tok, rows, sft.SFTConfig(
         steps=steps, batch_size=batch, learning_rate=t.learning_rate, seed=t.seed), t, desc=method)
     history[0]["examples"] = float(len(data))
@@ -126,9 +132,8 @@ def run(cfg, method: str, base_model: str, problems: list[Problem], output_dir: 
     base model at train.temperature, verify, then `train`."""
     from selfcorrect import models
 
-    t = cfg.train
-    budget = (t.stage1_steps + t.stage2_steps) * t.problems_per_step * t.samples_per_problem
+    steps, batch = budget(cfg.train)
     model, tok = models.load(cfg.model, base_model)
-    attempts, verdicts = sample_and_verify(cfg, model, tok, problems, budget, "base")
+    attempts, verdicts = sample_and_verify(cfg, model, tok, problems, steps * batch, "base")
     return train(cfg, method, base_model, problems, attempts, verdicts, output_dir,
                  model=model, tok=tok)

@@ -51,7 +51,7 @@ SFT_ROWS = ("star", "pair_sft")
 
 def row_config(base: config_mod.RunConfig, row: str, seed: int) -> config_mod.RunConfig:
     sets = ROWS[row] + [f"train.seed={seed}"]
-    data = config_mod.merge(base.to_dict(), {})
+    data = base.to_dict()
     for item in sets:
         data = config_mod.merge(data, config_mod.parse_set(item))
     cfg = config_mod.build(config_mod.RunConfig, data)

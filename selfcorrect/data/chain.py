@@ -81,17 +81,13 @@ def generate(n_train: int, n_eval: int, *, steps: int = 3, hard_share: float = 0
     def draw(rng: random.Random) -> Problem:
         want_hard = rng.random() < hard_share
         while True:
-            value = start = rng.randint(10, 99)
-            ops, hard = [], 0
-            for _ in range(steps):
-                op, operand = rng.choice("+-"), rng.randint(1, 9)
-                hard += is_hard(value, op, operand)
-                value = apply(value, op, operand)
-                ops.append((op, operand))
-            if 10 <= min_path(start, ops) and max_path(start, ops) <= 99 and hard == want_hard:
+            start = rng.randint(10, 99)
+            ops = [(rng.choice("+-"), rng.randint(1, 9)) for _ in range(steps)]
+            path = _path(start, ops)
+            if 10 <= min(path) and max(path) <= 99 and _hard_count(path, ops) == want_hard:
                 break
         prompt = str(start) + "".join(f"{op}{n}" for op, n in ops)
-        return Problem(id=f"chain-{prompt}", task="math", prompt=prompt, answer=str(value),
+        return Problem(id=f"chain-{prompt}", task="math", prompt=prompt, answer=str(path[-1]),
                        source="chain")
 
     return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction)
@@ -103,27 +99,20 @@ def hard_steps(prompt: str) -> int:
     >>> hard_steps("47+5-8"), hard_steps("41+5-3")
     (2, 0)
     """
-    value, ops = parse(prompt)
-    count = 0
-    for op, operand in ops:
-        count += is_hard(value, op, operand)
-        value = apply(value, op, operand)
-    return count
+    start, ops = parse(prompt)
+    return _hard_count(_path(start, ops), ops)
 
 
 def _path(start: int, ops: list[tuple[str, int]]) -> list[int]:
+    """The correct running values, start included."""
     values = [start]
     for op, operand in ops:
         values.append(apply(values[-1], op, operand))
     return values
 
 
-def min_path(start, ops) -> int:
-    return min(_path(start, ops))
-
-
-def max_path(start, ops) -> int:
-    return max(_path(start, ops))
+def _hard_count(path: list[int], ops: list[tuple[str, int]]) -> int:
+    return sum(is_hard(value, op, operand) for value, (op, operand) in zip(path, ops))
 
 
 @dataclass
