@@ -1,8 +1,9 @@
 """The repro table and plots from <out>/rows/<row>-s<seed>.json (written by selfcorrect.repro).
 
 Per row and decoding mode (greedy, sampled): each metric's mean over seeds, its spread
-(min..max over seeds), and a 95% percentile-bootstrap interval over the eval episodes of all
-seeds pooled (resampling episodes; for one seed that is the usual per-model interval).
+(min..max over seeds), and the 95% percentile-bootstrap interval of each seed's model over
+the eval episodes, its ends averaged over seeds (for one seed, that model's own interval).
+The interval is over problems, not over seeds: the spread shows the seed-to-seed variation.
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def load_rows(out_dir: Path, order: list[str]) -> dict[str, list[dict]]:
 
 
 def aggregate(records: list[dict], mode: str) -> dict:
-    """Mean, min, max over seeds, and the seeds' pooled bootstrap interval (from each seed's
-    own interval ends, averaged: the per-seed intervals share the eval set)."""
+    """Mean, min, max over seeds, and the seeds' bootstrap interval ends averaged (each
+    seed's interval resamples the same eval episodes)."""
     out = {"seeds": len(records)}
     for key in METRICS:
         values = [r[mode]["summary"][key] for r in records]
