@@ -1,7 +1,9 @@
 """The records that cross pipeline steps, and their reading and writing as JSONL or Parquet.
 
-Field names are the boundary contract (schemas/ holds the same as data files):
-other pipelines feed and read these. A bad row is reported with file, row and field.
+The records' fields are the boundary contract: other pipelines feed and read these. Each is
+written once, in schemas/<record>.schema.json (selfcorrect.contract): the classes here are
+built from those files, and so are the data gates' suites. A bad row is reported with file,
+row and field.
 
     rows = read(uri, Problem)           # JSONL or Parquet, told apart by content
     write(uri, rows)                    # Parquet when uri ends in .parquet, else JSONL
@@ -21,71 +23,34 @@ import json
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import TypeVar
 
-from selfcorrect import storage
+from selfcorrect import contract, storage
+
+_PYTHON_TYPES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
 
 
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    task: str                 # "math" or "code"
-    prompt: str
-    answer: str = ""          # math: the reference final answer
-    test: str = ""            # code: HumanEval-style test source defining check(candidate)
-    entry_point: str = ""     # code: the function the tests call
-    source: str = ""
-    split: str = "train"      # "train" or "eval"
+def record_type(schema: dict) -> type:
+    """The frozen dataclass of a record schema: one attribute per property, in its order, of
+    its JSON type ("str", "int", "float" or "bool", as postponed annotations read), with its
+    "default"; the schema's required properties are those without one."""
+    props = schema["properties"]
+    if schema["required"] != [name for name, p in props.items() if "default" not in p]:
+        raise ValueError(f"{schema['title']}: required must list, in order, the properties without a default")
+    cls = dataclasses.make_dataclass(schema["title"], [
+        (name, _PYTHON_TYPES[p["type"]], *([dataclasses.field(default=p["default"])] if "default" in p else []))
+        for name, p in props.items()], frozen=True)
+    cls.__module__, cls.__doc__ = __name__, schema["description"]
+    return cls
 
 
-@dataclass(frozen=True)
-class Attempt:
-    problem_id: str
-    sample: int               # which of the k samples of the problem
-    turn: int                 # 1 or 2
-    completion: str
-    model: str                # name/version of the model that wrote it
-    truncated: bool = False   # generation hit max_new_tokens
-
-
-@dataclass(frozen=True)
-class Verdict:
-    problem_id: str
-    sample: int
-    turn: int
-    correct: bool
-    reward: float
-    reason: str = ""          # why it failed or could not be checked; "" when correct
-    verifier: str = ""        # which verifier decided
-
-
-@dataclass(frozen=True)
-class EvalRow:
-    """One (problem, sample) episode of one evaluated model: both turns' outcomes."""
-    model: str                # the evaluated model ("base", "stage1", "trained", ...)
-    problem_id: str
-    sample: int
-    task: str                 # the problem's task, "math" or "code"
-    difficulty: str           # selfcorrect.evaluate.difficulty label ("all" when unknown)
-    correct_t1: bool
-    correct_t2: bool
-    edit_ratio: float         # Levenshtein(y1, y2) / (|y1| + |y2|); 0 = y2 copies y1
-    same_answer: bool         # y2's final answer repeats y1's
-
-
-@dataclass(frozen=True)
-class TrainStep:
-    """One RL step of a SCoRe stage: means over the step's episodes."""
-    stage: int                # 1 or 2
-    step: int                 # from 0
-    reward_t1: float
-    reward_t2: float
-    loss: float
-    kl_t1: float              # per-token KL of attempt 1 to the base (reference) model
-    kl_t2: float
-    truncated: float          # share of attempts that hit the token limit
-    edit_ratio: float         # mean Levenshtein(y1, y2) / (|y1| + |y2|)
+# The records: schemas/<name>.schema.json holds their fields (with what each means) and rules.
+Problem = record_type(contract.load("problem"))        # id, task, prompt, answer, test, ...
+Attempt = record_type(contract.load("attempt"))        # problem_id, sample, turn, completion, ...
+Verdict = record_type(contract.load("verdict"))        # problem_id, sample, turn, correct, reward, ...
+EvalRow = record_type(contract.load("eval_row"))       # model, problem_id, sample, task, ...
+TrainStep = record_type(contract.load("train_step"))   # stage, step, reward_t1, reward_t2, loss, ...
 
 
 R = TypeVar("R", Problem, Attempt, Verdict, EvalRow, TrainStep)

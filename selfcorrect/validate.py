@@ -6,8 +6,8 @@
 A dataset is read with records.read (JSONL or Parquet, told apart by content), so unusable
 input (missing file, not JSON, not UTF-8, wrong field types) raises RecordError /
 StorageError / FileNotFoundError naming file, row and field; an empty file is unusable too.
-Its suite (schemas/<kind>.suite.json, a GX 1.x ExpectationSuite as data) runs in an
-ephemeral GX context; the checks that need more than one dataset or more than one row
+Its suite (schemas/<kind>.suite.json, a GX 1.x ExpectationSuite as data, generated from the
+record's JSON Schema by selfcorrect.contract) runs in an ephemeral GX context; the checks that need more than one dataset or more than one row
 (meta.cross_checks) run in pandas and are reported in the same Result. GX and pandas are
 imported inside the functions.
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
 
-from selfcorrect import records, storage
+from selfcorrect import contract, records, storage
 
 KINDS = {"problems": records.Problem, "attempts": records.Attempt, "verdicts": records.Verdict,
          "eval_rows": records.EvalRow, "train_steps": records.TrainStep}
@@ -109,9 +109,9 @@ def load_suite(kind: str) -> dict:
 
 def load_schema(kind: str) -> dict:
     """The JSON Schema of one row of the kind (problems -> problem.schema.json,
-    eval_rows -> eval_row.schema.json)."""
+    eval_rows -> eval_row.schema.json): the record's contract, the suite's source."""
     _record_type(kind)
-    return json.loads(_schema_text(f"{kind[:-1]}.schema.json"))
+    return contract.load(contract.RECORDS[kind])
 
 
 def validate(kind: str, uri: str, *, problems_uri: str | None = None,
