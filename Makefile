@@ -59,6 +59,10 @@ test-fast: setup ## the unit tier only (no whole-pipeline runs)
 compile: $(STAMP) ## compile the pipeline to dist/selfcorrect-pipeline-<version>.yaml
 	$(VENV)/bin/selfcorrect compile --output dist
 
+.PHONY: schemas
+schemas: $(STAMP) ## regenerate the GX suites schemas/*.suite.json from the record schemas
+	$(PY) -m selfcorrect.contract
+
 bench: setup assets ## time setup and the demo pipeline; prints figures
 	$(PY) scripts/bench_run.py
 

@@ -49,8 +49,14 @@ NOTES = ("Generated from {file} by `make schemas` (python -m selfcorrect.contrac
 
 
 def folder(path: str | Path | None = None):
-    """The schemas folder: path, or the installed selfcorrect.schemas."""
-    return files("selfcorrect.schemas") if path is None else Path(path)
+    """The schemas folder: path, or the installed selfcorrect.schemas (schemas/ of a source tree
+    on sys.path but not installed)."""
+    if path is not None:
+        return Path(path)
+    try:
+        return files("selfcorrect.schemas")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "schemas"
 
 
 def load(record: str, path: str | Path | None = None) -> dict:
@@ -162,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(target.name)
             if not args.check:
                 Path(str(target)).write_text(text, encoding="utf-8")
-    verb = "stale (run `make schemas`)" if args.check else "written"
-    print(f"{verb}: {', '.join(stale)}" if stale else "suites up to date", file=sys.stderr if stale and args.check else sys.stdout)
-    return 1 if stale and args.check else 0
+    if stale and args.check:
+        print(f"stale (run `make schemas`): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    print(f"written: {', '.join(stale)}" if stale else "suites up to date")
+    return 0
 
 
 if __name__ == "__main__":

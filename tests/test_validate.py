@@ -242,6 +242,22 @@ def test_schema_accepts_and_rejects_what_records_does(kind):
             records.from_dict(cls, row)
 
 
+ROW_RULES = {IN_SET, BETWEEN, MATCH}     # what one row can break; the JSON Schema states these too
+
+
+@pytest.mark.parametrize("kind, edit, expected, example_rows",
+                         [c for c in VIOLATIONS if all(check in ROW_RULES for check, _ in c[2])],
+                         ids=[f"{kind}{edit.__name__}" for kind, edit, expected, _ in VIOLATIONS
+                              if all(check in ROW_RULES for check, _ in expected)])
+def test_schema_rejects_the_rows_the_gate_does(kind, edit, expected, example_rows):
+    """The suite is generated from the schema: a JSON Schema validator rejects exactly the rows
+    that test_violation_is_named sees the GX gate reject (no GX run here)."""
+    validator = jsonschema.Draft202012Validator(v.load_schema(kind))
+    rows = valid_rows()[kind]
+    edit(rows)
+    assert [i for i, row in enumerate(rows, start=1) if not validator.is_valid(row)] == example_rows
+
+
 # ---- unusable input: a clear error naming file and row; CLI exit 2 ---------------------
 
 @pytest.mark.parametrize("content, error, words", [
