@@ -7,9 +7,9 @@ A dataset is read with records.read (JSONL or Parquet, told apart by content), s
 input (missing file, not JSON, not UTF-8, wrong field types) raises RecordError /
 StorageError / FileNotFoundError naming file, row and field; an empty file is unusable too.
 Its suite (schemas/<kind>.suite.json, a GX 1.x ExpectationSuite as data, generated from the
-record's JSON Schema by selfcorrect.contract) runs in an ephemeral GX context; the checks that need more than one dataset or more than one row
-(meta.cross_checks) run in pandas and are reported in the same Result. GX and pandas are
-imported inside the functions.
+record's JSON Schema by selfcorrect.contract) runs in an ephemeral GX context; the checks
+that need more than one dataset or more than one row (meta.cross_checks) run in pandas and
+are reported in the same Result. GX and pandas are imported inside the functions.
 
 Shares are configurable: an expectation whose meta.threshold names a key of THRESHOLDS
 takes `thresholds={"max_truncated_share": 0.2}` as mostly = 1 - share; one whose meta.limit
