@@ -90,6 +90,9 @@ def suite(kind: str, schema: dict) -> dict:
         for column, prop in then["properties"].items():
             out += _rules(column, prop, rule["description"], when)
     out += dataset.get("expectations", [])
+    named = key + [e["kwargs"]["column"] for e in out[1:] if "column" in e["kwargs"]]
+    if set(named) - set(props):
+        raise ValueError(f"{schema['title']}: no such property: {', '.join(sorted(set(named) - set(props)))}")
     meta = {"record": schema["title"], "key": key, "cross_checks": dataset.get("cross_checks", []),
             "notes": NOTES.format(file=f"{RECORDS[kind]}.schema.json")}
     return {"name": kind, "meta": meta, "expectations": out}
@@ -105,8 +108,8 @@ def _rules(column: str, prop: dict, description: str | None = None, when: dict |
     if "enum" in prop or "const" in prop:
         values = prop.get("enum", [prop.get("const")])
         shown = [v if isinstance(v, str) else json.dumps(v) for v in values]
-        found.append(("expect_column_values_to_be_in_set", {"value_set": values},
-                      f"{column} is {' or '.join([', '.join(shown[:-1]), shown[-1]] if shown[:-1] else shown)}"))
+        either = f"{', '.join(shown[:-1])} or {shown[-1]}" if len(shown) > 1 else shown[0]
+        found.append(("expect_column_values_to_be_in_set", {"value_set": values}, f"{column} is {either}"))
     if "minimum" in prop or "maximum" in prop:
         bounds = {k: prop[s] for k, s in (("min_value", "minimum"), ("max_value", "maximum")) if s in prop}
         lo, hi = prop.get("minimum"), prop.get("maximum")

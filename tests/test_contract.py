@@ -84,6 +84,9 @@ def test_records_are_plain_frozen_dataclasses_built_from_the_schemas():
     (lambda s: s["allOf"].append({"description": "x", "if": {"properties": {"turn": {"minimum": 2}}},
                                   "then": {"properties": {"reward": {"maximum": 1}}}}), "only one property's const"),
     (lambda s: s["allOf"].append({"properties": {"reward": {"maximum": 1}}}), "a rule is {description"),
+    (lambda s: s["x-dataset"].update(key=["problem_id", "attempt"]), "Verdict: no such property: attempt"),
+    (lambda s: s["allOf"].append({"description": "x", "properties": {"score": {"maximum": 1}}}),
+     "Verdict: no such property: score"),
     (lambda s: s["properties"]["reward"].update({"x-limit": "max_reward"}) or
      s["properties"]["reward"].update(pattern="1"), "x-limit names the upper bound of one rule"),
 ])
