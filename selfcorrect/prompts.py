@@ -45,9 +45,26 @@ def messages(problem: Problem, first_attempt: str | None = None, templates=None)
     return msgs
 
 
+_MARK = "selfcorrect-attempt-1-marker"
+
+
+def correction_glue(tokenizer, problem: Problem, templates=None) -> str:
+    """What follows attempt 1's content in the turn-2 prompt: the end of its turn, the
+    correction instruction, the start of the next answer (render of a conversation whose
+    attempt 1 is a marker, after the marker). Attempt 2's prompt is attempt 1's prompt, its
+    tokens and this text's tokens: a row that extends attempt 1's row exactly.
+
+    >>> from selfcorrect.records import Problem
+    >>> correction_glue(None, Problem("p", "code", "f")).startswith("\\n\\nUser: There might")
+    True
+    """
+    text = render(tokenizer, messages(problem, _MARK, templates))
+    return text[text.index(_MARK) + len(_MARK):]
+
+
 def render(tokenizer, msgs: list[dict]) -> str:
     """The prompt string the model continues from, ending where its answer begins."""
-    if getattr(tokenizer, "chat_template", None):
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     parts = [("User: " if m["role"] == "user" else "Assistant: ") + m["content"] for m in msgs]
     return "\n\n".join(parts) + "\n\nAssistant: "

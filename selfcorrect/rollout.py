@@ -1,6 +1,9 @@
 """Two-attempt generation: attempt 1 from the problem, attempt 2 after the correction prompt.
 
-Batched with left padding and the KV cache (`model.generate`). Sampling uses plain
+Batched with left padding and the KV cache (`model.generate`). Prompts are token ids:
+attempt 2's prompt is attempt 1's prompt + attempt 1's tokens + the correction glue's tokens
+(`second_prompt`), never attempt 1 re-rendered as text, so an episode is one row
+[x, y1, p, y2] whose prefix is attempt 1's row exactly (the update scores it once). Sampling uses plain
 softmax(logits / temperature) and nothing else, so the training step can score the same
 tokens under the same tempered distribution (on-policy). Temperature 0 is greedy. The
 settings are one complete GenerationConfig built here (`settings`): nothing of the model's
@@ -42,9 +45,10 @@ class Episode:
                 for turn, t in ((1, self.first), (2, self.second))]
 
 
-def generate(model, tokenizer, texts: list[str], *, temperature: float, max_new_tokens: int,
-             batch_size: int, desc: str = "generate", synced_gpus: bool = False) -> list[Turn]:
-    """One Turn per text. synced_gpus: every rank keeps stepping until all ranks' batches
+def generate(model, tokenizer, texts: list[str] | list[list[int]], *, temperature: float,
+             max_new_tokens: int, batch_size: int, desc: str = "generate",
+             synced_gpus: bool = False) -> list[Turn]:
+    """One Turn per prompt (a text, tokenized without special tokens, or token ids). synced_gpus: every rank keeps stepping until all ranks' batches
     are done (ZeRO-3 gathers each layer's weights from all ranks on every forward); every
     rank must then pass the same number of texts."""
     cfg = settings(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens)
@@ -58,12 +62,10 @@ def generate(model, tokenizer, texts: list[str], *, temperature: float, max_new_
     with torch.no_grad(), _only(model, cfg):
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch",
                           leave=False, disable=len(texts) <= batch_size):
-            chunk = texts[start:start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False,
-                            padding_side="left").to(device)
+            enc = left_padded(texts[start:start + batch_size], tokenizer).to(device)
             gen = model.generate(**enc, **generate_kwargs(cfg, synced_gpus))
             width = enc["input_ids"].shape[1]
-            for row, mask in zip(range(len(chunk)), enc["attention_mask"]):
+            for row, mask in enumerate(enc["attention_mask"]):
                 prompt_ids = enc["input_ids"][row][mask.bool()].tolist()
                 ids = gen[row, width:].tolist()
                 cut = next((i for i, t in enumerate(ids) if t in stop), None)
@@ -72,6 +74,35 @@ def generate(model, tokenizer, texts: list[str], *, temperature: float, max_new_
                                 truncated=cut is None))
     model.train(was_training)
     return out
+
+
+def left_padded(prompts: list[str] | list[list[int]], tokenizer):
+    """input_ids and attention_mask of the prompts, padded on the left."""
+    from transformers import BatchEncoding
+
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str) else list(p)
+           for p in prompts]
+    width = max(map(len, ids))
+    return BatchEncoding({
+        "input_ids": torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + r for r in ids]),
+        "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])})
+
+
+def first_prompt(tokenizer, problem: Problem, templates=None) -> list[int]:
+    """Attempt 1's prompt: the problem through the chat template (or plain turns)."""
+    text = prompts.render(tokenizer, prompts.messages(problem, None, templates))
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def second_prompt(tokenizer, problem: Problem, first: Turn, templates=None) -> list[int]:
+    """Attempt 2's prompt, built from ids: attempt 1's prompt and tokens, then the correction
+    glue (prompts.correction_glue); the glue's leading end-of-turn token is dropped when
+    attempt 1 already stopped on it (a truncated attempt 1 gets its turn closed)."""
+    glue = tokenizer(prompts.correction_glue(tokenizer, problem, templates),
+                     add_special_tokens=False)["input_ids"]
+    if first.ids and glue and glue[0] == first.ids[-1]:
+        glue = glue[1:]
+    return first.prompt_ids + first.ids + glue
 
 
 def settings(model, tokenizer, *, temperature: float, max_new_tokens: int):
@@ -141,12 +172,10 @@ def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
     jobs = [(p, s) for p in problems for s in range(samples)]
     kw = dict(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
               synced_gpus=synced_gpus)
-    firsts = generate(model, tokenizer,
-                      [prompts.render(tokenizer, prompts.messages(p, None, templates)) for p, _ in jobs],
+    firsts = generate(model, tokenizer, [first_prompt(tokenizer, p, templates) for p, _ in jobs],
                       desc="attempt 1", **kw)
-    seconds = generate(model, tokenizer,
-                       [prompts.render(tokenizer, prompts.messages(p, t.text, templates))
-                        for (p, _), t in zip(jobs, firsts)],
+    seconds = generate(model, tokenizer, [second_prompt(tokenizer, p, t, templates)
+                                          for (p, _), t in zip(jobs, firsts)],
                        desc="attempt 2", **kw)
     return [Episode(p, s, t1, t2) for (p, s), t1, t2 in zip(jobs, firsts, seconds)]
 
@@ -156,8 +185,7 @@ def first_attempts(model, tokenizer, problems: list[Problem], model_name: str, *
                    templates=None) -> list[Attempt]:
     """Turn-1 attempts only, `samples` per problem (the difficulty filter's probe)."""
     jobs = [(p, s) for p in problems for s in range(samples)]
-    turns = generate(model, tokenizer,
-                     [prompts.render(tokenizer, prompts.messages(p, None, templates)) for p, _ in jobs],
+    turns = generate(model, tokenizer, [first_prompt(tokenizer, p, templates) for p, _ in jobs],
                      temperature=temperature, max_new_tokens=max_new_tokens,
                      batch_size=batch_size, desc="difficulty probe")
     return [Attempt(p.id, s, 1, t.text, model_name, t.truncated) for (p, s), t in zip(jobs, turns)]

@@ -14,6 +14,7 @@ from selfcorrect.rollout import Episode, Turn
 from selfcorrect.train import engine as ds_engine
 from selfcorrect.train import loop
 from selfcorrect.train import objectives as obj
+from selfcorrect.train import scoring
 
 PROBLEMS = [Problem(id=f"p{i}", task="math", prompt=f"What is {i} + {i}?", answer=str(2 * i))
             for i in range(4)]
@@ -38,15 +39,14 @@ def test_score_matches_the_sampling_distribution(tiny_config):
     rows = [(ids[m.bool()].tolist(), g.tolist()) for ids, m, g in
             zip(enc["input_ids"], enc["attention_mask"], gen)]
     with torch.no_grad():
-        got = loop.score(model, obj.pack(rows, tok.pad_token_id), 0.7)
+        got = scoring.score(model, obj.pack(rows, tok.pad_token_id), 0.7)
     assert torch.allclose(got, expected, atol=1e-4)
 
 
 def episode(tok, prompt: str, answer1: str, answer2: str, sample: int) -> Episode:
     p1 = tok(prompt, add_special_tokens=False)["input_ids"]
     y1 = tok(answer1, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    p2 = tok(prompt + answer1 + "\n\nUser: Check it.\n\nAssistant: ",
-             add_special_tokens=False)["input_ids"]
+    p2 = p1 + y1 + tok("\n\nUser: Check it.\n\nAssistant: ", add_special_tokens=False)["input_ids"]
     y2 = tok(answer2, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return Episode(PROBLEMS[0], sample, Turn(p1, y1, answer1, False), Turn(p2, y2, answer2, False))
 
@@ -54,7 +54,7 @@ def episode(tok, prompt: str, answer1: str, answer2: str, sample: int) -> Episod
 def attempt2_logprob(model, tok, ep: Episode, temperature: float) -> float:
     with torch.no_grad():
         packed = obj.pack([(ep.second.prompt_ids, ep.second.ids)], tok.pad_token_id)
-        return (loop.score(model, packed, temperature) * packed.mask).sum().item()
+        return (scoring.score(model, packed, temperature) * packed.mask).sum().item()
 
 
 def test_one_engine_step_raises_rewarded_and_lowers_penalised_attempt2(tiny_config):

@@ -195,10 +195,19 @@ def toy(stage, r1, r2, *, beta1=0.01, beta2=0.1, estimator="k2"):
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
     terms = obj.stage_terms(stage, torch.tensor([r1]), torch.tensor([r2]), alpha=10,
                             beta1=beta1, beta2=beta2)
-    loss, _ = obj.episode_loss(logp, ref, mask, terms, slice(0, 2), normaliser=2,
-                               kl_estimator=estimator)
+    loss, _ = obj.episode_loss(*one_row_per_episode(logp, ref, mask), terms, slice(0, 2),
+                               normaliser=2, kl_estimator=estimator)
     loss.backward()
     return loss, logp, ref, mask
+
+
+def one_row_per_episode(logp, ref, mask):
+    """Rows [attempt 1 of each episode..., attempt 2 ...] as one row per episode [y1, y2]
+    with a mask per attempt (the layout the update scores)."""
+    n = logp.shape[0] // 2
+    zero = torch.zeros_like(mask[:n])
+    return (torch.cat([logp[:n], logp[n:]], 1), torch.cat([ref[:n], ref[n:]], 1),
+            torch.cat([mask[:n], zero], 1), torch.cat([zero, mask[n:]], 1))
 
 
 def test_stage2_loss_value_by_hand():
@@ -256,12 +265,13 @@ def test_micro_batches_sum_to_the_full_batch():
     mask = (torch.rand(8, 3) > 0.3).float()
     terms = obj.stage_terms(2, torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
                             torch.tensor([[1.0, 1.0], [0.0, 1.0]]), alpha=10, beta1=0.01, beta2=0.1)
-    full, _ = obj.episode_loss(logp, ref, mask, terms, slice(0, 4), normaliser=3)
+    full, _ = obj.episode_loss(*one_row_per_episode(logp, ref, mask), terms, slice(0, 4),
+                               normaliser=3)
     halves = []
     for lo in (0, 2):
         rows = [lo, lo + 1, 4 + lo, 4 + lo + 1]
-        halves.append(obj.episode_loss(logp[rows], ref[rows], mask[rows], terms, slice(lo, lo + 2),
-                                       normaliser=3)[0])
+        halves.append(obj.episode_loss(*one_row_per_episode(logp[rows], ref[rows], mask[rows]),
+                                       terms, slice(lo, lo + 2), normaliser=3)[0])
     assert (halves[0] + halves[1]).item() / 2 == pytest.approx(full.item())
 
 

@@ -126,7 +126,7 @@ def test_step_metrics_include_entropy_and_edit_ratio(resumed):
 
 def test_offline_first_attempts_come_from_the_base_model():
     """Paper 5.3: sample 0 of each problem starts from the base model's attempt 1."""
-    from selfcorrect import prompts, rollout
+    from selfcorrect import rollout
 
     cfg = config.load("tiny", overrides=["train.offline_first_attempts=1",
                                          "train.temperature=0.0001"])   # ~greedy, to compare
@@ -134,14 +134,14 @@ def test_offline_first_attempts_come_from_the_base_model():
     policy = models.load(config.load("tiny", overrides=["model.seed=1"]).model)[0]
     greedy = lambda model, texts: [t.ids for t in rollout.generate(  # noqa: E731
         model, tok, texts, temperature=0.0, max_new_tokens=cfg.train.max_new_tokens, batch_size=8)]
-    first = [prompts.render(tok, prompts.messages(p, None, cfg.prompts)) for p in PROBLEMS[:2]]
+    first = [rollout.first_prompt(tok, p, cfg.prompts) for p in PROBLEMS[:2]]
     episodes = loop.rollout_step(policy, base, tok, PROBLEMS[:2], cfg, offline=1)
     assert [(e.problem.id, e.sample) for e in episodes] == [("p0", 0), ("p0", 1), ("p1", 0), ("p1", 1)]
     assert greedy(base, first) != greedy(policy, first)
     assert [e.first.ids for e in episodes if e.sample == 0] == greedy(base, first)
     assert [e.first.ids for e in episodes if e.sample == 1] == greedy(policy, first)
-    second = [prompts.render(tok, prompts.messages(e.problem, e.first.text, cfg.prompts))
-              for e in episodes]
+    second = [rollout.second_prompt(tok, e.problem, e.first, cfg.prompts) for e in episodes]
+    assert [e.second.prompt_ids for e in episodes] == second
     assert [e.second.ids for e in episodes] == greedy(policy, second)
 
 
@@ -156,7 +156,7 @@ def test_offline_attempt1_tokens_carry_no_loss(tiny_config):
     tok = models.load(cfg.model)[1]
     ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     eps = [Episode(PROBLEMS[0], s, Turn(ids(prompt), ids(y1), y1, False),
-                   Turn(ids(prompt + y1 + " Check."), ids(" 4"), " 4", False))
+                   Turn(ids(prompt) + ids(y1) + ids(" Check."), ids(" 4"), " 4", False))
            for s, y1 in enumerate([" 4", " 5"])]
     r1, r2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.5]])   # shaped r2: [1, 1]
     moved = []

@@ -5,7 +5,7 @@
         k two-attempt episodes per problem at train.temperature     (rollout.two_attempts)
         r1, r2 from reward_fn per attempt                           (the shared verifier)
         advantages and KL weights for the stage                     (objectives.stage_terms)
-        score both attempts under policy and reference, backward, step   (DeepSpeed engine)
+        score each episode as one row [x, y1, p, y2] under policy and reference, backward, step
         every train.checkpoint_every steps: a resumable checkpoint      (checkpoint.save)
     save model + tokenizer + resolved_config.json + metrics.json
 
@@ -45,19 +45,21 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from selfcorrect import models, prompts, rollout
+from selfcorrect import models, rollout
 from selfcorrect.config import RunConfig, TrainConfig
 from selfcorrect.evaluate import edit_distance_ratio
 from selfcorrect.records import Problem
 from selfcorrect.train import checkpoint
 from selfcorrect.train import engine as ds_engine
 from selfcorrect.train import objectives as obj
+from selfcorrect.train import scoring
 
 RewardFn = Callable[[Problem, str], float]
 
@@ -69,34 +71,14 @@ def verifier_reward(problem: Problem, completion: str, *, timeout_s: float = 10.
     return float(verify(problem, completion, timeout_s=timeout_s).reward)
 
 
-def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = False):
-    """log pi_T of each row's last L tokens, [R, L] (only the last L + 1 logits are computed).
-
-    entropy=True: (log pi_T, entropy of pi_T at the same positions), both [R, L].
-    """
-    out = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-                position_ids=packed.position_ids, logits_to_keep=packed.keep)
-    logp = obj.token_logprobs(out.logits[:, :-1], packed.targets, temperature)
-    return (logp, obj.token_entropy(out.logits[:, :-1], temperature)) if entropy else logp
-
-
-def score_turns(model, episodes: list[rollout.Episode], temperature: float, pad_id: int,
-                device, *, entropy: bool = False) -> tuple[torch.Tensor, ...]:
-    """log pi_T and mask, [2n, L]: rows of attempt 1, then rows of attempt 2 (+ entropy, [2n, L]).
-
-    Each attempt is packed on its own, so the short attempt-1 rows are not padded to the
-    length of the attempt-2 rows (whose prompt holds attempt 1): about a third less compute.
-    Generations end at the right edge, so the narrower block is padded on the left.
-    """
-    blocks = []
-    for turn in ("first", "second"):
-        packed = obj.pack([(getattr(e, turn).prompt_ids, getattr(e, turn).ids) for e in episodes],
-                          pad_id).to(device)
-        scored = score(model, packed, temperature, entropy=entropy)
-        blocks.append((*scored, packed.mask) if entropy else (scored, packed.mask))
-    width = max(block[0].shape[1] for block in blocks)
-    pad = lambda t: torch.nn.functional.pad(t, (width - t.shape[1], 0))  # noqa: E731
-    return tuple(torch.cat([pad(block[i]) for block in blocks]) for i in range(len(blocks[0])))
+def rewards(reward_fn: RewardFn, episodes: list[rollout.Episode], *,
+            workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r1, r2), [n] each: every attempt's reward, computed by a pool of `workers` threads (0:
+    one per core); a code check is a sandboxed subprocess taking seconds, so they overlap."""
+    jobs = [(e.problem, t.text) for e in episodes for t in (e.first, e.second)]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        got = list(pool.map(lambda job: reward_fn(*job), jobs))
+    return torch.tensor(got[0::2]), torch.tensor(got[1::2])
 
 
 def rollout_step(policy, reference, tok, batch: list[Problem], cfg: RunConfig, *,
@@ -116,16 +98,16 @@ def rollout_step(policy, reference, tok, batch: list[Problem], cfg: RunConfig, *
         return rollout.two_attempts(policy, tok, batch, samples=train.samples_per_problem,
                                     templates=cfg.prompts, **kw)
     jobs = [(p, s) for p in batch for s in range(train.samples_per_problem)]
-    render = lambda p, prev: prompts.render(tok, prompts.messages(p, prev, cfg.prompts))  # noqa: E731
     firsts: dict[int, rollout.Turn] = {}
     for model, picked in ((reference, [i for i, (_, s) in enumerate(jobs) if s < offline]),
                           (policy, [i for i, (_, s) in enumerate(jobs) if s >= offline])):
-        texts = [render(jobs[i][0], None) for i in picked]
+        ids = [rollout.first_prompt(tok, jobs[i][0], cfg.prompts) for i in picked]
         # the reference is a full copy on each rank: nothing to keep in step
         opts = {k: v for k, v in kw.items() if k != "synced_gpus" or model is policy}
-        firsts.update(zip(picked, rollout.generate(model, tok, texts, desc="attempt 1", **opts)))
-    seconds = rollout.generate(policy, tok, [render(p, firsts[i].text) for i, (p, _) in
-                                             enumerate(jobs)], desc="attempt 2", **kw)
+        firsts.update(zip(picked, rollout.generate(model, tok, ids, desc="attempt 1", **opts)))
+    seconds = rollout.generate(policy, tok, [rollout.second_prompt(tok, p, firsts[i], cfg.prompts)
+                                             for i, (p, _) in enumerate(jobs)],
+                               desc="attempt 2", **kw)
     return [rollout.Episode(p, s, firsts[i], t2) for i, ((p, s), t2) in enumerate(zip(jobs, seconds))]
 
 
@@ -137,8 +119,12 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
     offline: [P * k] bool, episodes whose attempt 1 came from the base model; their
     attempt-1 tokens are masked out of the loss (off-policy for the policy).
 
+    Micro-batches take the episodes in order of row length (`micro_batches`), so rows of
+    similar length are padded together.
+
     Returns the step's loss, the mean per-token KL and entropy of each attempt (before the
-    update) and the number of tokens they are means over (tokens_t1/_t2).
+    update), the number of tokens they are means over (tokens_t1/_t2), and the scored rows'
+    size: row_tokens (real tokens) and padded_tokens (padding added to the batches).
     """
     terms = obj.stage_terms(stage, r1, r2, alpha=train.alpha, beta1=train.beta1,
                             beta2=train.beta2, baseline_kind=train.baseline,
@@ -147,30 +133,55 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
     if n % gas:
         raise ValueError(f"train.gradient_accumulation_steps: {gas} must divide the {n} episodes "
                          "of a step (problems_per_step * samples_per_problem)")
-    micro = n // gas
     loss_total, kl_sum, ent_sum, tokens = 0.0, torch.zeros(2), torch.zeros(2), torch.zeros(2)
-    for start in range(0, n, micro):
-        chunk = episodes[start:start + micro]
+    real = padded = 0
+    for picked in micro_batches(episodes, gas):
+        chunk = [episodes[i] for i in picked]
+        picked = torch.tensor(picked)
+        packed, mask1, mask2 = scoring.pack_episodes(chunk, pad_id)
+        packed, mask1, mask2 = packed.to(engine.device), mask1.to(engine.device), mask2.to(engine.device)
         with torch.no_grad():
-            ref_logp, mask = score_turns(reference, chunk, train.temperature, pad_id, engine.device)
-        logp, entropy, _ = score_turns(engine, chunk, train.temperature, pad_id, engine.device,
-                                       entropy=True)
-        if offline is not None:   # rows: attempt 1 of each episode of the chunk, then attempt 2
-            keep = torch.cat([~offline[start:start + micro], torch.ones(len(chunk), dtype=bool)])
-            mask = mask * keep.to(mask)[:, None]
-        loss, kl = obj.episode_loss(logp, ref_logp, mask, terms, slice(start, start + micro),
+            ref_logp = scoring.score(reference, packed, train.temperature)
+        logp, entropy = scoring.score(engine, packed, train.temperature, entropy=True)
+        if offline is not None:   # attempt 1 of these episodes is the base model's: no loss
+            mask1 = mask1 * (~offline[picked]).to(mask1)[:, None]
+        loss, kl = obj.episode_loss(logp, ref_logp, mask1, mask2, terms, picked,
                                     normaliser=train.max_new_tokens, kl_estimator=train.kl_estimator)
         engine.backward(loss)   # DeepSpeed scales by 1 / gas
         engine.step()           # updates at the accumulation boundary only
         loss_total += loss.item() / gas
-        per_turn = lambda t: (t.detach() * mask).view(2, len(chunk), -1).float().cpu().sum((1, 2))  # noqa: E731
+        per_turn = lambda t: torch.stack([(t.detach() * m).float().cpu().sum()  # noqa: E731
+                                          for m in (mask1, mask2)])
         kl_sum += per_turn(kl)
         ent_sum += per_turn(entropy)
-        tokens += per_turn(torch.ones_like(mask))
+        tokens += per_turn(torch.ones_like(mask1))
+        real += int(packed.attention_mask.sum())
+        padded += packed.attention_mask.numel() - int(packed.attention_mask.sum())
     kl_mean, ent_mean = kl_sum / tokens.clamp(min=1), ent_sum / tokens.clamp(min=1)
     return {"loss": loss_total, "kl_t1": kl_mean[0].item(), "kl_t2": kl_mean[1].item(),
             "entropy_t1": ent_mean[0].item(), "entropy_t2": ent_mean[1].item(),
-            "tokens_t1": tokens[0].item(), "tokens_t2": tokens[1].item()}
+            "tokens_t1": tokens[0].item(), "tokens_t2": tokens[1].item(),
+            "row_tokens": float(real), "padded_tokens": float(padded)}
+
+
+def row_length(e: rollout.Episode) -> int:
+    """Tokens in an episode's row [x, y1, p, y2]."""
+    return len(e.second.prompt_ids) + len(e.second.ids)
+
+
+def micro_batches(episodes: list[rollout.Episode], gas: int, *, by_length: bool = True) -> list[list[int]]:
+    """The episodes' indices in `gas` equal micro-batches: by row length (rows of similar
+    length padded together), or in their order."""
+    order = sorted(range(len(episodes)), key=lambda i: row_length(episodes[i])) if by_length \
+        else list(range(len(episodes)))
+    micro = len(episodes) // gas
+    return [order[start:start + micro] for start in range(0, len(episodes), micro)]
+
+
+def padded_share(episodes: list[rollout.Episode], batches: list[list[int]]) -> float:
+    """Padding's share of the scored tokens when the rows are batched this way."""
+    widths = [max(row_length(episodes[i]) for i in b) * len(b) for b in batches]
+    return 1 - sum(map(row_length, episodes)) / sum(widths)
 
 
 def shard_seed(seed: int, stage: int, step: int, shard: int) -> int:
@@ -271,9 +282,8 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
             episodes += rollout_step(engine.module, reference, tok, batch[start:start + shard],
                                      cfg, offline=offline, synced_gpus=synced)
         # 2. Rewards per turn, [P, k]
-        r1 = torch.tensor([reward_fn(e.problem, e.first.text) for e in episodes])
-        r2 = torch.tensor([reward_fn(e.problem, e.second.text) for e in episodes])
-        r1, r2 = (r.view(P, train.samples_per_problem) for r in (r1, r2))
+        r1, r2 = (r.view(P, train.samples_per_problem)
+                  for r in rewards(reward_fn, episodes, workers=cfg.verify.code_concurrency))
         # 3. Update
         stats = train_step(engine, reference, episodes, r1, r2, stage=stage, train=train,
                            pad_id=tok.pad_token_id,

@@ -187,33 +187,37 @@ def reinforce_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, advantage: Tens
                    *, normaliser: float, kl_estimator: str = "k2") -> tuple[Tensor, Tensor]:
     """Per-row loss sum_t mask * (-A * log pi + beta * KL_t) / N, and the per-token KL.
 
-    logp, ref_logp, mask: [R, L]; advantage, beta: [R] (detached; one row = one attempt).
+    logp, ref_logp, mask: [R, L]; advantage, beta: [R] (one value per row) or [R, L] (per
+    token: a row holding both attempts); detached.
     KL_t is `kl_estimator` (k2: the gradient of the paper's KL(pi || pi_ref); k3: of the
     reverse KL; k1 is refused: as a loss its expected gradient is 0).
     Returns (loss [R], kl [R, L]); kl is the k3 *value* (unbiased for KL(pi || pi_ref), >= 0),
-    reported as the metric whichever estimator drives the gradient. Sum the rows of an
-    episode, average over episodes.
+    reported as the metric whichever estimator drives the gradient.
     """
     if kl_estimator not in LOSS_ESTIMATORS:
         raise ValueError(f"kl_estimator: {kl_estimator!r} cannot be a loss term; use one of "
                          f"{', '.join(LOSS_ESTIMATORS)} (k1's expected gradient is 0: it would "
                          "switch the KL penalty off)")
     ref_logp = ref_logp.detach()
+    per_row = lambda t: t if t.dim() == 2 else t[:, None]  # noqa: E731
     penalty = kl_per_token(logp, ref_logp, kl_estimator)
-    per_token = -advantage.detach()[:, None] * logp + beta[:, None] * penalty
+    per_token = -per_row(advantage.detach()) * logp + per_row(beta) * penalty
     return (per_token * mask).sum(-1) / normaliser, kl_per_token(logp.detach(), ref_logp, "k3")
 
 
-def episode_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, terms: StageTerms, episodes: slice,
-                 *, normaliser: float, kl_estimator: str = "k2") -> tuple[Tensor, Tensor]:
-    """Mean over episodes of the SCoRe loss, for rows [attempt 1 of each episode..., attempt 2 ...].
+def episode_loss(logp: Tensor, ref_logp: Tensor, mask1: Tensor, mask2: Tensor, terms: StageTerms,
+                 episodes: slice | Tensor, *, normaliser: float, kl_estimator: str = "k2") -> tuple[Tensor, Tensor]:
+    """Mean over episodes of the SCoRe loss; one row per episode [x, y1, p, y2], mask1 / mask2
+    [n, L] marking attempt 1's and attempt 2's tokens (each attempt gets its advantage and KL
+    weight).
 
-    `episodes` selects the episodes (in flattened [P * k] order) whose rows these are, so a step
-    can be split into micro-batches that share the step's advantages. Returns (loss, kl [R, L]).
+    `episodes` (a slice or an index tensor) selects the episodes, in flattened [P * k] order,
+    whose rows these are, so a step can be split into micro-batches that share the step's
+    advantages. Returns (loss, kl [n, L]).
     """
-    adv = torch.cat([terms.adv1.flatten()[episodes], terms.adv2.flatten()[episodes]])
-    n = adv.shape[0] // 2
-    beta = torch.tensor([terms.beta1] * n + [terms.beta2] * n, dtype=logp.dtype, device=logp.device)
-    rows, kl = reinforce_loss(logp, ref_logp, mask, adv.to(logp), beta,
+    a1, a2 = (a.flatten()[episodes].to(logp)[:, None] for a in (terms.adv1, terms.adv2))
+    adv = a1 * mask1 + a2 * mask2
+    beta = terms.beta1 * mask1 + terms.beta2 * mask2
+    rows, kl = reinforce_loss(logp, ref_logp, mask1 + mask2, adv, beta.to(logp),
                               normaliser=normaliser, kl_estimator=kl_estimator)
-    return rows.view(2, n).sum(0).mean(), kl
+    return rows.mean(), kl

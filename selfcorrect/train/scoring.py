@@ -1,0 +1,127 @@
+"""Log-probs (and entropy) of sampled tokens, one row per episode, without full-vocabulary logits.
+
+An episode is one row [x, y1, p, y2]: attempt 2's prompt extends attempt 1's row exactly
+(rollout.second_prompt), so one forward pass scores both attempts, with a mask per attempt.
+Scoring the attempts as separate rows computed the [x, y1] prefix twice (policy and reference).
+
+The vocabulary projection runs only on the scored tokens (y1 and y2, not the prompt or the glue
+p), in chunks of at most `chunk_bytes` of float32 logits, each recomputed in the backward pass
+(torch.utils.checkpoint) instead of kept: a 150k-token vocabulary at 1,024 tokens needs one
+chunk's logits at a time (64 MiB by default), not 0.6 GB per row. The model's own head runs
+inside its forward on nothing (a pre-hook hands it an empty slice and keeps its input).
+Under ZeRO-3 the head's weight is partitioned and only the model's own forward may gather it:
+there the logits come from the forward (`logits_to_keep`) and only the log-softmax is chunked.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from selfcorrect.train import objectives as obj
+
+CHUNK_BYTES = 64 * 2**20
+
+
+def pack_episodes(episodes, pad_id: int) -> tuple[obj.Packed, Tensor, Tensor]:
+    """(packed rows [x, y1, p, y2], mask1, mask2): the masks [n, L] mark attempt 1's and
+    attempt 2's tokens; packed.mask is their sum (the glue p is not scored)."""
+    rows, spans = [], []
+    for e in episodes:
+        head = e.first.prompt_ids + e.first.ids
+        if e.second.prompt_ids[:len(head)] != head:
+            raise ValueError(f"episode {e.problem.id}/{e.sample}: attempt 2's prompt does not "
+                             "extend attempt 1's prompt and tokens (build it with "
+                             "rollout.second_prompt)")
+        gen = e.second.prompt_ids[len(e.first.prompt_ids):] + e.second.ids
+        rows.append((e.first.prompt_ids, gen))
+        spans.append((len(gen), len(e.first.ids), len(e.second.ids)))
+    packed = obj.pack(rows, pad_id)
+    width = packed.targets.shape[1]
+    mask1, mask2 = torch.zeros(len(rows), width), torch.zeros(len(rows), width)
+    for i, (n, n1, n2) in enumerate(spans):
+        mask1[i, width - n:width - n + n1] = 1.0
+        mask2[i, width - n2:] = 1.0
+    packed.mask = mask1 + mask2
+    return packed, mask1, mask2
+
+
+def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = False,
+          chunk_bytes: int = CHUNK_BYTES):
+    """log pi_T of each row's last L tokens, [R, L], 0 where packed.mask is 0.
+
+    model: a causal LM or a DeepSpeed engine around one. entropy=True: (log pi_T, entropy of
+    pi_T at the same positions, no gradient), both [R, L].
+    """
+    module = getattr(model, "module", model)
+    kw = dict(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
+              position_ids=packed.position_ids, logits_to_keep=packed.keep)
+    picked = packed.mask.bool()
+    targets = packed.targets[picked]
+    if _partitioned(module):
+        inputs = model(**kw).logits[:, :-1][picked]
+        project = lambda x: x.float()  # noqa: E731
+        vocab = inputs.shape[-1]
+    else:
+        with _head_input(module) as seen:
+            model(**kw)
+        inputs = seen["hidden"][:, :-1][picked]
+        project = lambda h: final_logits(module, h)  # noqa: E731
+        vocab = module.get_output_embeddings().weight.shape[0]
+    per = max(1, chunk_bytes // (4 * vocab))
+    pieces = []
+    for start in range(0, len(targets), per):
+        args = (project, inputs[start:start + per], targets[start:start + per], temperature)
+        pieces.append(checkpoint(_chunk, *args, use_reentrant=False)
+                      if torch.is_grad_enabled() and inputs.requires_grad else _chunk(*args))
+    logp = packed.mask.new_zeros(packed.mask.shape, dtype=torch.float32)
+    ent = torch.zeros_like(logp)
+    if pieces:
+        logp = logp.masked_scatter(picked, torch.cat([p[0] for p in pieces]))
+        ent = ent.masked_scatter(picked, torch.cat([p[1] for p in pieces]))
+    return (logp, ent) if entropy else logp
+
+
+def _chunk(project, inputs: Tensor, targets: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    logits = project(inputs)
+    logp = obj.token_logprobs(logits, targets, temperature)
+    return logp, obj.token_entropy(logits, temperature)
+
+
+def final_logits(model, hidden: Tensor) -> Tensor:
+    """The model's logits from its last hidden states, in float32: its output head, then the
+    scaling some architectures apply after it (Cohere's logit_scale, Granite's
+    logits_scaling, Gemma's final_logit_softcapping)."""
+    z = model.get_output_embeddings()(hidden).float()
+    cfg = model.config
+    if getattr(cfg, "logit_scale", None):
+        z = z * cfg.logit_scale
+    if getattr(cfg, "logits_scaling", None):
+        z = z / cfg.logits_scaling
+    if getattr(cfg, "final_logit_softcapping", None):
+        z = torch.tanh(z / cfg.final_logit_softcapping) * cfg.final_logit_softcapping
+    return z
+
+
+@contextmanager
+def _head_input(model):
+    """During the block, the output head's input is kept in seen["hidden"] and the head runs
+    on an empty slice of it (no logits computed)."""
+    seen: dict[str, Tensor] = {}
+
+    def keep(_module, args):
+        seen["hidden"] = args[0]
+        return (args[0][..., :0, :], *args[1:])
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(keep)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def _partitioned(model) -> bool:
+    """ZeRO-3: the head's weight is a partition that only the model's forward gathers."""
+    return hasattr(model.get_output_embeddings().weight, "ds_id")
