@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -113,8 +112,26 @@ def stage(cfg, n: int, root: Path, out: str, init: str, **kw) -> dict:
                               reference_path=str(root / "base"), **kw)
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every process under it, mid-stage: torchrun starts each rank in
+    a session of its own, so killing the launcher's process group would leave the ranks running."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=30)
+    proc.wait(timeout=30)
+
+
 def kill_after_first_checkpoint(cfg, root: Path, out: str, store_uri: str) -> int:
-    """Start the stage's launch command; SIGKILL its process group once a checkpoint is stored."""
+    """Start the stage's launch command; SIGKILL it and its ranks once a checkpoint is stored."""
     (root / "c.json").write_text(json.dumps(cfg.to_dict()))
     args = launch.stage_args(config_path=str(root / "c.json"), stage=1,
                              problems=str(root / "problems.jsonl"), output_dir=str(root / out),
@@ -125,18 +142,15 @@ def kill_after_first_checkpoint(cfg, root: Path, out: str, store_uri: str) -> in
     with log.open("w") as sink:
         proc = subprocess.Popen(cmd, env=env(), start_new_session=True, stdout=sink, stderr=sink)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600     # generous: a loaded 2-core machine is slow
         while checkpoint.latest(store_uri) is None:
             if proc.poll() is not None:
                 raise AssertionError(f"the launch ended before a checkpoint (rc {proc.returncode}):"
                                      f"\n{log.read_text()[-3000:]}")
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            assert time.monotonic() < deadline, "no checkpoint within 600 s"
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)     # both ranks and the launcher, mid-stage
-        proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(proc)
     return int(checkpoint.latest(store_uri)[4:])
 
 
