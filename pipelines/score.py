@@ -66,8 +66,17 @@ def parameter_name(key: str) -> str:
 
 
 def pipeline_arguments(cfg: RunConfig) -> dict:
-    """The pipeline's arguments for a run config: {"train_learning_rate": 5e-06, ...}."""
-    return {parameter_name(k): v for k, v in cfg_mod.flat(cfg, *SECTIONS).items()}
+    """The pipeline's arguments for a run config: {"train_learning_rate": 5e-06, ...}.
+
+    Text that steps receive inside a `config` or `data` mapping may hold no quote, backslash
+    or line break (a dict literal of parameters is filled in as raw JSON text by kfp.local);
+    the prompt templates, free text, go as parameters of their own."""
+    flat = cfg_mod.flat(cfg, *SECTIONS)
+    for key, value in flat.items():
+        if isinstance(value, str) and not key.startswith("prompts.") and set(value) & set('"\\\n'):
+            raise cfg_mod.ConfigError(f"{key}: {value!r}: a pipeline run takes no quote, "
+                                      "backslash or line break here")
+    return {parameter_name(k): v for k, v in flat.items()}
 
 
 def _descriptions() -> dict:

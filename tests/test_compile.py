@@ -236,3 +236,15 @@ def test_sampling_study_runs_only_when_asked(tmp_path):
     (stage2_gate,) = [n for n, t in tasks.items() if n.startswith("validate-data") and
                       t["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"] == "train-stage2"]
     assert stage2_gate in branch["dependentTasks"]            # after Stage II's steps passed
+
+
+def test_pipeline_arguments_refuse_text_a_dict_literal_cannot_carry():
+    import pytest
+
+    from selfcorrect import config
+    from selfcorrect.pipelines.score import pipeline_arguments
+
+    with pytest.raises(config.ConfigError, match=r"name: 'my \"run\"': a pipeline run takes no quote"):
+        pipeline_arguments(config.load("tiny", overrides=['name=my "run"']))
+    free = config.load("tiny", overrides=['prompts.correction=Check "it".\\nFix it.'])
+    assert pipeline_arguments(free)["prompts_correction"] == 'Check "it".\\nFix it.'
