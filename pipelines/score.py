@@ -79,17 +79,18 @@ def pipeline_arguments(cfg: RunConfig) -> dict:
     return {parameter_name(k): v for k, v in flat.items()}
 
 
-def _descriptions() -> dict:
-    """Dotted key -> its description, from the config dataclasses' `Attributes:` docs."""
-    out = {}
-    for f in dataclasses.fields(RunConfig):
-        cls = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
-        doc = docstring_parser.parse(inspect.getdoc(cls or RunConfig))
-        for p in doc.params:
-            if cls is not None or p.arg_name == f.name:
-                key = f"{f.name}.{p.arg_name}" if cls is not None else f.name
-                out[key] = " ".join(p.description.split())
-    return out
+def _keys():
+    """(dotted key, type, description) of each run-time config key; the descriptions are the
+    config dataclasses' `Attributes:` lines (a key without one is a KeyError here)."""
+    builtin = {"str": str, "int": int, "float": float, "bool": bool}
+    for top in dataclasses.fields(RunConfig):
+        if top.name not in SECTIONS:
+            continue
+        section = top.default_factory if dataclasses.is_dataclass(top.default_factory) else None
+        docs = {p.arg_name: " ".join(p.description.split())
+                for p in docstring_parser.parse(inspect.getdoc(section or RunConfig)).params}
+        for f in dataclasses.fields(section) if section else [top]:
+            yield (f"{top.name}.{f.name}" if section else f.name), builtin[f.type], docs[f.name]
 
 
 def _one_device(requests: RunConfig) -> RunConfig:
@@ -284,27 +285,21 @@ def make_pipeline(config: RunConfig | None = None, kubernetes_platform: bool = T
     volume; Kubeflow Pipelines). Vertex AI reads a single-document YAML: compile without."""
     requests = config or RunConfig()
     defaults = cfg_mod.flat(requests, *SECTIONS)
-    docs = _descriptions()
-    types = {f"{s.name}.{f.name}" if dataclasses.is_dataclass(s.default_factory) else s.name:
-             f.type for s in dataclasses.fields(RunConfig)
-             for f in (dataclasses.fields(s.default_factory)
-                       if dataclasses.is_dataclass(s.default_factory) else [s])}
-    keys = list(defaults)
+    keys = list(_keys())
 
     def score_pipeline(*args) -> Dataset:
-        return _dag(Params(zip(keys, args)), requests, kubernetes_platform)
+        return _dag(Params(zip([k for k, _, _ in keys], args)), requests, kubernetes_platform)
 
-    builtin = {"str": str, "int": int, "float": float, "bool": bool}
     score_pipeline.__signature__ = inspect.Signature(
         [inspect.Parameter(parameter_name(k), inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                           default=defaults[k], annotation=builtin[types[k]]) for k in keys],
+                           default=defaults[k], annotation=t) for k, t, _ in keys],
         return_annotation=Dataset)
     score_pipeline.__doc__ = (
         "SCoRe self-correction training: data, gates, base attempts, Beam verification, "
         "Stage I and II with DeepSpeed, evaluation, promotion.\n\n"
         "Each parameter is the run-config key of the same name (train_learning_rate: "
         "train.learning_rate; selfcorrect.config).\n\nArgs:\n"
-        + "".join(f"    {parameter_name(k)}: {docs[k]}\n" for k in keys)
+        + "".join(f"    {parameter_name(k)}: {doc}\n" for k, _, doc in keys)
         + "\nReturns:\n    Output: evaluate's results: {model: summary} JSON.\n")
     return dsl.pipeline(name=PIPELINE_NAME, display_name=f"{PIPELINE_NAME} {__version__}",
                         description=f"SCoRe self-correction training, selfcorrect version "

@@ -43,9 +43,15 @@ def _text(description: str | None) -> str:
     return " ".join((description or "").split()).replace("|", "\\|")
 
 
-def _first_sentence(description: str | None) -> str:
-    text = _text(description)
-    return text.split(". ")[0].rstrip(".") + "."
+def _overview(comp) -> str:
+    """The docstring's paragraphs before Args: (KFP's description joins them into one)."""
+    import inspect
+
+    return inspect.getdoc(comp.python_func).split("\nArgs:")[0].strip()
+
+
+def _first_sentence(comp) -> str:
+    return _text(_overview(comp).split("\n\n")[0]).split(". ")[0].rstrip(".") + "."
 
 
 def _default(value) -> str:
@@ -60,8 +66,7 @@ def section(name: str, comp) -> str:
 
     spec = comp.component_spec
     image = spec.implementation.container.image.rsplit("/", 1)[-1]
-    summary, _, rest = (spec.description or "").strip().partition("\n")
-    lines = [f"## `{name}`", "", summary.strip(), *([rest.strip()] if rest.strip() else []), "",
+    lines = [f"## `{name}`", "", _overview(comp), "",
              f"Stability: **{STABILITY[name]}** · Verified with: KFP {kfp.__version__} · "
              f"Image: `{image}` · YAML: `components/{name}-{__version__}.yaml`", ""]
     inputs = spec.inputs or {}
@@ -107,7 +112,7 @@ def generate() -> str:
     comps = components()
     index = ["| component | stability | what it does |", "|---|---|---|"]
     index += [f"| [`{n}`](#{n}) | {STABILITY[n]} | "
-              f"{_first_sentence(c.component_spec.description)} |"
+              f"{_first_sentence(c)} |"
               for n, c in comps.items()]
     return (HEADER + "\n" + "\n".join(index) + "\n\n"
             + "\n".join(section(n, c) for n, c in comps.items()) + "\n" + pipeline_section())
