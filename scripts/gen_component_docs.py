@@ -77,14 +77,36 @@ def section(name: str, comp) -> str:
     lines += ["", "**Outputs**", "", "| name | type | description |", "|---|---|---|"]
     lines += [f"| `{k}` | {_type(v.type)} | {_text(v.description)} |"
               for k, v in (spec.outputs or {}).items()]
-    args = ", ".join(f"{k}=..." for k, v in inputs.items() if not v.optional)
-    lines += ["", "Example:", "```python",
-              "from kfp import components",
-              f"{name} = components.load_component_from_file(\"dist/components/{name}-{__version__}.yaml\")",
-              f"# or: from selfcorrect.components import {name}",
-              f"task = {name}({args})",
-              "```", ""]
+    lines += ["", "Example (its required inputs; the other parameters keep their defaults):",
+              "```python", example(name, inputs), "```", ""]
     return "\n".join(lines)
+
+
+PYTHON_TYPES = {"String": "str", "Integer": "int", "Float": "float", "Boolean": "bool",
+                "Dict": "dict", "List": "list"}
+
+
+def example(name: str, inputs: dict) -> str:
+    """A pipeline using the component from its YAML, artifacts imported from URIs
+    (tests/test_component_yaml.py compiles each)."""
+    from selfcorrect import __version__
+
+    required = {k: v for k, v in inputs.items() if not v.optional}
+    artifacts = {k: _type(v.type) for k, v in required.items() if v.type.startswith("system.")}
+    params = [f"{k}_uri: str" if k in artifacts else f"{k}: {PYTHON_TYPES[v.type]}"
+              for k, v in required.items()]
+    return "\n".join([
+        "from kfp import components, dsl",
+        "",
+        f'{name} = components.load_component_from_file("dist/components/{name}-{__version__}.yaml")',
+        f"# or: from selfcorrect.components import {name}",
+        "",
+        "",
+        "@dsl.pipeline",
+        f"def my_pipeline({', '.join(params)}):",
+        *[f"    {k} = dsl.importer(artifact_uri={k}_uri, artifact_class=dsl.{t}).output"
+          for k, t in artifacts.items()],
+        f"    {name}({', '.join(f'{k}={k}' for k in required)})"])
 
 
 def pipeline_section() -> str:

@@ -121,3 +121,20 @@ def test_component_docs_name_every_input_and_output():
     assert f"selfcorrect-verifier:{__version__}" in text
     assert "| `beam_args` | List | no | `[]` | Passed straight to Beam" in text
     assert "| `timeout_s` | Float | no | `10.0` | Seconds one answer check may take. |" in text
+
+
+def test_the_docs_examples_compile_with_the_component_yaml(tmp_path):
+    """Each component's example in docs/components.md loads its YAML and compiles."""
+    from kfp import compiler
+
+    from selfcorrect.pipelines.compile import compile_components
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import gen_component_docs
+
+    compile_components(tmp_path / "dist")
+    for name, comp in all_components().items():
+        code = gen_component_docs.example(name, comp.component_spec.inputs or {})
+        scope = {}
+        exec(code.replace('"dist/', f'"{tmp_path}/dist/'), scope)
+        compiler.Compiler().compile(scope["my_pipeline"], str(tmp_path / f"{name}.yaml"))
