@@ -5,38 +5,67 @@ from selfcorrect.images import image
 
 
 @dsl.component(base_image=image("selfcorrect-trainer"), install_kfp_package=False)
-def sample_attempts(config: dict, problems: Input[Dataset], model: Input[Model],
-                    attempts: Output[Dataset], split: str = "eval",
-                    difficulty_probe: bool = False):
-    """Two attempts per problem of `split` (greedy unless generate.temperature > 0).
+def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Output[Dataset],
+                    split: str = "eval", temperature: float = 0.0, max_new_tokens: int = 64,
+                    batch_size: int = 16, attempt1_template: str = "",
+                    correction_template: str = "", dtype: str = "auto",
+                    drop_always_solved: bool = False, drop_never_solved: bool = False,
+                    filter_samples: int = 4, filter_temperature: float = 0.0,
+                    train_temperature: float = 1.0):
+    """Two attempts per problem of `split`: an answer, then a self-correction of it.
 
-    difficulty_probe: when config.data.drop_always_solved or drop_never_solved is on, also
-    data.filter_samples first attempts per train problem at data.filter_temperature (0: at
-    train.temperature, the training policy's sampling; turn 1 only, samples 0..k-1), so
-    verify_attempts judges them and filter_problems can drop the problems the model always
-    or never solves. Off, or with both flags off: `split` only.
+    With a difficulty-filter flag on (drop_always_solved or drop_never_solved), also
+    filter_samples first attempts per train problem (turn 1 only, samples 0..k-1) at
+    filter_temperature, so verify_attempts judges them and filter_problems can drop the
+    problems the model always or never solves.
+
+    Args:
+        problems: Problem records (JSONL or Parquet).
+        model: A save_pretrained model folder (prepare_model's or a training step's output).
+        split: Which problems get two attempts: eval or train.
+        temperature: Decoding temperature of the two attempts; 0 is greedy.
+        max_new_tokens: Tokens generated per attempt at most.
+        batch_size: Problems generated for at once.
+        attempt1_template: Template of the first attempt's prompt ({prompt}); "": the task's
+            default.
+        correction_template: The self-correction instruction; "": the task's default.
+        dtype: Weights' dtype: auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16.
+        drop_always_solved: The difficulty filter will drop always-solved train problems:
+            probe them.
+        drop_never_solved: The difficulty filter will drop never-solved train problems:
+            probe them.
+        filter_samples: The probe's first attempts per train problem.
+        filter_temperature: The probe's sampling temperature; 0: train_temperature.
+        train_temperature: The training policy's sampling temperature.
+
+    Returns:
+        attempts: Attempt records, two turns per problem (JSONL).
     """
-    from selfcorrect import config as cfg_mod
     from selfcorrect import models, rollout
+    from selfcorrect.config import DataConfig, GenerateConfig, ModelConfig, PromptConfig, build
     from selfcorrect.records import Problem, read, write_jsonl
 
-    cfg = cfg_mod.from_dict(config)
+    g = build(GenerateConfig, {"temperature": temperature, "max_new_tokens": max_new_tokens,
+                               "batch_size": batch_size}, "generate.")
+    d = build(DataConfig, {"drop_always_solved": drop_always_solved, "filter_samples": filter_samples,
+                           "drop_never_solved": drop_never_solved,
+                           "filter_temperature": filter_temperature}, "data.")
+    templates = PromptConfig(attempt1=attempt1_template, correction=correction_template)
     every = read(problems.path, Problem)
     todo = [p for p in every if p.split == split]
-    net, tok = models.load(cfg.model, path=model.path)
-    g, d = cfg.generate, cfg.data
+    net, tok = models.load(build(ModelConfig, {"dtype": dtype}, "model."), path=model.path)
     episodes = rollout.two_attempts(net, tok, todo, samples=1, temperature=g.temperature,
                                     max_new_tokens=g.max_new_tokens, batch_size=g.batch_size,
-                                    templates=cfg.prompts)
-    name = model.metadata.get("name", cfg.model.name or cfg.model.source)
+                                    templates=templates)
+    name = model.metadata.get("name", "model")
     rows = [a for e in episodes for a in e.attempts(name)]
     probed = []
-    if difficulty_probe and d.filters:
+    if d.filters:
         probed = [p for p in every if p.split == "train" and p.split != split]
         rows += rollout.first_attempts(net, tok, probed, name, samples=d.filter_samples,
-                                       temperature=d.filter_temperature or cfg.train.temperature,
+                                       temperature=d.filter_temperature or train_temperature,
                                        max_new_tokens=g.max_new_tokens,
-                                       batch_size=g.batch_size, templates=cfg.prompts)
+                                       batch_size=g.batch_size, templates=templates)
     write_jsonl(attempts.path, rows)
     attempts.metadata.update({"rows": len(rows), "problems": len(todo), "split": split,
                               "model": name, "probed_train_problems": len(probed)})

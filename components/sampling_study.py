@@ -4,32 +4,33 @@ from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
 from selfcorrect.images import image
 
 
-@dsl.component(base_image=image("selfcorrect-base"), install_kfp_package=False)
-def config_flag(config: dict, key: str) -> bool:
-    """Whether the dotted config key (e.g. "eval.sampling_k") is set (non-zero, non-empty):
-    a run-time switch for dsl.If, since the config is a run parameter."""
-    from selfcorrect import config as cfg_mod
-
-    value = cfg_mod.from_dict(config).to_dict()
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise ValueError(f"config_flag: no config key {key!r}")
-        value = value[part]
-    return bool(value)
-
-
 @dsl.component(base_image=image("selfcorrect-trainer"), install_kfp_package=False)
-def sampling_study(config: dict, problems: Input[Dataset], base_model: Input[Model],
+def sampling_study(problems: Input[Dataset], base_model: Input[Model],
                    trained_model: Input[Model], study: Output[Dataset],
-                   metrics: Output[Metrics], report: Output[Markdown]):
-    """Inference-compute scaling (SCORE_SPEC, the paper's Fig. 1 right), base vs trained.
+                   metrics: Output[Metrics], report: Output[Markdown], config: dict = {},
+                   attempt1_template: str = "", correction_template: str = ""):
+    """Inference-compute scaling of the base and the trained model (the paper's Figure 1, right).
 
     eval.sampling_k sampled episodes per eval problem (at eval.sampling_temperature; 0:
     train.temperature), verified with the Beam step; then majority vote over the k first
     attempts vs over the second attempts of k/2 episodes: the same k samples generated.
-    study: a folder with each model's attempts and verdicts and the reports, laid out as
-    `selfcorrect evaluate --samples K` writes them; metrics: <model>_majority_k_t1 and
-    <model>_majority_half_k_t2.
+
+    Args:
+        problems: Problem records; the eval split is sampled.
+        base_model: The base model folder.
+        trained_model: The trained model folder.
+        config: The run configuration (selfcorrect.config keys; the study reads eval.*,
+            generate.*, model.*, verify.* and train.temperature), nested or dotted; values
+            may be text; missing keys take their defaults (set eval.sampling_k >= 2).
+        attempt1_template: Template of the first attempt's prompt ({prompt}); "": the task's
+            default.
+        correction_template: The self-correction instruction; "": the task's default.
+
+    Returns:
+        study: A folder with each model's attempts and verdicts and the reports, laid
+            out as `selfcorrect evaluate --samples K` writes them.
+        metrics: <model>_majority_k_t1 and <model>_majority_half_k_t2.
+        report: The study's table (Markdown).
     """
     import dataclasses
 
@@ -37,7 +38,7 @@ def sampling_study(config: dict, problems: Input[Dataset], base_model: Input[Mod
     from selfcorrect import storage
     from selfcorrect.evaluate_cli import evaluate_models
 
-    cfg = cfg_mod.from_dict(config)
+    cfg = cfg_mod.with_prompts(cfg_mod.from_dict(config), attempt1_template, correction_template)
     k, temperature = cfg.eval.sampling_k, cfg.eval.sampling_temperature or cfg.train.temperature
     cfg = dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, temperature=temperature))
     out = evaluate_models({"base": base_model.path, "trained": trained_model.path},

@@ -5,16 +5,29 @@ from selfcorrect.images import image
 
 
 @dsl.component(base_image=image("selfcorrect-trainer"), install_kfp_package=False)
-def sft_baseline(config: dict, method: str, problems: Input[Dataset], attempts: Input[Dataset],
+def sft_baseline(method: str, problems: Input[Dataset], attempts: Input[Dataset],
                  verdicts: Input[Dataset], base_model: Input[Model], model: Output[Model],
-                 metrics: Output[Metrics]):
+                 metrics: Output[Metrics], config: dict = {}):
     """STaR or Pair-SFT (the paper's SFT baselines) on a model's own verified attempts.
 
-    method: "star" (episodes whose attempt 2 is correct) or "pair_sft" (an incorrect and a
-    correct attempt at the same problem). attempts / verdicts: what sample_attempts and
-    verify_attempts wrote for base_model (sample at train.temperature with several samples
-    per problem so there is something to learn from). Trains train.stage1_steps +
-    train.stage2_steps steps of problems_per_step * samples_per_problem rows.
+    Trains train.stage1_steps + train.stage2_steps steps of problems_per_step *
+    samples_per_problem rows.
+
+    Args:
+        method: star (episodes whose attempt 2 is correct) or pair_sft (an incorrect and a
+            correct attempt at the same problem).
+        problems: Problem records.
+        attempts: What sample_attempts wrote for base_model (sample at train.temperature with
+            several samples per problem so there is something to learn from).
+        verdicts: verify_attempts' verdicts on those attempts.
+        base_model: The model folder fine-tuned.
+        config: The run configuration (selfcorrect.config keys: train.*, model.*,
+            prompts.*, generate.*, verify.*), nested or dotted; missing keys take their
+            defaults.
+
+    Returns:
+        model: The fine-tuned model folder.
+        metrics: Examples and final_loss.
     """
     from selfcorrect import baselines
     from selfcorrect import config as cfg_mod

@@ -5,18 +5,38 @@ from selfcorrect.images import image
 
 
 @dsl.component(base_image=image("selfcorrect-verifier"), install_kfp_package=False)
-def verify_attempts(config: dict, problems: Input[Dataset], attempts: Input[Dataset],
-                    verdicts: Output[Dataset], beam_args: list = []):
+def verify_attempts(problems: Input[Dataset], attempts: Input[Dataset], verdicts: Output[Dataset],
+                    runner: str = "DirectRunner", direct_num_workers: int = 0,
+                    direct_running_mode: str = "multi_processing", timeout_s: float = 10.0,
+                    code_concurrency: int = 2, beam_args: list = []):
     """Verify every attempt with the shared verifier in an Apache Beam pipeline.
 
-    `beam_args` pass straight to Beam (e.g. ["--runner=DataflowRunner", "--project=..."]);
-    by default the DirectRunner uses one worker process per core.
+    The verifier is the one training rewards and evaluation use, so a reward and a metric
+    cannot drift apart. Attempts whose check fails go to a dead-letter count, not the run.
+
+    Args:
+        problems: Problem records (JSONL or Parquet): the references the attempts are checked
+            against.
+        attempts: Attempt records (JSONL or Parquet), e.g. sample_attempts' output.
+        runner: Beam runner: DirectRunner on one machine; DataflowRunner, FlinkRunner, ...
+            with their options in beam_args.
+        direct_num_workers: DirectRunner worker processes; 0: one per core.
+        direct_running_mode: DirectRunner mode: multi_processing, multi_threading or in_memory.
+        timeout_s: Seconds one answer check may take.
+        code_concurrency: Code sandboxes run at once in each Beam worker.
+        beam_args: Passed straight to Beam after the options above, e.g.
+            ["--project=my-project", "--region=us-central1"].
+
+    Returns:
+        verdicts: One Verdict per attempt (JSONL, sorted); its metadata counts
+            verdicts, correct ones and dead letters.
     """
-    from selfcorrect import config as cfg_mod
+    from selfcorrect.config import VerifyConfig, build
     from selfcorrect.verify import beam
 
-    cfg = cfg_mod.from_dict(config)
-    v = cfg.verify
+    v = build(VerifyConfig, {"runner": runner, "direct_num_workers": direct_num_workers,
+                             "direct_running_mode": direct_running_mode, "timeout_s": timeout_s,
+                             "code_concurrency": code_concurrency}, "verify.")
     args = [f"--runner={v.runner}", f"--direct_num_workers={v.direct_num_workers}",
             f"--direct_running_mode={v.direct_running_mode}", *beam_args]
     counts = beam.run(problems.path, attempts.path, verdicts.path, pipeline_args=args,

@@ -3,7 +3,8 @@
 `selfcorrect submit | schedule | schedules list | schedules delete ID`. The pipeline is uploaded
 once as `selfcorrect-score`; each code version becomes a pipeline version named by
 `compile.version_name()`; runs and recurring runs are pinned to that version and take the run
-configuration as the `config` parameter (new data: `--set data.path=gs://...`, no new pipeline).
+configuration as the pipeline's parameters, one per config key (`pipeline_arguments`; new data:
+`--set data.path=gs://...` is the run's `data_path`, no new pipeline).
 Authentication is kfp.Client's own: host, token, service-account token file, namespace; with
 no --host inside a cluster kfp.Client finds the in-cluster API.
 """
@@ -85,9 +86,9 @@ def ensure_version(client, package: Path, name: str, namespace: str | None = Non
 
 def compile_for_cluster(output_dir: str | None, resources=None,
                         kubernetes_platform: bool = True) -> Path:
-    """Compile with the default config as the parameter default (the run passes its own) and
-    the run config's resource requests, which KFP fixes at compile time; Vertex AI takes no
-    Kubernetes platform spec (kubernetes_platform=False)."""
+    """Compile with the default config as the parameters' defaults (the run passes its own
+    values) and the run config's resource requests, which KFP fixes at compile time; Vertex
+    AI takes no Kubernetes platform spec (kubernetes_platform=False)."""
     from selfcorrect.pipelines.compile import compile_pipeline
 
     return compile_pipeline(output_dir or tempfile.mkdtemp(prefix="selfcorrect-"),
@@ -131,7 +132,9 @@ def _prepare(args):
               "it: use gs://, s3:// or (model.path) a hub name", file=sys.stderr)
     package = compile_for_cluster(args.output, cfg.resources,
                                   kubernetes_platform=getattr(args, "backend", "kfp") != "vertex")
-    return cfg.to_dict(), package, version_for(package, args.version_name)
+    from selfcorrect.pipelines.score import pipeline_arguments
+
+    return pipeline_arguments(cfg), package, version_for(package, args.version_name)
 
 
 def _kfp_target(args, package: Path, version: str):
@@ -142,13 +145,13 @@ def _kfp_target(args, package: Path, version: str):
 
 
 def submit(args) -> int:
-    cfg, package, version = _prepare(args)
+    arguments, package, version = _prepare(args)
     if args.backend == "vertex":
-        return vertex_submit(args, cfg, package, version)
+        return vertex_submit(args, arguments, package, version)
     client, v, experiment = _kfp_target(args, package, version)
     run = client.run_pipeline(
         experiment.experiment_id, args.run_name or f"{PIPELINE} {version} "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S')}", params={"config": cfg},
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')}", params=arguments,
         pipeline_id=v.pipeline_id, version_id=v.pipeline_version_id,
         pipeline_root=args.pipeline_root, service_account=args.service_account)
     print(f"pipeline version: {version} ({v.pipeline_version_id})")
@@ -164,15 +167,15 @@ def schedule(args) -> int:
         raise ClusterError("--max-concurrency: between 1 and 10 (the KFP API's limit)")
     cron = kfp_cron(args.cron) if args.cron else None
     every = parse_every(args.every) if args.every else None
-    cfg, package, version = _prepare(args)
+    arguments, package, version = _prepare(args)
     if args.backend == "vertex":
-        return vertex_schedule(args, cfg, package, version)
+        return vertex_schedule(args, arguments, package, version)
     client, v, experiment = _kfp_target(args, package, version)
     rec = client.create_recurring_run(
         experiment.experiment_id, args.run_name or f"{PIPELINE} {version} retrain",
         description=f"recurring SCoRe training pinned to pipeline version {version}",
         cron_expression=cron, interval_second=every, max_concurrency=args.max_concurrency,
-        no_catchup=args.no_catchup, params={"config": cfg}, pipeline_id=v.pipeline_id,
+        no_catchup=args.no_catchup, params=arguments, pipeline_id=v.pipeline_id,
         version_id=v.pipeline_version_id, pipeline_root=args.pipeline_root,
         service_account=args.service_account)
     print(f"pipeline version: {version} ({v.pipeline_version_id})")
@@ -221,7 +224,7 @@ def _aiplatform():
     return aiplatform
 
 
-def _vertex_job(args, cfg, package, version):
+def _vertex_job(args, arguments, package, version):
     if not (args.project and args.region):
         raise ClusterError("--backend vertex needs --project and --region")
     aiplatform = _aiplatform()
@@ -229,12 +232,12 @@ def _vertex_job(args, cfg, package, version):
     label = re.sub(r"[^a-z0-9_-]", "-", version.lower())
     return aiplatform.PipelineJob(
         display_name=args.run_name or f"{PIPELINE}-{label}", template_path=str(package),
-        pipeline_root=args.pipeline_root, parameter_values={"config": cfg},
+        pipeline_root=args.pipeline_root, parameter_values=arguments,
         labels={"selfcorrect-version": label})
 
 
-def vertex_submit(args, cfg, package, version) -> int:
-    job = _vertex_job(args, cfg, package, version)
+def vertex_submit(args, arguments, package, version) -> int:
+    job = _vertex_job(args, arguments, package, version)
     job.submit(service_account=args.service_account)
     print(f"pipeline version: {version}")
     print(f"run id: {job.resource_name}")
@@ -243,10 +246,10 @@ def vertex_submit(args, cfg, package, version) -> int:
     return 0
 
 
-def vertex_schedule(args, cfg, package, version) -> int:
+def vertex_schedule(args, arguments, package, version) -> int:
     if not args.cron:
         raise ClusterError("Vertex AI schedules take --cron (five fields), not --every")
-    job = _vertex_job(args, cfg, package, version)
+    job = _vertex_job(args, arguments, package, version)
     sched = job.create_schedule(cron=args.cron, display_name=f"{PIPELINE}-{version} retrain",
                                 max_concurrent_run_count=args.max_concurrency,
                                 service_account=args.service_account)

@@ -9,6 +9,7 @@ the git commit when the checkout is not the release tag (`0.1.0+g1a2b3c4`, `0.1.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 import subprocess
 from pathlib import Path
@@ -54,18 +55,18 @@ def compile_pipeline(output_dir: str | Path = "dist", config: dict | None = None
                      kubernetes_platform: bool = True) -> Path:
     """Write the pipeline YAML and the component YAMLs.
 
-    `config` is the default run config; `resources` the model steps' accelerator, CPU and
-    memory requests, fixed at compile time (default: config's, else none).
+    `config` gives the pipeline parameters' defaults (default: RunConfig's); `resources`
+    the model steps' accelerator, CPU and memory requests, fixed at compile time (default:
+    config's, else none).
     kubernetes_platform: a second YAML document, the Kubernetes platform spec (the training
     steps' memory-backed /dev/shm), for Kubeflow Pipelines; off for Vertex AI.
     """
-    if resources is None and config:
-        resources = build(RunConfig, config).resources
+    cfg = build(RunConfig, config) if config else RunConfig()
+    if resources is not None:
+        cfg = dataclasses.replace(cfg, resources=resources)
     out = pipeline_file(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(
-        make_pipeline(resources, kubernetes_platform), str(out),
-        pipeline_parameters={"config": config or RunConfig().to_dict()})
+    compiler.Compiler().compile(make_pipeline(cfg, kubernetes_platform), str(out))
     _stable_header(out)
     compile_components(output_dir)
     return out

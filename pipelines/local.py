@@ -21,7 +21,7 @@ def run_local(cfg: RunConfig, console=None) -> dict:
     """
     from kfp import local
 
-    from selfcorrect.pipelines.score import score_pipeline
+    from selfcorrect.pipelines.score import make_pipeline, pipeline_arguments
 
     if "://" in cfg.output_dir:
         raise ValueError("output_dir: a local run needs a local folder for kfp.local's pipeline "
@@ -35,10 +35,12 @@ def run_local(cfg: RunConfig, console=None) -> dict:
         os.environ.pop(key, None)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
+    score_pipeline = make_pipeline(cfg)       # cfg.resources: the training processes
+    arguments = pipeline_arguments(cfg)
     started = time.time()
     logs = root / "logs" / time.strftime("%Y%m%d-%H%M%S")
     if console is None:
-        task = score_pipeline(config=cfg.to_dict())
+        task = score_pipeline(**arguments)
     else:
         import contextlib
 
@@ -53,7 +55,7 @@ def run_local(cfg: RunConfig, console=None) -> dict:
             with contextlib.redirect_stdout(router), warnings.catch_warnings():
                 # kfp.local's notes on images and display names, once per task: in the logs
                 warnings.filterwarnings("ignore", module=r"kfp\.local")
-                task = score_pipeline(config=cfg.to_dict())
+                task = score_pipeline(**arguments)
         finally:
             router.close()
     results_path = Path(task.output.path)

@@ -2,7 +2,9 @@
 
 Resolution order: defaults <- preset <- config file <- `--set key=value`. Every key is
 checked before any work starts; a wrong key or value raises ConfigError naming the key
-and what it accepts.
+and what it accepts. Each dataclass documents its keys in a Google-style `Attributes:`
+section: those lines are also the descriptions of the pipeline's parameters
+(selfcorrect.pipelines.score), one per key.
 """
 from __future__ import annotations
 
@@ -26,15 +28,28 @@ def choice(default, *choices):
 
 @dataclass
 class ModelConfig:
-    source: str = choice("tiny", "tiny", "gguf", "hf")  # tiny: random init, built offline
-    path: str = ""             # gguf: the .gguf file; hf: a save_pretrained folder as a URI
-                               # (gs://, s3://, any fsspec URL, a local folder) or a hub name
-    name: str = ""             # label written into attempts; defaults to the source
+    """The base model.
+
+    Attributes:
+        source: Where the base model comes from: tiny (a random-init GPT-2, built offline),
+            gguf (a .gguf file) or hf (a save_pretrained folder or a hub name).
+        path: gguf: the .gguf file; hf: a save_pretrained folder as a URI (gs://, s3://, any
+            fsspec URL, a local folder) or a hub name.
+        name: Label written into attempts and model names; defaults to the source.
+        tiny_layers: tiny: transformer layers.
+        tiny_hidden: tiny: hidden size (a multiple of tiny_heads).
+        tiny_heads: tiny: attention heads.
+        seed: tiny: initialisation seed.
+        dtype: Weights' dtype: auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16.
+    """
+    source: str = choice("tiny", "tiny", "gguf", "hf")
+    path: str = ""
+    name: str = ""
     tiny_layers: int = 2
     tiny_hidden: int = 64
     tiny_heads: int = 2
     seed: int = 0
-    dtype: str = choice("auto", "auto", "float32", "bfloat16")  # auto: fp32 on CPU, bf16 on GPU
+    dtype: str = choice("auto", "auto", "float32", "bfloat16")
 
     def __post_init__(self):
         if self.source in ("gguf", "hf") and not self.path:
@@ -47,27 +62,48 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where problems come from (selfcorrect.data.prepare); file sources read `path`."""
+    """Where problems come from (selfcorrect.data.prepare); file sources read `path`.
+
+    Attributes:
+        source: Problem source: arithmetic, algebra, reasoning_gym, humaneval, chain
+            (generated or bundled, offline) or a file source (math, gsm8k, mbpp, generic).
+        path: File sources: a .jsonl or .parquet file, local or gs://.
+        n_train: At most this many train problems (file order; generated: exactly).
+        n_eval: At most this many eval problems.
+        eval_fraction: Share of problem ids that hash to the eval split.
+        max_prompt_chars: A longer prompt is an error naming file, row and field.
+        operations: arithmetic: any of + - *.
+        digits: arithmetic and algebra: operand size.
+        gym_dataset: reasoning_gym: which generator (offline).
+        chain_steps: chain (the testbed task): +/- steps per problem.
+        chain_hard_share: chain: share of problems with one carry/borrow step.
+        seed: Seed of the generated sources and of the split.
+        drop_always_solved: Difficulty filter: drop train problems the base model always
+            solves on its first attempt.
+        drop_never_solved: Difficulty filter: drop train problems it never solves.
+        filter_samples: The filter's probe: first attempts per train problem.
+        filter_temperature: The probe's sampling temperature; 0: train.temperature, so
+            "always/never solved" means under the training policy's sampling.
+    """
     source: str = choice("arithmetic", "arithmetic", "algebra", "reasoning_gym", "humaneval",
                          "math", "gsm8k", "mbpp", "generic", "chain")
-    path: str = ""             # math/gsm8k/mbpp/generic: a .jsonl or .parquet file, local or gs://
-    n_train: int = 16          # at most this many train problems (file order; generated: exactly)
+    path: str = ""
+    n_train: int = 16
     n_eval: int = 16
-    eval_fraction: float = 0.5  # share of ids that hash to the eval split
-    max_prompt_chars: int = 8000  # a longer prompt is an error naming file, row and field
-    operations: str = "+-"     # arithmetic: any of + - *
-    digits: int = 2            # arithmetic and algebra: operand size
+    eval_fraction: float = 0.5
+    max_prompt_chars: int = 8000
+    operations: str = "+-"
+    digits: int = 2
     gym_dataset: str = choice("gsm_symbolic", "gsm_symbolic", "basic_arithmetic", "chain_sum",
                               "simple_equations", "products", "fraction_simplification",
-                              "leg_counting")  # reasoning_gym: which generator (offline)
-    chain_steps: int = 3       # chain (the testbed task): +/- steps per problem ...
-    chain_hard_share: float = 0.5  # ... and the share of problems with one carry/borrow step
+                              "leg_counting")
+    chain_steps: int = 3
+    chain_hard_share: float = 0.5
     seed: int = 0
-    drop_always_solved: bool = False  # difficulty filter over base-model verdicts (train split)
+    drop_always_solved: bool = False
     drop_never_solved: bool = False
-    filter_samples: int = 4    # the filter's probe: first attempts per train problem ...
-    filter_temperature: float = 0.0  # ... sampled at this temperature; 0: train.temperature, so
-                                     # "always/never solved" means under the training policy's sampling
+    filter_samples: int = 4
+    filter_temperature: float = 0.0
 
     @property
     def filters(self) -> bool:
@@ -103,7 +139,13 @@ FILE_SOURCES = ("math", "gsm8k", "mbpp", "generic")
 
 @dataclass
 class GenerateConfig:
-    """How sample_attempts decodes for evaluation (greedy by default, as in the paper)."""
+    """How sample_attempts decodes for evaluation (greedy by default, as in the paper).
+
+    Attributes:
+        max_new_tokens: Tokens generated per attempt at most.
+        temperature: Sampling temperature of the evaluation attempts; 0 is greedy.
+        batch_size: Problems generated for at once.
+    """
     max_new_tokens: int = 64
     temperature: float = 0.0
     batch_size: int = 16
@@ -116,33 +158,63 @@ class GenerateConfig:
 
 @dataclass
 class TrainConfig:
+    """SCoRe training (both stages; selfcorrect.train).
+
+    Attributes:
+        stage1_steps: Stage I RL steps.
+        stage2_steps: Stage II RL steps.
+        skip_stage1: Ablation: Stage II straight from the base model.
+        problems_per_step: Problems per optimiser step, over all processes (split among them).
+        samples_per_problem: Episodes per problem (k, for the RLOO baseline).
+        temperature: Sampling temperature of the training policy (the paper's 1.0);
+            log-probs use the same tempered distribution. Also the difficulty probe's and
+            the sampling study's when theirs is 0.
+        max_new_tokens: Tokens generated per attempt at most.
+        learning_rate: Optimiser learning rate.
+        alpha: Stage II shaping bonus; 0 disables it (ablation).
+        beta1: KL weight on both attempts (Stage II), on attempt 2 (Stage I).
+        beta2: Stage I KL weight on attempt 1 (0.25 for code in the paper).
+        baseline: Advantage baseline: rloo, mean or none.
+        kl_estimator: k2 (grad of KL(pi||ref), the paper's) or k3 (reverse KL).
+        zero_stage: DeepSpeed ZeRO stage: 0, 1, 2 or 3.
+        gradient_accumulation_steps: Micro-batches per optimiser step.
+        gradient_clipping: Gradient norm clip.
+        optimizer: adamw or adam.
+        seed: Training seed (sampling and shuffling).
+        single_turn: Ablation: RL on attempt 1 with r1 only (both stages).
+        checkpoint_every: Resumable DeepSpeed checkpoint every N steps; 0: none.
+        checkpoint_uri: Where checkpoints go (gs://, s3://, a folder); "": <output_dir>/
+            checkpoints when output_dir is remote, else in the model folder.
+        sampling_shard: Problems per seeded sampling shard; 0: each process's share. Set to
+            a W-process run's share to replay its samples on fewer processes.
+        keep_checkpoints: Newest periodic checkpoints kept per stage.
+        offline_first_attempts: Stage II (paper 5.3): of the k samples of a problem, how
+            many take attempt 1 from the base model (no loss on it).
+    """
     stage1_steps: int = 10
     stage2_steps: int = 10
-    skip_stage1: bool = False       # ablation: Stage II straight from the base model
-    problems_per_step: int = 4      # per optimiser step, over all processes (split among them)
-    samples_per_problem: int = 4    # k, for the RLOO baseline
-    temperature: float = 1.0        # the paper's; log-probs use the same tempered distribution
+    skip_stage1: bool = False
+    problems_per_step: int = 4
+    samples_per_problem: int = 4
+    temperature: float = 1.0
     max_new_tokens: int = 64
     learning_rate: float = 5e-6
-    alpha: float = 10.0             # Stage II shaping bonus; 0 disables it (ablation)
-    beta1: float = 0.01             # KL on both attempts (Stage II), on attempt 2 (Stage I)
-    beta2: float = 0.1              # Stage I KL on attempt 1 (0.25 for code in the paper)
+    alpha: float = 10.0
+    beta1: float = 0.01
+    beta2: float = 0.1
     baseline: str = choice("rloo", "rloo", "mean", "none")
-    kl_estimator: str = choice("k2", "k2", "k3")  # k2: grad of KL(pi||ref), the paper's; k3: reverse KL
+    kl_estimator: str = choice("k2", "k2", "k3")
     zero_stage: int = choice(0, 0, 1, 2, 3)
     gradient_accumulation_steps: int = 1
     gradient_clipping: float = 1.0
     optimizer: str = choice("adamw", "adamw", "adam")
     seed: int = 0
-    single_turn: bool = False       # ablation: RL on attempt 1 with r1 only (both stages)
-    checkpoint_every: int = 0       # resumable DeepSpeed checkpoint every N steps; 0: none
-    checkpoint_uri: str = ""        # where they go (gs://, s3://, a folder); "": <output_dir>/
-                                    # checkpoints when output_dir is remote, else in the model folder
-    sampling_shard: int = 0         # problems per seeded sampling shard; 0: each process's share.
-                                    # Set to a W-process run's share to replay its samples on fewer
-    keep_checkpoints: int = 2       # newest periodic checkpoints kept per stage
-    offline_first_attempts: int = 0  # Stage II (paper 5.3): of the k samples of a problem, how
-                                     # many take attempt 1 from the base model (no loss on it)
+    single_turn: bool = False
+    checkpoint_every: int = 0
+    checkpoint_uri: str = ""
+    sampling_shard: int = 0
+    keep_checkpoints: int = 2
+    offline_first_attempts: int = 0
 
     def __post_init__(self):
         _positive(self, "problems_per_step", "max_new_tokens", "gradient_accumulation_steps",
@@ -203,12 +275,23 @@ class ResourcesConfig:
 
 @dataclass
 class VerifyConfig:
+    """The Beam verification step (selfcorrect.verify.beam).
+
+    Attributes:
+        runner: Beam runner (DirectRunner here; DataflowRunner, FlinkRunner, ... with
+            their options in beam_args).
+        direct_num_workers: DirectRunner workers; 0: one per core.
+        direct_running_mode: DirectRunner mode: multi_processing, multi_threading or
+            in_memory.
+        timeout_s: Seconds one answer check may take.
+        code_concurrency: Code sandboxes run at once in each Beam worker.
+    """
     runner: str = "DirectRunner"
-    direct_num_workers: int = 0     # 0: one worker per core
+    direct_num_workers: int = 0
     direct_running_mode: str = choice("multi_processing", "multi_processing", "multi_threading",
                                       "in_memory")
     timeout_s: float = 10.0
-    code_concurrency: int = 2       # code sandboxes run at once in each Beam worker
+    code_concurrency: int = 2
 
     def __post_init__(self):
         _positive(self, "code_concurrency", prefix="verify")
@@ -218,12 +301,21 @@ class VerifyConfig:
 
 @dataclass
 class EvalConfig:
-    """How evaluate summarises verdicts: bootstrap confidence intervals over (problem, sample)."""
+    """How evaluate summarises verdicts: bootstrap confidence intervals over (problem, sample).
+
+    Attributes:
+        bootstrap_samples: Bootstrap resamples per confidence interval.
+        confidence: Confidence level of the intervals.
+        seed: Bootstrap seed.
+        sampling_k: > 0: the sampling study (majority over k samples vs k/2 + correction),
+            k >= 2; 0: no study.
+        sampling_temperature: The study's sampling temperature; 0: train.temperature.
+    """
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     seed: int = 0
-    sampling_k: int = 0             # > 0: the sampling study (majority over k vs k/2 + correction)
-    sampling_temperature: float = 0.0   # the study's sampling; 0: train.temperature
+    sampling_k: int = 0
+    sampling_temperature: float = 0.0
 
     def __post_init__(self):
         _positive(self, "bootstrap_samples", prefix="eval")
@@ -238,11 +330,19 @@ class EvalConfig:
 
 @dataclass
 class PromotionConfig:
-    """When the trained model is promoted to the registry (all conditions must hold)."""
-    registry: str = ""              # folder or gs:// prefix; "" = <output_dir>/registry
-    min_gain_over_base: float = 0.0     # Accuracy@t2(trained) - Accuracy@t2(base) >= this
-    min_gain_over_current: float = 0.0  # ... minus the currently promoted model's, if any
-    max_delta_c_to_i: float = 1.0       # Delta_c->i(trained) <= this
+    """When the trained model is promoted to the registry (all conditions must hold).
+
+    Attributes:
+        registry: Model registry, a folder or gs:// prefix; "": <output_dir>/registry.
+        min_gain_over_base: Promote when Accuracy@t2(trained) - Accuracy@t2(base) >= this.
+        min_gain_over_current: ... and Accuracy@t2(trained) minus the currently promoted
+            model's, if any, >= this.
+        max_delta_c_to_i: ... and Delta_c->i(trained) <= this (1 disables it).
+    """
+    registry: str = ""
+    min_gain_over_base: float = 0.0
+    min_gain_over_current: float = 0.0
+    max_delta_c_to_i: float = 1.0
 
     def __post_init__(self):
         for name in ("min_gain_over_base", "min_gain_over_current"):
@@ -255,12 +355,20 @@ class PromotionConfig:
 
 @dataclass
 class GateConfig:
-    """Data gates between steps (selfcorrect.validate); defaults equal the suites' own."""
-    max_empty_share: float = 0.1        # attempts: largest share of empty completions
-    max_truncated_share: float = 1.0    # attempts: largest share of truncated ones; 1 = off
-    quarantine: bool = False            # move rows failing row checks aside instead of failing
-    report_uri: str = ""                # also copy a failing gate's reports here (folder or gs://)
-    max_stage1_kl_t1: float = 1.0       # train_steps: Stage I's per-token KL of attempt 1 to the base
+    """Data gates between steps (selfcorrect.validate); defaults equal the suites' own.
+
+    Attributes:
+        max_empty_share: attempts: largest share of empty completions.
+        max_truncated_share: attempts: largest share of truncated ones; 1: off.
+        quarantine: Move rows failing row checks aside instead of failing the run.
+        report_uri: Also copy a failing gate's reports here (folder or gs://).
+        max_stage1_kl_t1: train_steps: Stage I's per-token KL of attempt 1 to the base.
+    """
+    max_empty_share: float = 0.1
+    max_truncated_share: float = 1.0
+    quarantine: bool = False
+    report_uri: str = ""
+    max_stage1_kl_t1: float = 1.0
 
     def __post_init__(self):
         for name in ("max_empty_share", "max_truncated_share"):
@@ -311,16 +419,29 @@ class PretrainConfig:
 
 @dataclass
 class PromptConfig:
-    """Templates; empty means the task's default from prompts.py (the paper's App. C)."""
+    """Templates; empty means the task's default from prompts.py (the paper's App. C).
+
+    Attributes:
+        attempt1: Template of the first attempt's prompt ({prompt}); "": the task's default.
+        correction: The self-correction instruction; "": the task's default.
+    """
     attempt1: str = ""
     correction: str = ""
 
 
 @dataclass
 class RunConfig:
+    """The run configuration: its sections and three top-level keys.
+
+    Attributes:
+        name: The run's name (recorded in the registry manifest).
+        task: The task family (math).
+        output_dir: Local folder or gs:// prefix for the run's results (registry, remote
+            checkpoints).
+    """
     name: str = "selfcorrect"
     task: str = choice("math", "math")
-    output_dir: str = "runs"        # local folder or gs:// prefix for the run's results
+    output_dir: str = "runs"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -344,6 +465,12 @@ def _positive(obj, *names, prefix):
 
 
 def _coerce(key: str, value: Any, typ: str):
+    if isinstance(value, str) and typ in ("bool", "int", "float"):
+        # A dict literal of pipeline-parameter channels reaches a step with its values as
+        # text ("3.0", "True", "5e-06"): read them as YAML, as `--set` values are
+        parsed = _yaml_scalar(value)
+        if isinstance(parsed, (bool, int, float)):
+            value = parsed
     if typ == "bool":
         if isinstance(value, bool):
             return value
@@ -365,6 +492,13 @@ def _coerce(key: str, value: Any, typ: str):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)       # `--set resources.cpu_limit=8` parses as a number
     raise ConfigError(f"{key}: expected {typ}, got {type(value).__name__} {value!r}")
+
+
+def _yaml_scalar(text: str):
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
 
 
 def build(cls, data: dict | None, prefix: str = ""):
@@ -416,10 +550,7 @@ def parse_set(item: str) -> dict:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.stage1_steps=5")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:      # e.g. `*` or `a: b`: take the text as it is
-        value = raw
+    value = _yaml_scalar(raw) if raw.strip() else ""   # `*` or `a: b`: the text as it is
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
@@ -486,5 +617,32 @@ def machine_paths(cfg: RunConfig) -> list[str]:
 
 
 def from_dict(data: dict) -> RunConfig:
-    """Rebuild a resolved config inside a pipeline step (from the KFP dict parameter)."""
-    return build(RunConfig, data)
+    """Rebuild a resolved config inside a pipeline step (from a KFP dict parameter): nested
+    sections, dotted keys ({"train.learning_rate": "5e-06"}) or both; missing keys take
+    their defaults."""
+    nested: dict = {}
+    for key, value in (data or {}).items():
+        for part in reversed(key.split(".")[1:]):
+            value = {part: value}
+        nested = merge(nested, {key.split(".")[0]: value})
+    return build(RunConfig, nested)
+
+
+def with_prompts(cfg: RunConfig, attempt1: str = "", correction: str = "") -> RunConfig:
+    """cfg with the templates given (the steps that take them as parameters); "" keeps cfg's."""
+    return dataclasses.replace(cfg, prompts=PromptConfig(attempt1 or cfg.prompts.attempt1,
+                                                         correction or cfg.prompts.correction))
+
+
+def flat(cfg: RunConfig, *sections: str) -> dict:
+    """{"train.learning_rate": 5e-06, ...}: the keys of the given sections ("train", or a
+    top-level key such as "output_dir"); every key when none is given."""
+    out = {}
+    for name, value in cfg.to_dict().items():
+        if sections and name not in sections:
+            continue
+        if isinstance(value, dict):
+            out.update({f"{name}.{k}": v for k, v in value.items()})
+        else:
+            out[name] = value
+    return out

@@ -181,6 +181,19 @@ class State:
                    and "defaultValue" not in d]
         if missing:
             raise ApiError(400, f"{what}: missing pipeline parameters {missing}")
+        for key, value in given.items():
+            kind = declared[key].get("parameterType")
+            if not _PARAMETER_TYPES.get(kind, lambda v: True)(value):
+                raise ApiError(400, f"{what}: pipeline parameter {key!r} is {kind}, got "
+                                    f"{type(value).__name__} {value!r}")
+
+
+_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+# what the API accepts for each declared parameter type (JSON numbers: ints may come as x.0)
+_PARAMETER_TYPES = {"STRING": lambda v: isinstance(v, str), "BOOLEAN": lambda v: isinstance(v, bool),
+                    "NUMBER_INTEGER": lambda v: _number(v) and float(v).is_integer(),
+                    "NUMBER_DOUBLE": _number, "STRUCT": lambda v: isinstance(v, dict),
+                    "LIST": lambda v: isinstance(v, list)}
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -17,6 +17,7 @@ from selfcorrect import __version__, config  # noqa: E402
 from selfcorrect.cli import main  # noqa: E402
 from selfcorrect.pipelines import cluster  # noqa: E402
 from selfcorrect.pipelines.compile import compile_components, version_name  # noqa: E402
+from selfcorrect.pipelines.score import pipeline_arguments  # noqa: E402
 
 SETS = ["--preset", "tiny", "--set", "output_dir=gs://bucket/runs",
         "--set", "data.n_train=8"]
@@ -43,8 +44,9 @@ def test_submit_uploads_a_named_version_and_runs_it_with_the_config(api, tmp_pat
     (version,) = _versions(api, "0.1.0+gabc1234")
     assert run.pipeline_version_reference.pipeline_version_id == version.pipeline_version_id
     assert api.state.experiments[run.experiment_id].display_name == "nightly"
-    expected = config.load("tiny", None, SETS[3::2]).to_dict()
-    assert run.runtime_config.parameters == {"config": expected}
+    expected = pipeline_arguments(config.load("tiny", None, SETS[3::2], local=False))
+    assert run.runtime_config.parameters == expected
+    assert expected["data_n_train"] == 8 and expected["output_dir"] == "gs://bucket/runs"
     assert (tmp_path / f"selfcorrect-pipeline-{__version__}.yaml").exists()
 
     assert main(args) == 0                       # same code: the version is reused
@@ -57,8 +59,8 @@ def test_submit_sends_values_as_given_and_warns_about_local_paths(api, tmp_path,
             "--preset", "testbed", "--set", "output_dir=gs://bucket/runs"]
     assert main(args) == 0
     (run,) = api.state.runs.values()
-    sent = run.runtime_config.parameters["config"]
-    assert sent["model"]["path"] == ".cache/assets/testbed"      # not this machine's absolute path
+    sent = run.runtime_config.parameters
+    assert sent["model_path"] == ".cache/assets/testbed"      # not this machine's absolute path
     assert "model.path names a file on this machine" in capsys.readouterr().err
 
 
@@ -79,7 +81,7 @@ def test_schedule_cron_and_every_pinned_to_the_version_then_list_and_delete(api,
     (version,) = _versions(api, "0.1.0+gabc1234")
     for rec in (cron, every):
         assert rec.pipeline_version_reference.pipeline_version_id == version.pipeline_version_id
-        assert rec.runtime_config.parameters["config"]["data"]["n_train"] == 8
+        assert rec.runtime_config.parameters["data_n_train"] == 8
         assert rec.mode == "ENABLE" and rec.status == "ENABLED"
     assert cron.trigger.cron_schedule.cron == "0 0 3 * * 1"     # KFP's six fields
     assert cron.no_catchup is True and cron.max_concurrency == "2"
@@ -149,6 +151,18 @@ def test_standin_rejects_a_run_with_parameters_the_pipeline_lacks(api, tmp_path)
         client.run_pipeline(exp.experiment_id, "r", params={"confg": {}},
                             pipeline_id=v.pipeline_id, version_id=v.pipeline_version_id)
     assert err.value.status == 400 and "confg" in err.value.body
+
+
+def test_standin_rejects_a_run_whose_parameter_has_the_wrong_type(api, tmp_path):
+    from selfcorrect.pipelines.compile import compile_pipeline
+
+    client = cluster.connect(api.url)
+    v = cluster.ensure_version(client, compile_pipeline(tmp_path), "0.1.0")
+    exp = client.create_experiment("e")
+    with pytest.raises(kfp_server_api.ApiException) as err:
+        client.run_pipeline(exp.experiment_id, "r", params={"train_stage1_steps": "many"},
+                            pipeline_id=v.pipeline_id, version_id=v.pipeline_version_id)
+    assert err.value.status == 400 and "'train_stage1_steps' is NUMBER_INTEGER" in err.value.body
 
 
 def _git(repo, *args):

@@ -22,7 +22,59 @@ def test_compiled_pipeline_is_versioned_and_pins_images(tmp_path):
         assert img.endswith(f":{__version__}") and ":latest" not in img
     names = {re.sub(r"-\d+$", "", c[len("comp-"):]) for c in ir["components"]}
     assert STEPS <= names
-    assert "config" in ir["root"]["inputDefinitions"]["parameters"]
+
+
+def test_pipeline_parameters_are_the_config_keys_typed_documented_and_defaulted(tmp_path):
+    """Issue 14: one typed, described pipeline parameter per run-config key (no untyped
+    `config` dict); their defaults are the config's, and pipeline_arguments names them."""
+    from selfcorrect import config
+    from selfcorrect.pipelines.score import pipeline_arguments
+
+    cfg = config.load("tiny", overrides=["train.learning_rate=1e-4"], local=False)
+    params = read_spec(compile_pipeline(tmp_path, cfg.to_dict()))["root"]["inputDefinitions"]["parameters"]
+    arguments = pipeline_arguments(cfg)
+    assert set(params) == set(arguments) and "config" not in params
+    kinds = {bool: "BOOLEAN", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", str: "STRING"}
+    for name, value in arguments.items():
+        assert params[name]["parameterType"] == kinds[type(value)], name
+        assert params[name]["defaultValue"] == value, name
+        assert params[name]["description"].strip(), name
+    assert arguments["train_learning_rate"] == 1e-4 and arguments["data_n_train"] == cfg.data.n_train
+    assert not any(n.startswith(("resources_", "pretrain_")) for n in params)  # compile-time / not this DAG
+
+
+def _inputs(tasks: dict, name: str) -> set:
+    """The pipeline parameters a task's inputs are made of (direct or inside a dict literal)."""
+    params = tasks[name]["inputs"].get("parameters", {})
+    used = {v["componentInputParameter"] for v in params.values() if "componentInputParameter" in v}
+    return used | {k[len("pipelinechannel--"):] for k in params if k.startswith("pipelinechannel--")}
+
+
+def test_each_step_reads_only_its_keys_so_train_changes_keep_data_and_verify_cached(tmp_path):
+    """Issue 14: with one config dict, any change moved every step's cache key. Now the data
+    steps read data_* only, verification verify_*, the gates gates_* (and the prompt limit),
+    evaluation eval_*, and no train_* value reaches them; the base model's attempts read
+    train_temperature only for the difficulty probe."""
+    ir = read_spec(compile_pipeline(tmp_path))
+    tasks = ir["root"]["dag"]["tasks"]
+    prefixes = lambda used: {n.split("_")[0] if not n.startswith("output") else n for n in used}  # noqa: E731
+    assert prefixes(_inputs(tasks, "data-fingerprint")) == {"data"}
+    assert prefixes(_inputs(tasks, "prepare-problems")) == {"data"}
+    assert prefixes(_inputs(tasks, "prepare-model")) == {"model"}
+    for name in tasks:
+        if name.startswith("verify-attempts"):
+            assert prefixes(_inputs(tasks, name)) == {"verify"}, name
+        if name.startswith("validate-data"):
+            assert _inputs(tasks, name) - {"data_max_prompt_chars"} == \
+                {"gates_max_empty_share", "gates_max_truncated_share", "gates_quarantine",
+                 "gates_report_uri", "gates_max_stage1_kl_t1"}, name
+    assert _inputs(tasks, "evaluate") == {"eval_bootstrap_samples", "eval_confidence", "eval_seed"}
+    assert "train_temperature" in _inputs(tasks, "sample-attempts")          # the probe's
+    assert not any(n.startswith("train_") for n in _inputs(tasks, "sample-attempts-2"))
+    # training reads its sections, not evaluation's, the gates' or promotion's
+    for stage in ("train-stage1", "train-stage2"):
+        assert {"train", "model", "data", "prompts"} <= prefixes(_inputs(tasks, stage))
+        assert not prefixes(_inputs(tasks, stage)) & {"eval", "gates", "promotion"}
 
 
 def test_registry_comes_from_one_place(monkeypatch):
@@ -48,11 +100,11 @@ def test_caching_follows_the_data_so_later_steps_can_hit_the_cache(tmp_path):
     assert cached.pop("data-fingerprint") is False                     # reads the data each run
     assert all(cached.values()), {n for n, c in cached.items() if not c}
     prep = tasks["prepare-problems"]["inputs"]["parameters"]
-    assert set(prep) == {"config", "fingerprint"}
+    assert {k for k in prep if not k.startswith("pipelinechannel--")} == {"data", "fingerprint"}
     assert prep["fingerprint"]["taskOutputParameter"]["producerTask"] == "data-fingerprint"
-    # the only step that reads config.data without a cached predecessor is the fingerprint
+    # the only step that reads the data settings without a cached predecessor is the fingerprint
     roots = {n for n in cached if not tasks[n].get("dependentTasks")} | {"data-fingerprint"}
-    assert roots == {"data-fingerprint", "prepare-model", "config-flag"}
+    assert roots == {"data-fingerprint", "prepare-model"}
     gate = ir["components"]["comp-selfcorrect-promotion-gate"]["dag"]["tasks"]
     assert _caching(ir, gate) == {"decide-promotion": False}         # reads the registry
     branches = [c["dag"]["tasks"] for n, c in ir["components"].items()
@@ -174,11 +226,25 @@ def test_every_dataset_step_is_followed_by_its_gate(tmp_path):
 
 
 def test_sampling_study_runs_only_when_asked(tmp_path):
+    """The condition reads the eval_sampling_k parameter itself: no config_flag pod."""
     ir = read_spec(compile_pipeline(tmp_path))
     tasks = ir["root"]["dag"]["tasks"]
     (branch,) = [t for t in tasks.values() if t["taskInfo"]["name"] == "sampling-study-if-asked"]
-    assert "config-flag" in branch["triggerPolicy"]["condition"]
+    assert branch["triggerPolicy"]["condition"] == \
+        "int(inputs.parameter_values['pipelinechannel--eval_sampling_k']) > 0"
+    assert not any(n.startswith("config-flag") for n in tasks)
     (stage2_gate,) = [n for n, t in tasks.items() if n.startswith("validate-data") and
                       t["inputs"]["artifacts"]["data"]["taskOutputArtifact"]["producerTask"] == "train-stage2"]
     assert stage2_gate in branch["dependentTasks"]            # after Stage II's steps passed
-    assert tasks["config-flag"]["inputs"]["parameters"]["key"]["runtimeValue"]["constant"] == "eval.sampling_k"
+
+
+def test_pipeline_arguments_refuse_text_a_dict_literal_cannot_carry():
+    import pytest
+
+    from selfcorrect import config
+    from selfcorrect.pipelines.score import pipeline_arguments
+
+    with pytest.raises(config.ConfigError, match=r"name: 'my \"run\"': a pipeline run takes no quote"):
+        pipeline_arguments(config.load("tiny", overrides=['name=my "run"']))
+    free = config.load("tiny", overrides=['prompts.correction=Check "it".\\nFix it.'])
+    assert pipeline_arguments(free)["prompts_correction"] == 'Check "it".\\nFix it.'

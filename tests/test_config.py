@@ -66,3 +66,28 @@ def test_exponent_without_a_dot_is_a_float():
     assert config.load("tiny", overrides=["train.learning_rate=5e-4"]).train.learning_rate == 5e-4
     with pytest.raises(config.ConfigError, match="train.learning_rate: expected float"):
         config.load("tiny", overrides=["train.learning_rate=fast"])
+
+
+def test_values_as_text_and_dotted_keys_from_a_pipeline_dict_literal():
+    """A dict literal of pipeline-parameter channels reaches a step with its values as text
+    ("3.0" for an int, "false", "5e-06") and dotted keys; they mean what they say, and a bad
+    one names its key and type as before."""
+    cfg = config.load("tiny")
+    text = {k: str(v).lower() if isinstance(v, bool) else
+            (f"{v}.0" if isinstance(v, int) else str(v)) for k, v in config.flat(cfg).items()}
+    assert text["train.stage1_steps"] == "2.0" and text["train.skip_stage1"] == "false"
+    assert config.from_dict(text) == cfg
+    assert config.from_dict({"train.learning_rate": "5e-06", "model": {"seed": "3"}}).model.seed == 3
+    for key, value, words in (("train.stage1_steps", "2.5", "expected int, got float 2.5"),
+                              ("train.skip_stage1", "maybe", "expected bool, got str 'maybe'"),
+                              ("train.bogus", "1", "train.bogus: unknown key")):
+        with pytest.raises(ConfigError, match=words):
+            config.from_dict({key: value})
+
+
+def test_flat_lists_the_keys_of_the_given_sections():
+    cfg = config.load("tiny")
+    assert config.flat(cfg, "output_dir", "verify") == {
+        "output_dir": cfg.output_dir, **{f"verify.{k}": v for k, v in cfg.to_dict()["verify"].items()}}
+    assert len(config.flat(cfg)) == sum(len(v) if isinstance(v, dict) else 1
+                                        for v in cfg.to_dict().values())

@@ -97,7 +97,7 @@ def kept_containers(client):
 def container_run(kept_containers, tmp_path_factory):
     from kfp import local
 
-    from selfcorrect.pipelines.score import score_pipeline
+    from selfcorrect.pipelines.score import make_pipeline, pipeline_arguments
 
     root = tmp_path_factory.mktemp("kfp-docker")     # mounted into every container as is
     # every branch: the gate opens (promotion), the difficulty probe and the sampling study run
@@ -106,7 +106,7 @@ def container_run(kept_containers, tmp_path_factory):
                                          "data.drop_always_solved=true", "eval.sampling_k=2"])
     local.init(runner=local.DockerRunner(), pipeline_root=str(root), raise_on_error=True)
     started = time.time()
-    task = score_pipeline(config=cfg.to_dict())
+    task = make_pipeline(cfg)(**pipeline_arguments(cfg))
     seconds = time.time() - started
     print(f"\ncontainer run: {len(kept_containers)} containers, {seconds:.0f} s wall")
     return cfg, json.loads(Path(task.output.path).read_text()), kept_containers, seconds

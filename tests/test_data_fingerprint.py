@@ -45,4 +45,4 @@ def test_the_fingerprint_step_runs_as_a_component(tmp_path):
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path),
                raise_on_error=True)
     cfg = config.load("tiny")
-    assert data_fingerprint(config=cfg.to_dict()).output == fingerprint(cfg.data)
+    assert data_fingerprint(data=cfg.to_dict()["data"]).output == fingerprint(cfg.data)

@@ -39,16 +39,15 @@ def data(tmp_path):
 def test_validate_data_copies_without_quarantine_and_quarantines_when_configured(data):
     run = lambda cfg, name: validate_data.python_func(
         kind="problems", data=_art(data / "p.jsonl"), report=_art(data / f"{name}.md"),
-        data_docs=_art(data / f"{name}.html"), clean=_art(data / f"{name}.clean"), quarantined=_art(data / f"{name}.q"), config=cfg)
+        data_docs=_art(data / f"{name}.html"), clean=_art(data / f"{name}.clean"), quarantined=_art(data / f"{name}.q"), **cfg)
     run({}, "plain")
     assert (data / "plain.clean").read_bytes() == (data / "p.jsonl").read_bytes()
     assert (data / "plain.q").read_text() == ""
-    cfg = config.load("tiny", overrides=["gates.quarantine=true"]).to_dict()
     clean, q = _art(data / "c.jsonl"), _art(data / "q.jsonl")
     validate_data.python_func(kind="attempts", data=_art(data / "a.jsonl"),
                               report=_art(data / "r.md"), data_docs=_art(data / "r.html"),
                               clean=clean, quarantined=q,
-                              problems=_art(data / "p.jsonl"), config=cfg)
+                              problems=_art(data / "p.jsonl"), quarantine=True)
     assert [a.turn for a in read_jsonl(clean.path, Attempt)] == [1, 2, 1]
     assert len((data / "q.jsonl").read_text().splitlines()) == 1
     assert clean.metadata["rows"] == 3 and q.metadata["rows"] == 1
@@ -56,39 +55,41 @@ def test_validate_data_copies_without_quarantine_and_quarantines_when_configured
         validate_data.python_func(kind="attempts", data=_art(data / "a.jsonl"),
                                   report=_art(data / "r2.md"), data_docs=_art(data / "r2.html"),
                                   clean=_art(data / "c2"),
-                                  quarantined=_art(data / "q2"), config={})
+                                  quarantined=_art(data / "q2"))
+    with pytest.raises(config.ConfigError, match="gates.max_empty_share: must be between 0 and 1"):
+        run({"max_empty_share": 1.5}, "bad")          # the config's checks, on the parameters
 
 
 def test_filter_problems_is_a_copy_unless_configured(data):
     write_jsonl(str(data / "v.jsonl"), [Verdict("p2", 0, 1, True, 1.0), Verdict("p3", 0, 1, False, 0.0)])
-    for overrides, kept in (([], ["p1", "p2", "p3"]),
-                            (["data.drop_always_solved=true"], ["p1", "p3"]),
-                            (["data.drop_always_solved=true", "data.drop_never_solved=true"], ["p1"])):
+    for flags, kept in (({}, ["p1", "p2", "p3"]),
+                        ({"drop_always_solved": True}, ["p1", "p3"]),
+                        ({"drop_always_solved": True, "drop_never_solved": True}, ["p1"])):
         out = _art(data / "f.jsonl")
-        filter_problems.python_func(config=config.load("tiny", overrides=overrides).to_dict(),
-                                    problems=_art(data / "p.jsonl"),
-                                    verdicts=_art(data / "v.jsonl"), filtered=out)
+        filter_problems.python_func(problems=_art(data / "p.jsonl"),
+                                    verdicts=_art(data / "v.jsonl"), filtered=out, **flags)
         assert [p.id for p in read_jsonl(out.path, Problem)] == kept
         assert out.metadata["kept"] == len(kept)
 
 
-def _gated(kind: str, data_uri: str, problems_uri: str, cfg: dict, root):
+def _gated(kind: str, data_uri: str, problems_uri: str, quarantine: bool, report_uri: str,
+           root):
     """One gate in a real kfp.local run (raising when a task fails); returns the run's folder."""
     from kfp import dsl, local
     from kfp.dsl import Dataset
 
     @dsl.pipeline(name="gate-in-kfp-local")
-    def one_gate(config: dict):
+    def one_gate(quarantine: bool, report_uri: str):
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
         probs = dsl.importer(artifact_uri=problems_uri, artifact_class=Dataset, reimport=False)
-        validate_data(kind=kind, data=data.output, problems=probs.output, config=config,
-                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        validate_data(kind=kind, data=data.output, problems=probs.output, quarantine=quarantine,
+                      report_uri=report_uri, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                       task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER)
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
     try:
-        one_gate(config=cfg)
+        one_gate(quarantine=quarantine, report_uri=report_uri)
     finally:
         (run,) = root.glob("gate-in-kfp-local-*")
     return run
@@ -96,10 +97,9 @@ def _gated(kind: str, data_uri: str, problems_uri: str, cfg: dict, root):
 
 @pytest.mark.local
 def test_quarantine_and_failing_gate_through_kfp_local(data):
-    """config.gates.quarantine moves the bad row out and the run goes on; without it the
+    """quarantine (gates.quarantine) moves the bad row out and the run goes on; without it the
     same data fails the task and the run, and the report names the failing check and row."""
-    cfg = config.load("tiny", overrides=["gates.quarantine=true"]).to_dict()
-    run = _gated("attempts", str(data / "a.jsonl"), str(data / "p.jsonl"), cfg, data / "q")
+    run = _gated("attempts", str(data / "a.jsonl"), str(data / "p.jsonl"), True, "", data / "q")
     assert [a.turn for a in read_jsonl(str(run / "validate-data" / "clean"), Attempt)] == [1, 2, 1]
     (moved,) = [json.loads(line) for line in (run / "validate-data" / "quarantined").read_text().splitlines()]
     assert moved["row"] == 4 and moved["record"]["turn"] == 3 and moved["failed"]
@@ -107,8 +107,8 @@ def test_quarantine_and_failing_gate_through_kfp_local(data):
 
     keep = data / "gate-reports"
     with pytest.raises(RuntimeError, match="finished with status .*FAILURE.*validate-data"):
-        _gated("attempts", str(data / "a.jsonl"), str(data / "p.jsonl"),
-               {"gates": {"report_uri": str(keep)}}, data / "f")
+        _gated("attempts", str(data / "a.jsonl"), str(data / "p.jsonl"), False, str(keep),
+               data / "f")
     (run,) = (data / "f").glob("gate-in-kfp-local-*")
     report = (run / "validate-data" / "report").read_text()
     assert "FAILED" in report and "expect_column_values_to_be_in_set" in report and "row 4:" in report

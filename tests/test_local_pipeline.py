@@ -64,12 +64,14 @@ def rejected_run(local_run, tmp_path_factory):
                             reimport=False).output
 
     @dsl.pipeline(name="gate-only")
-    def gate_only(config: dict):
-        promotion_gate(config=config, results=imported("evaluate", "results", Dataset),
+    def gate_only(output_dir: str, min_gain_over_base: float, min_gain_over_current: float):
+        promotion_gate(results=imported("evaluate", "results", Dataset),
                        model=imported("train-stage2", "model", Model),
                        problems=imported("prepare-problems", "problems", Dataset),
                        verdicts=imported("verify-attempts-3", "verdicts", Dataset),
-                       eval_rows=imported("evaluate", "rows", Dataset))
+                       eval_rows=imported("evaluate", "rows", Dataset), output_dir=output_dir,
+                       min_gain_over_base=min_gain_over_base,
+                       min_gain_over_current=min_gain_over_current)
 
     strict = config.load("tiny", overrides=[f"output_dir={cfg.output_dir}",
                                             "promotion.min_gain_over_base=-1",
@@ -77,7 +79,7 @@ def rejected_run(local_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("gate")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True)
-    gate_only(config=strict.to_dict())
+    gate_only(output_dir=strict.output_dir, min_gain_over_base=-1.0, min_gain_over_current=0.01)
     (gate_run,) = root.glob("gate-only-*")
     return strict, gate_run
 
@@ -114,8 +116,13 @@ def test_every_step_left_well_formed_artifacts(local_run):
         for f in ("config.json", "model.safetensors", "tokenizer.json", "resolved_config.json",
                   "metrics.json"):
             assert (model / f).is_file(), f"{stage}: {f} missing"
-        saved = json.loads((model / "resolved_config.json").read_text())
-        assert saved == cfg.to_dict()
+        # the checkpoint records the run-config keys the stage was given, at the run's values
+        saved, given = json.loads((model / "resolved_config.json").read_text()), cfg.to_dict()
+        for section in ("name", "task", "output_dir", "model", "data", "train", "prompts",
+                        "resources"):
+            assert saved[section] == given[section], section
+        assert saved["generate"]["batch_size"] == cfg.generate.batch_size
+        assert saved["verify"]["timeout_s"] == cfg.verify.timeout_s
     # problems x2, 3 x (attempts, verdicts), the two stages' steps, eval rows: 11 gates
     reports = sorted(run.glob("validate-data*/report"))
     assert len(reports) == 11 and all(r.read_text().strip() for r in reports)
@@ -187,7 +194,9 @@ def test_gate_open_promotes_model_with_manifest(local_run):
     assert "**promoted**" in _artifact(run, "decide-promotion", "decision").read_text()
     current = promote.read_current(str(Path(cfg.output_dir, "registry")))
     assert current is not None and current["pipeline_version"] == __version__
-    assert current["config"] == cfg.to_dict()
+    trained = _artifact(run, "train-stage2", "model")
+    assert current["config"] == json.loads((trained / "resolved_config.json").read_text())
+    assert current["config"]["train"] == cfg.to_dict()["train"] and current["run_id"]
     assert current["metrics"] == out["results"]["trained"]
     assert Path(current["data"]["problems"]).is_file()
     assert (Path(current["uri"]) / "model.safetensors").is_file()

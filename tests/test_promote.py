@@ -118,16 +118,16 @@ def test_decision_rests_on_gated_eval_rows_and_refuses_results_that_disagree(tmp
     write_jsonl(str(tmp_path / "rows"), rows)
     summary = lambda m: evaluate.self_correction_metrics(  # noqa: E731
         [(r.correct_t1, r.correct_t2) for r in rows if r.model == m])
-    cfg = config.load("tiny", overrides=[f"output_dir={tmp_path}"]).to_dict()
+    cfg = {"output_dir": str(tmp_path)}
     (tmp_path / "results").write_text(json.dumps({"base": summary("base"), "trained": summary("trained")}))
     decision = art("decision")
-    assert decide_promotion.python_func(config=cfg, results=art("results"), decision=decision,
+    assert decide_promotion.python_func(**cfg, results=art("results"), decision=decision,
                                         eval_rows=art("rows")) is True       # 100% vs 50%
     assert decision.metadata["trained_episodes"] == 2
     (tmp_path / "results").write_text(json.dumps({"base": summary("base"),
                                                   "trained": {**summary("trained"), "accuracy_t2": 0.25}}))
     with pytest.raises(ValueError, match="trained accuracy_t2 = 0.25, but its gated eval rows give 1.0"):
-        decide_promotion.python_func(config=cfg, results=art("results"), decision=art("d2"),
+        decide_promotion.python_func(**cfg, results=art("results"), decision=art("d2"),
                                      eval_rows=art("rows"))
 
 

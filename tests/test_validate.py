@@ -459,7 +459,6 @@ def test_pipeline_gate_takes_the_configured_prompt_limit(tmp_path):
     """The validate_data component passes data.max_prompt_chars to the problems gate."""
     from types import SimpleNamespace
 
-    from selfcorrect import config
     from selfcorrect.components import validate_data
 
     rows = valid_rows()["problems"]
@@ -468,8 +467,8 @@ def test_pipeline_gate_takes_the_configured_prompt_limit(tmp_path):
     art = lambda name: SimpleNamespace(path=str(tmp_path / name), metadata={})  # noqa: E731
     run = lambda cfg, name: validate_data.python_func(  # noqa: E731
         kind="problems", data=art("p.jsonl"), report=art(f"{name}.md"), data_docs=art(f"{name}.html"),
-        clean=art(f"{name}.clean"), quarantined=art(f"{name}.q"), config=cfg)
-    run(config.load("tiny").to_dict(), "default")                  # 120 <= 8000
+        clean=art(f"{name}.clean"), quarantined=art(f"{name}.q"), **cfg)
+    run({}, "default")                                             # 120 <= 8000
     with pytest.raises(v.GateFailed, match="max_prompt_chars = 100"):
-        run(config.load("tiny", overrides=["data.max_prompt_chars=100"]).to_dict(), "limited")
+        run({"max_prompt_chars": 100}, "limited")
     assert "row 2: id='p2'" in (tmp_path / "limited.md").read_text()
