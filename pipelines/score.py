@@ -56,7 +56,7 @@ SECTIONS = ("name", "task", "output_dir", "model", "data", "generate", "train", 
 # raw into JSON by kfp.local). Training also gets name, task and data.*, which change its
 # inputs anyway, so that its checkpoint records them (resolved_config.json).
 TRAIN_KEYS = ("name", "task", "output_dir", "model", "data", "train", "generate.batch_size",
-              "verify.timeout_s")
+              "verify.timeout_s", "verify.code_concurrency")   # the rewards' checks
 STUDY_KEYS = ("model", "generate", "verify", "eval", "train.temperature")
 
 

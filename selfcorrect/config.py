@@ -190,6 +190,13 @@ class TrainConfig:
         keep_checkpoints: Newest periodic checkpoints kept per stage.
         offline_first_attempts: Stage II (paper 5.3): of the k samples of a problem, how
             many take attempt 1 from the base model (no loss on it).
+        gradient_checkpointing: Recompute each layer's activations in the backward pass:
+            less memory for long rows, about a third more compute.
+        rollout_backend: hf (Hugging Face generate, continuing attempt 2 from attempt 1's KV
+            cache) or vllm (colocated vLLM on GPUs, weights synced after each update;
+            unverified: no GPU has run it).
+        vllm_gpu_memory_utilization: With rollout_backend vllm, the share of each GPU's
+            memory vLLM may take (weights and KV cache).
     """
     stage1_steps: int = 10
     stage2_steps: int = 10
@@ -215,8 +222,14 @@ class TrainConfig:
     sampling_shard: int = 0
     keep_checkpoints: int = 2
     offline_first_attempts: int = 0
+    gradient_checkpointing: bool = False
+    rollout_backend: str = choice("hf", "hf", "vllm")
+    vllm_gpu_memory_utilization: float = 0.3
 
     def __post_init__(self):
+        if not 0 < self.vllm_gpu_memory_utilization < 1:
+            raise ConfigError("train.vllm_gpu_memory_utilization: must be between 0 and 1 "
+                              "(a share of each GPU's memory), e.g. 0.3")
         _positive(self, "problems_per_step", "max_new_tokens", "gradient_accumulation_steps",
                   "keep_checkpoints", prefix="train")
         if not 0 <= self.offline_first_attempts <= self.samples_per_problem:

@@ -52,28 +52,70 @@ def generate(model, tokenizer, texts: list[str] | list[list[int]], *, temperatur
     are done (ZeRO-3 gathers each layer's weights from all ranks on every forward); every
     rank must then pass the same number of texts."""
     cfg = settings(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens)
-    stop = set(cfg.eos_token_id)
     out: list[Turn] = []
     device = next(model.parameters()).device
     if synced_gpus:
         _same_batch_count(-(-len(texts) // batch_size), device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), _only(model, cfg):
+    with torch.no_grad(), _only(model, cfg), _evaluating(model):
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch",
                           leave=False, disable=len(texts) <= batch_size):
             enc = left_padded(texts[start:start + batch_size], tokenizer).to(device)
-            gen = model.generate(**enc, **generate_kwargs(cfg, synced_gpus))
-            width = enc["input_ids"].shape[1]
-            for row, mask in enumerate(enc["attention_mask"]):
-                prompt_ids = enc["input_ids"][row][mask.bool()].tolist()
-                ids = gen[row, width:].tolist()
-                cut = next((i for i, t in enumerate(ids) if t in stop), None)
-                ids = ids if cut is None else ids[:cut + 1]
-                out.append(Turn(prompt_ids, ids, tokenizer.decode(ids, skip_special_tokens=True),
-                                truncated=cut is None))
-    model.train(was_training)
+            out += _generate_batch(model, tokenizer, enc, cfg, synced_gpus)[0]
     return out
+
+
+def _generate_batch(model, tokenizer, enc, cfg, synced_gpus: bool, *, past=None,
+                    prompts: list[list[int]] | None = None):
+    """(Turns, (enc, sequences, cache)) of one batch; `past` continues from a cache of the
+    inputs' prefix, `prompts` are then the rows' prompts (the inputs hold masked holes)."""
+    gen = model.generate(**enc, past_key_values=past, **generate_kwargs(cfg, synced_gpus))
+    stop, width = set(cfg.eos_token_id), enc["input_ids"].shape[1]
+    turns = []
+    for row, mask in enumerate(enc["attention_mask"]):
+        prompt_ids = prompts[row] if prompts else enc["input_ids"][row][mask.bool()].tolist()
+        ids = gen.sequences[row, width:].tolist()
+        cut = next((i for i, t in enumerate(ids) if t in stop), None)
+        ids = ids if cut is None else ids[:cut + 1]
+        turns.append(Turn(prompt_ids, ids, tokenizer.decode(ids, skip_special_tokens=True),
+                          truncated=cut is None))
+    return turns, (enc, gen.sequences, gen.past_key_values)
+
+
+def continuation(state, firsts: list[Turn], prompts: list[list[int]], pad_id: int):
+    """Attempt 2's inputs as a continuation of attempt 1's batch (its KV cache stays valid):
+    attempt 1's sequences with each row's positions after its attempt 1 masked out, then each
+    row's rest of the turn-2 prompt (the glue), right-aligned. Positions come from the mask,
+    so every row continues exactly where its prompt [x, y1, p] would put it."""
+    from transformers import BatchEncoding
+
+    enc, sequences, cache = state
+    width = enc["input_ids"].shape[1]
+    mask = torch.ones_like(sequences)
+    mask[:, :width] = enc["attention_mask"]
+    rest = []
+    for row, (turn, prompt) in enumerate(zip(firsts, prompts)):
+        mask[row, width + len(turn.ids):] = 0
+        rest.append(prompt[len(turn.prompt_ids) + len(turn.ids):])
+    span = max(map(len, rest))
+    block = torch.full((len(rest), span), pad_id, dtype=sequences.dtype)
+    block_mask = torch.zeros((len(rest), span), dtype=mask.dtype)
+    for row, ids in enumerate(rest):
+        if ids:
+            block[row, span - len(ids):] = torch.tensor(ids)
+            block_mask[row, span - len(ids):] = 1
+    device = sequences.device
+    return BatchEncoding({"input_ids": torch.cat([sequences, block.to(device)], 1),
+                          "attention_mask": torch.cat([mask, block_mask.to(device)], 1)}), cache
+
+
+@contextmanager
+def _evaluating(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def left_padded(prompts: list[str] | list[list[int]], tokenizer):
@@ -119,7 +161,7 @@ def settings(model, tokenizer, *, temperature: float, max_new_tokens: int):
         **sampling, max_new_tokens=max_new_tokens, min_new_tokens=0, num_beams=1,
         num_return_sequences=1, repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
         encoder_no_repeat_ngram_size=0, length_penalty=1.0, renormalize_logits=False,
-        remove_invalid_values=False, use_cache=True,
+        remove_invalid_values=False, use_cache=True, return_dict_in_generate=True,
         eos_token_id=stop_ids(model, tokenizer), pad_token_id=tokenizer.pad_token_id)
     # What is left unset (None: min_p, top_h, suppress_tokens, bad_words_ids, sequence_bias,
     # forced tokens, ...) is off: generate() runs with this as the model's config (_only).
@@ -167,17 +209,42 @@ def _same_batch_count(n: int, device) -> None:
 
 def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
                  temperature: float = 0.0, max_new_tokens: int = 64, batch_size: int = 16,
-                 templates=None, synced_gpus: bool = False) -> list[Episode]:
-    """k = `samples` two-attempt episodes per problem, in problem order."""
+                 templates=None, synced_gpus: bool = False, reuse_cache: bool = True,
+                 backend=None) -> list[Episode]:
+    """k = `samples` two-attempt episodes per problem, in problem order.
+
+    Batch by batch: attempt 1, then attempt 2 continuing from attempt 1's KV cache (the rows'
+    [x, y1] are not encoded again; `reuse_cache=False` encodes the turn-2 prompts afresh).
+    backend: another generator with rollout.generate's signature (e.g. a VLLMBackend).
+    """
     jobs = [(p, s) for p in problems for s in range(samples)]
-    kw = dict(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size,
-              synced_gpus=synced_gpus)
-    firsts = generate(model, tokenizer, [first_prompt(tokenizer, p, templates) for p, _ in jobs],
-                      desc="attempt 1", **kw)
-    seconds = generate(model, tokenizer, [second_prompt(tokenizer, p, t, templates)
-                                          for (p, _), t in zip(jobs, firsts)],
-                       desc="attempt 2", **kw)
-    return [Episode(p, s, t1, t2) for (p, s), t1, t2 in zip(jobs, firsts, seconds)]
+    if backend is not None:     # e.g. a VLLMBackend (its prefix cache reuses attempt 1's rows)
+        kw = dict(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        firsts = backend(model, tokenizer, [first_prompt(tokenizer, p, templates) for p, _ in jobs], **kw)
+        seconds = backend(model, tokenizer, [second_prompt(tokenizer, p, t, templates)
+                                             for (p, _), t in zip(jobs, firsts)], **kw)
+        return [Episode(p, s, t1, t2) for (p, s), t1, t2 in zip(jobs, firsts, seconds)]
+    cfg = settings(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens)
+    device = next(model.parameters()).device
+    if synced_gpus:
+        _same_batch_count(-(-len(jobs) // batch_size), device)
+    episodes: list[Episode] = []
+    with torch.no_grad(), _only(model, cfg), _evaluating(model):
+        for start in tqdm(range(0, len(jobs), batch_size), desc="two attempts", unit="batch",
+                          leave=False, disable=len(jobs) <= batch_size):
+            chunk = jobs[start:start + batch_size]
+            enc = left_padded([first_prompt(tokenizer, p, templates) for p, _ in chunk],
+                              tokenizer).to(device)
+            firsts, state = _generate_batch(model, tokenizer, enc, cfg, synced_gpus)
+            prompts2 = [second_prompt(tokenizer, p, t, templates) for (p, _), t in zip(chunk, firsts)]
+            if reuse_cache:
+                enc2, past = continuation(state, firsts, prompts2, tokenizer.pad_token_id)
+            else:
+                enc2, past = left_padded(prompts2, tokenizer).to(device), None
+            seconds, _ = _generate_batch(model, tokenizer, enc2, cfg, synced_gpus, past=past,
+                                         prompts=prompts2)
+            episodes += [Episode(p, s, t1, t2) for (p, s), t1, t2 in zip(chunk, firsts, seconds)]
+    return episodes
 
 
 def first_attempts(model, tokenizer, problems: list[Problem], model_name: str, *,

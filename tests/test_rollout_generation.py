@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from selfcorrect import config, models, rollout
+from selfcorrect.records import Problem
 
 PROMPTS = ["User: What is 2 + 2?\n\nAssistant: ", "User: Name a prime.\n\nAssistant: ",
            "User: hi\n\nAssistant: "]
@@ -227,3 +228,30 @@ def test_synced_generation_keeps_a_finished_rank_stepping(tmp_path):
     assert r0["True"] == {"forwards": 10, "lengths": [1, 1]}    # same answers, in step with rank 1
     assert r1["True"] == r1["False"]
     assert "ranks have between 1 and 3 batches" in r0["uneven"] == r1["uneven"]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_attempt2_from_attempt1s_cache_equals_encoding_its_prompt_afresh(temperature):
+    """Attempt 2 continues from attempt 1's KV cache (rows of different attempt-1 lengths, masked
+    holes after early stops): the same tokens as generating from the turn-2 prompt's ids."""
+    cfg = config.load("tiny")
+    model, tok = models.load(cfg.model)
+    problems = [Problem(id=f"p{i}", task="math", prompt=f"What is {i} + {i * 7}?", answer="0")
+                for i in range(5)]
+    torch.manual_seed(3)
+    probe = rollout.two_attempts(model, tok, problems, samples=2, temperature=1.0,
+                                 max_new_tokens=12, batch_size=4, reuse_cache=False)
+    middle = [set(e.first.ids[2:-2]) for e in probe]  # a token some rows reach, not all: a stop
+    stop = next(t for t in sorted(set().union(*middle)) if 0 < sum(t in m for m in middle) < 10)
+    model.generation_config.eos_token_id = [tok.eos_token_id, stop]
+    runs = []
+    for reuse in (True, False):
+        torch.manual_seed(3)
+        runs.append(rollout.two_attempts(model, tok, problems, samples=2, temperature=temperature,
+                                         max_new_tokens=12, batch_size=4, reuse_cache=reuse))
+    cached, fresh = runs
+    if temperature > 0:
+        assert len({len(e.first.ids) for e in cached}) > 1      # ragged attempt-1 ends
+    assert [e.second.prompt_ids for e in cached] == [e.second.prompt_ids for e in fresh]
+    assert [e.second.ids for e in cached] == [e.second.ids for e in fresh]
+    assert [e.first.ids for e in cached] == [e.first.ids for e in fresh]

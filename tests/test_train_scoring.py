@@ -119,3 +119,49 @@ def test_micro_batches_picked_by_index_sum_to_the_full_batch():
     parts = [obj.episode_loss(logp[idx], ref[idx], m1[idx], m2[idx], terms, idx, normaliser=3)[0]
              for idx in (torch.tensor([3, 0]), torch.tensor([1, 2]))]
     assert (parts[0] + parts[1]).item() / 2 == pytest.approx(full.item())
+
+
+def test_gradient_checkpointing_recomputes_layers_and_leaves_the_gradient_unchanged(tiny):
+    from selfcorrect.train import engine as ds_engine
+
+    _, tok = tiny
+    grads, calls = [], []
+    for on in (False, True):
+        model = models.load(config.load("tiny").model)[0]
+        model.eval()
+        packed, _, _ = scoring.pack_episodes(episodes(model, tok), tok.pad_token_id)
+        if on:
+            ds_engine.gradient_checkpointing(model)
+        layer = model.transformer.h[0]
+        seen, mlp_forward = [], layer.mlp.forward   # (module hooks do not fire in a recompute)
+        layer.mlp.forward = lambda *a, **k: seen.append(1) or mlp_forward(*a, **k)
+        scoring.score(model, packed, 1.0).sum().backward()
+        grads.append(layer.mlp.c_fc.weight.grad.clone())
+        calls.append(len(seen))
+        assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    assert calls == [1, 2]          # checkpointed: the layer runs again in the backward pass
+
+
+def test_vllm_rollouts_need_a_model_folder():
+    from selfcorrect.train import loop
+
+    with pytest.raises(config.ConfigError, match="train.rollout_backend: vllm loads the policy"):
+        loop.vllm_backend(config.load("tiny", overrides=["train.rollout_backend=vllm"]), None, 0)
+
+
+def test_a_generation_backend_gets_the_turn2_prompts_as_ids(tiny):
+    """Any backend with rollout.generate's signature (the vLLM one on GPUs) gets token ids,
+    and attempt 2's prompt extends attempt 1's row."""
+    model, tok = tiny
+    got = []
+
+    def backend(model, tokenizer, prompts, **kw):
+        got.append(prompts)
+        return rollout.generate(model, tokenizer, prompts, **kw)
+
+    eps = rollout.two_attempts(model, tok, [PROBLEM] * 2, temperature=1.0, max_new_tokens=4,
+                               backend=backend)
+    assert all(isinstance(p, list) and all(isinstance(i, int) for i in p) for b in got for p in b)
+    assert got[1] == [e.second.prompt_ids for e in eps]
+    scoring.pack_episodes(eps, tok.pad_token_id)      # one row per episode: the prefix holds

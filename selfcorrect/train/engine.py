@@ -97,6 +97,22 @@ def build(model: torch.nn.Module, train: TrainConfig, *, micro_batch_size: int,
     return engine
 
 
+def gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass (train.gradient_checkpointing).
+
+    Hugging Face checkpoints a layer only in training mode, and the policy stays in eval mode
+    (no dropout): so the decoder layers alone are switched to training mode, their dropouts
+    stay off. Call before each update: generation puts the whole model back in eval mode.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    if not model.is_activation_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    for layer in model.modules():
+        if isinstance(layer, GradientCheckpointingLayer):
+            layer.training = True
+
+
 def save(engine, tokenizer, path: str) -> None:
     """models.save on the unwrapped policy, gathering ZeRO-3 partitions first; rank 0 writes."""
     import contextlib

@@ -82,9 +82,11 @@ def rewards(reward_fn: RewardFn, episodes: list[rollout.Episode], *,
 
 
 def rollout_step(policy, reference, tok, batch: list[Problem], cfg: RunConfig, *,
-                 offline: int = 0, synced_gpus: bool = False) -> list[rollout.Episode]:
+                 offline: int = 0, synced_gpus: bool = False, backend=None) -> list[rollout.Episode]:
     """k two-attempt episodes per problem, on-policy at train.temperature.
 
+    backend: the policy's generation (rollout.generate's signature, e.g. a VLLMBackend);
+    None: Hugging Face generate, attempt 2 continuing from attempt 1's KV cache.
     offline > 0: samples 0..offline-1 of each problem take attempt 1 from `reference` (the
     base model, paper 5.3); every attempt 2 is the policy's, conditioned on that attempt 1.
     synced_gpus: ZeRO-3 with several ranks; every rank keeps stepping until all are done.
@@ -96,7 +98,8 @@ def rollout_step(policy, reference, tok, batch: list[Problem], cfg: RunConfig, *
         kw["synced_gpus"] = True
     if not offline:
         return rollout.two_attempts(policy, tok, batch, samples=train.samples_per_problem,
-                                    templates=cfg.prompts, **kw)
+                                    templates=cfg.prompts, backend=backend, **kw)
+    generate_policy = backend or rollout.generate
     jobs = [(p, s) for p in batch for s in range(train.samples_per_problem)]
     firsts: dict[int, rollout.Turn] = {}
     for model, picked in ((reference, [i for i, (_, s) in enumerate(jobs) if s < offline]),
@@ -104,8 +107,9 @@ def rollout_step(policy, reference, tok, batch: list[Problem], cfg: RunConfig, *
         ids = [rollout.first_prompt(tok, jobs[i][0], cfg.prompts) for i in picked]
         # the reference is a full copy on each rank: nothing to keep in step
         opts = {k: v for k, v in kw.items() if k != "synced_gpus" or model is policy}
-        firsts.update(zip(picked, rollout.generate(model, tok, ids, desc="attempt 1", **opts)))
-    seconds = rollout.generate(policy, tok, [rollout.second_prompt(tok, p, firsts[i], cfg.prompts)
+        generate = generate_policy if model is policy else rollout.generate
+        firsts.update(zip(picked, generate(model, tok, ids, desc="attempt 1", **opts)))
+    seconds = generate_policy(policy, tok, [rollout.second_prompt(tok, p, firsts[i], cfg.prompts)
                                              for i, (p, _) in enumerate(jobs)],
                                desc="attempt 2", **kw)
     return [rollout.Episode(p, s, firsts[i], t2) for i, ((p, s), t2) in enumerate(zip(jobs, seconds))]
@@ -133,6 +137,8 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
     if n % gas:
         raise ValueError(f"train.gradient_accumulation_steps: {gas} must divide the {n} episodes "
                          "of a step (problems_per_step * samples_per_problem)")
+    if train.gradient_checkpointing:
+        ds_engine.gradient_checkpointing(engine.module)
     loss_total, kl_sum, ent_sum, tokens = 0.0, torch.zeros(2), torch.zeros(2), torch.zeros(2)
     real = padded = 0
     for picked in micro_batches(episodes, gas):
@@ -257,6 +263,7 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     if engine.world_size != world:
         raise RuntimeError(f"WORLD_SIZE={world} but DeepSpeed runs {engine.world_size} processes")
     synced = train.zero_stage == 3 and world > 1
+    backend = vllm_backend(cfg, init_path, rank) if train.rollout_backend == "vllm" else None
     done, history = checkpoint.load(engine, checkpoint_dir, stage=stage, train=train_dict) \
         or (0, [])
     batches = cycle(problems, train.seed + stage)
@@ -280,7 +287,7 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         for start in range(0, P, shard):
             torch.manual_seed(shard_seed(train.seed, stage, step, (rank * P + start) // shard))
             episodes += rollout_step(engine.module, reference, tok, batch[start:start + shard],
-                                     cfg, offline=offline, synced_gpus=synced)
+                                     cfg, offline=offline, synced_gpus=synced, backend=backend)
         # 2. Rewards per turn, [P, k]
         r1, r2 = (r.view(P, train.samples_per_problem)
                   for r in rewards(reward_fn, episodes, workers=cfg.verify.code_concurrency))
@@ -288,6 +295,8 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         stats = train_step(engine, reference, episodes, r1, r2, stage=stage, train=train,
                            pad_id=tok.pad_token_id,
                            offline=torch.tensor([e.sample < offline for e in episodes]))
+        if backend is not None:
+            backend.sync(engine.module)     # the next rollout samples from the updated policy
         # 4. Log: sums and counts added over the ranks, then divided
         record = step_record(step, reduce_totals(step_totals(episodes, r1, r2, stats)),
                              seconds=reduce_max(time.perf_counter() - t0))
@@ -316,6 +325,21 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         (out / "metrics.json").write_text(json.dumps({"stage": stage, "steps": history,
                                                       "summary": summary}, indent=2))
     return summary
+
+
+def vllm_backend(cfg: RunConfig, init_path: str | None, rank: int):
+    """train.rollout_backend=vllm: a colocated vLLM engine on this rank's GPU, loaded from the
+    policy's starting folder (unverified: no GPU has run it)."""
+    from selfcorrect.config import ConfigError
+    from selfcorrect.vllm_backend import VLLMBackend
+
+    source = init_path or (cfg.model.path if cfg.model.source == "hf" else "")
+    if not source:
+        raise ConfigError("train.rollout_backend: vllm loads the policy from a save_pretrained "
+                          f"folder; model.source={cfg.model.source!r} has none (use model.source=hf)")
+    return VLLMBackend(models.local_source(source), seed=cfg.train.seed + rank,
+                       gpu_memory_utilization=cfg.train.vllm_gpu_memory_utilization,
+                       dtype="bfloat16" if models.dtype(cfg.model) == torch.bfloat16 else "float32")
 
 
 def step_totals(episodes: list[rollout.Episode], r1: torch.Tensor, r2: torch.Tensor,

@@ -57,7 +57,7 @@ def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = Fals
     """
     module = getattr(model, "module", model)
     kw = dict(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
-              position_ids=packed.position_ids, logits_to_keep=packed.keep)
+              position_ids=packed.position_ids, logits_to_keep=packed.keep, use_cache=False)
     picked = packed.mask.bool()
     targets = packed.targets[picked]
     if _partitioned(module):
