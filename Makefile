@@ -10,7 +10,7 @@ TESTBED := $(ASSETS)/testbed/config.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets testbed repro run demo test test-fast compile bench bench-verify bench-train images images-local test-containers lock docs clean
+.PHONY: help setup assets testbed repro run demo test test-fast compile bench bench-verify bench-train bench-compare gpu-check images images-local test-containers lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -71,6 +71,20 @@ bench-verify: setup ## verification throughput: sequential loop vs Beam (1 worke
 
 bench-train: setup ## generation and training tokens/s, FLOP/s against this machine's matmul peak
 	$(PY) scripts/bench_train.py
+
+# TRL lives in its own venv: the test and image environments stay exactly the lock.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml containers/requirements.lock
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -c containers/requirements.lock -e '.[bench]'
+	touch $@
+
+bench-compare: $(BENCH_VENV)/.installed assets ## one SCoRe Stage II step vs one TRL GRPO step, same model
+	$(BENCH_VENV)/bin/python scripts/bench_compare.py $(ARGS)
+
+gpu-check: setup assets ## on a GPU machine: bf16 ZeRO-2 Stage II steps of the demo model, bench figures
+	$(PY) scripts/gpu_check.py $(ARGS)
 
 REGISTRY ?= ghcr.io/selfcorrect
 images: ## build and push the container images (needs a Docker engine; none on the dev machines)
