@@ -18,7 +18,6 @@ Usage: python scripts/bench_compare.py [--steps 4] [--problems 2] [--samples 4] 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import threading
@@ -140,7 +139,9 @@ def trl_side(cfg, folder: Path, prompts_per_step: list, args, ours: Ours):
         learning_rate=cfg.train.learning_rate, max_steps=args.steps + 1, logging_steps=1,
         save_strategy="no", report_to="none", use_cpu=True, bf16=False, fp16=False,
         dataloader_num_workers=0, shuffle_dataset=False, seed=cfg.train.seed,
-        disable_tqdm=True)
+        disable_tqdm=True,
+        # TRL's default is True; equal work on both sides unless asked (--trl-default-checkpointing)
+        gradient_checkpointing=cfg.train.gradient_checkpointing or args.trl_default_checkpointing)
     trainer = GRPOTrainer(model=str(folder), reward_funcs=reward, args=config,
                           train_dataset=Dataset.from_list(rows), callbacks=[Alternate()])
     trainer.train()
@@ -160,6 +161,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--peak-size", type=int, default=4096)
+    parser.add_argument("--trl-default-checkpointing", action="store_true",
+                        help="leave TRL's gradient checkpointing on (its default); ours stays off")
     args = parser.parse_args()
 
     import trl
@@ -168,7 +171,6 @@ def main() -> None:
     from selfcorrect import config
     from selfcorrect.data.prepare import prepare
 
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     base = config.load("demo")
     folder = model_folder(base)
     cfg = config.load("demo", overrides=[
@@ -180,7 +182,8 @@ def main() -> None:
     ours_batches = [problems[i * args.problems:(i + 1) * args.problems] for i in range(n)]
     trl_batches = [problems[i * 2 * args.problems:(i + 1) * 2 * args.problems] for i in range(n)]
     print(f"torch {torch.__version__}, trl {trl.__version__}, {torch.get_num_threads()} threads, "
-          f"fp32, CPU; {args.steps} timed steps per side after 1 warm-up, alternating")
+          f"fp32, CPU; {args.steps} timed steps per side after 1 warm-up, alternating; "
+          f"gradient checkpointing: ours off, TRL {'on' if args.trl_default_checkpointing else 'off'}")
     peak = matmul_peak(args.peak_size)
     ours = Ours(cfg, ours_batches)
     theirs = trl_side(cfg, folder, trl_batches, args, ours)

@@ -131,6 +131,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model (after 1 warm-up)")
     parser.add_argument("--peak-size", type=int, default=4096)
     parser.add_argument("--memory-only", action="store_true", help="only the log-prob memory figures")
+    parser.add_argument("--tiny-only", action="store_true", help="skip the demo model")
     args = parser.parse_args()
 
     mem = logprob_memory()
@@ -144,7 +145,9 @@ def main() -> None:
     peak = matmul_peak(args.peak_size)
     print(f"fp32 matmul peak ({args.peak_size}^3): {peak / 1e9:.1f} GFLOP/s")
     models_to_run = [("tiny", config.load("tiny"))]
-    if DEMO_GGUF.is_file():
+    if args.tiny_only:
+        pass
+    elif DEMO_GGUF.is_file():
         models_to_run.append(("demo", config.load("demo")))
     else:
         print(f"(no {DEMO_GGUF.relative_to(ROOT)}: `make assets` fetches it; demo row skipped)")

