@@ -67,22 +67,6 @@ def test_local_non_utf8_names_uri_and_line(tmp_path):
 # --- gs:// ------------------------------------------------------------------
 
 
-def test_gcs_round_trip_text_and_bytes(gs_prefix):
-    t = storage.join(gs_prefix, "dir", "a.txt")
-    storage.write_text(t, "héllo\nwörld\n")
-    assert storage.read_text(t) == "héllo\nwörld\n"
-    b = storage.join(gs_prefix, "b.bin")
-    payload = bytes(range(256)) * 4
-    storage.write_bytes(b, payload)
-    assert storage.read_bytes(b) == payload
-    storage.write_text(t, "overwritten")
-    assert storage.read_text(t) == "overwritten"
-    assert _gcs_names(gs_prefix) == [
-        f"{storage.split_gcs(gs_prefix)[1]}/b.bin",
-        f"{storage.split_gcs(gs_prefix)[1]}/dir/a.txt",
-    ]
-
-
 def test_gcs_exists(gs_prefix):
     uri = storage.join(gs_prefix, "e.txt")
     assert storage.exists(uri) is False
@@ -369,18 +353,22 @@ def _s3_names(prefix: str) -> list[str]:
     return sorted(o["Key"] for o in listing.get("Contents", []))
 
 
-def test_s3_round_trip_text_and_bytes(s3_prefix):
-    t = storage.join(s3_prefix, "dir", "a.txt")
+@pytest.mark.parametrize("store", ["gs_prefix", "s3_prefix"])
+def test_round_trip_text_and_bytes(store, request):
+    """Written, read back and overwritten under gs:// and s3://; listed by each store's own client."""
+    prefix = request.getfixturevalue(store)
+    t = storage.join(prefix, "dir", "a.txt")
     storage.write_text(t, "héllo\nwörld\n")
     assert storage.read_text(t) == "héllo\nwörld\n"
-    b = storage.join(s3_prefix, "b.bin")
+    b = storage.join(prefix, "b.bin")
     payload = bytes(range(256)) * 4
     storage.write_bytes(b, payload)
     assert storage.read_bytes(b) == payload
     storage.write_text(t, "overwritten")
     assert storage.read_text(t) == "overwritten"
-    key = s3_prefix[len("s3://selfcorrect-test/"):]
-    assert _s3_names(s3_prefix) == [f"{key}/b.bin", f"{key}/dir/a.txt"]
+    key = prefix.split("/", 3)[3]                    # the prefix inside the bucket
+    names = _gcs_names(prefix) if prefix.startswith("gs://") else _s3_names(prefix)
+    assert names == [f"{key}/b.bin", f"{key}/dir/a.txt"]
 
 
 def test_s3_sees_objects_written_by_another_client(s3_prefix):
