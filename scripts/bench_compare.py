@@ -92,9 +92,7 @@ class Ours:
         turns = [t for e in episodes for t in (e.first, e.second)]
         self.steps.append({"s": time.perf_counter() - t0, "mem": mem.extra,
                            "generated": sum(len(t.ids) for t in turns),
-                           # one row [x, y1, p, y2] per episode
-                           "scored": sum(len(e.second.prompt_ids) + len(e.second.ids)
-                                         for e in episodes)})
+                           "scored": sum(map(self.loop.row_length, episodes))})
 
 
 def trl_side(cfg, folder: Path, prompts_per_step: list, args, ours: Ours):
@@ -116,6 +114,7 @@ def trl_side(cfg, folder: Path, prompts_per_step: list, args, ours: Ours):
                 for c, i in zip(completions, problem_id)]
 
     steps: list[dict] = []
+    n_seq = 2 * args.problems * args.samples
 
     class Alternate(TrainerCallback):
         def on_step_begin(self, *a, **k):
@@ -128,10 +127,8 @@ def trl_side(cfg, folder: Path, prompts_per_step: list, args, ours: Ours):
 
         def on_log(self, _args, _state, _control, logs=None, **k):
             if logs and "completions/mean_length" in logs and steps:
-                n = 2 * args.problems * args.samples
-                steps[-1]["generated"] = logs["completions/mean_length"] * n
+                steps[-1]["generated"] = logs["completions/mean_length"] * n_seq
 
-    n_seq = 2 * args.problems * args.samples
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="bench-trl-"), per_device_train_batch_size=n_seq,
         num_generations=args.samples, max_completion_length=args.new_tokens,

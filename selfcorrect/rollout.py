@@ -3,10 +3,10 @@
 Batched with left padding and the KV cache (`model.generate`). Prompts are token ids:
 attempt 2's prompt is attempt 1's prompt + attempt 1's tokens + the correction glue's tokens
 (`second_prompt`), never attempt 1 re-rendered as text, so an episode is one row
-[x, y1, p, y2] whose prefix is attempt 1's row exactly (the update scores it once). Sampling uses plain
-softmax(logits / temperature) and nothing else, so the training step can score the same
-tokens under the same tempered distribution (on-policy). Temperature 0 is greedy. The
-settings are one complete GenerationConfig built here (`settings`): nothing of the model's
+[x, y1, p, y2] whose prefix is attempt 1's row exactly (the update scores it once).
+Sampling uses plain softmax(logits / temperature) and nothing else, so the training step
+can score the same tokens under the same tempered distribution (on-policy). Temperature 0
+is greedy. The settings are one complete GenerationConfig built here (`settings`): nothing of the model's
 own generation_config.json (top_k, min_p, typical_p, no_repeat_ngram_size,
 suppress_tokens, ...) applies. Generation stops at the model's end-of-sequence tokens and
 at its chat template's end-of-turn token (SmolLM2's <|im_end|>, Llama 3's <|eot_id|>).
@@ -48,20 +48,34 @@ class Episode:
 def generate(model, tokenizer, texts: list[str] | list[list[int]], *, temperature: float,
              max_new_tokens: int, batch_size: int, desc: str = "generate",
              synced_gpus: bool = False) -> list[Turn]:
-    """One Turn per prompt (a text, tokenized without special tokens, or token ids). synced_gpus: every rank keeps stepping until all ranks' batches
-    are done (ZeRO-3 gathers each layer's weights from all ranks on every forward); every
-    rank must then pass the same number of texts."""
-    cfg = settings(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens)
+    """One Turn per prompt (a text, tokenized without special tokens, or token ids).
+
+    synced_gpus: every rank keeps stepping until all ranks' batches are done (ZeRO-3 gathers
+    each layer's weights from all ranks on every forward); every rank must then pass the
+    same number of texts."""
     out: list[Turn] = []
     device = next(model.parameters()).device
-    if synced_gpus:
-        _same_batch_count(-(-len(texts) // batch_size), device)
-    with torch.no_grad(), _only(model, cfg), _evaluating(model):
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch",
-                          leave=False, disable=len(texts) <= batch_size):
+    with _generating(model, tokenizer, len(texts), temperature=temperature,
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc,
+                     synced_gpus=synced_gpus) as (cfg, starts):
+        for start in starts:
             enc = left_padded(texts[start:start + batch_size], tokenizer).to(device)
             out += _generate_batch(model, tokenizer, enc, cfg, synced_gpus)[0]
     return out
+
+
+@contextmanager
+def _generating(model, tokenizer, n: int, *, temperature: float, max_new_tokens: int,
+                batch_size: int, desc: str, synced_gpus: bool):
+    """(settings, batch starts with a progress bar) for generating from n prompts: no
+    gradients, the model in eval mode with only these settings, and under synced_gpus every
+    rank checked to run as many batches."""
+    cfg = settings(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens)
+    if synced_gpus:
+        _same_batch_count(-(-n // batch_size), next(model.parameters()).device)
+    with torch.no_grad(), _only(model, cfg), _evaluating(model):
+        yield cfg, tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False,
+                        disable=n <= batch_size)
 
 
 def _generate_batch(model, tokenizer, enc, cfg, synced_gpus: bool, *, past=None,
@@ -224,14 +238,12 @@ def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
         seconds = backend(model, tokenizer, [second_prompt(tokenizer, p, t, templates)
                                              for (p, _), t in zip(jobs, firsts)], **kw)
         return [Episode(p, s, t1, t2) for (p, s), t1, t2 in zip(jobs, firsts, seconds)]
-    cfg = settings(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens)
     device = next(model.parameters()).device
-    if synced_gpus:
-        _same_batch_count(-(-len(jobs) // batch_size), device)
     episodes: list[Episode] = []
-    with torch.no_grad(), _only(model, cfg), _evaluating(model):
-        for start in tqdm(range(0, len(jobs), batch_size), desc="two attempts", unit="batch",
-                          leave=False, disable=len(jobs) <= batch_size):
+    with _generating(model, tokenizer, len(jobs), temperature=temperature,
+                     max_new_tokens=max_new_tokens, batch_size=batch_size, desc="two attempts",
+                     synced_gpus=synced_gpus) as (cfg, starts):
+        for start in starts:
             chunk = jobs[start:start + batch_size]
             enc = left_padded([first_prompt(tokenizer, p, templates) for p, _ in chunk],
                               tokenizer).to(device)

@@ -127,8 +127,7 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
     similar length are padded together.
 
     Returns the step's loss, the mean per-token KL and entropy of each attempt (before the
-    update), the number of tokens they are means over (tokens_t1/_t2), and the scored rows'
-    size: row_tokens (real tokens) and padded_tokens (padding added to the batches).
+    update) and the number of tokens they are means over (tokens_t1/_t2).
     """
     terms = obj.stage_terms(stage, r1, r2, alpha=train.alpha, beta1=train.beta1,
                             beta2=train.beta2, baseline_kind=train.baseline,
@@ -140,11 +139,9 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
     if train.gradient_checkpointing:
         ds_engine.gradient_checkpointing(engine.module)
     loss_total, kl_sum, ent_sum, tokens = 0.0, torch.zeros(2), torch.zeros(2), torch.zeros(2)
-    real = padded = 0
     for picked in micro_batches(episodes, gas):
-        chunk = [episodes[i] for i in picked]
+        packed, mask1, mask2 = scoring.pack_episodes([episodes[i] for i in picked], pad_id)
         picked = torch.tensor(picked)
-        packed, mask1, mask2 = scoring.pack_episodes(chunk, pad_id)
         packed, mask1, mask2 = packed.to(engine.device), mask1.to(engine.device), mask2.to(engine.device)
         with torch.no_grad():
             ref_logp = scoring.score(reference, packed, train.temperature)
@@ -161,13 +158,10 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
         kl_sum += per_turn(kl)
         ent_sum += per_turn(entropy)
         tokens += per_turn(torch.ones_like(mask1))
-        real += int(packed.attention_mask.sum())
-        padded += packed.attention_mask.numel() - int(packed.attention_mask.sum())
     kl_mean, ent_mean = kl_sum / tokens.clamp(min=1), ent_sum / tokens.clamp(min=1)
     return {"loss": loss_total, "kl_t1": kl_mean[0].item(), "kl_t2": kl_mean[1].item(),
             "entropy_t1": ent_mean[0].item(), "entropy_t2": ent_mean[1].item(),
-            "tokens_t1": tokens[0].item(), "tokens_t2": tokens[1].item(),
-            "row_tokens": float(real), "padded_tokens": float(padded)}
+            "tokens_t1": tokens[0].item(), "tokens_t2": tokens[1].item()}
 
 
 def row_length(e: rollout.Episode) -> int:
