@@ -10,7 +10,7 @@ TESTBED := $(ASSETS)/testbed/config.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets testbed repro run demo test test-fast compile bench bench-verify bench-train bench-compare gpu-check images images-local test-containers lock docs clean
+.PHONY: help setup assets testbed repro run demo test test-fast compile bench bench-verify bench-train bench-gains bench-compare gpu-check images images-local test-containers lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ bench-verify: setup ## verification throughput: sequential loop vs Beam (1 worke
 
 bench-train: setup ## generation and training tokens/s, FLOP/s against this machine's matmul peak
 	$(PY) scripts/bench_train.py
+
+bench-gains: setup assets ## each Stage II speed-up measured on and off (generation and update)
+	$(PY) scripts/bench_gains.py $(ARGS)
 
 # TRL lives in its own venv: the test and image environments stay exactly the lock.
 BENCH_VENV := .venv-bench

@@ -5,9 +5,11 @@ attempt-1 prompts and problems, temperature, new tokens, sequences per step, dty
 The steps alternate: TRL's trainer runs `--steps + 1` steps, and after each of its steps a
 callback runs one step of ours (the first of each side is a warm-up, not counted). Per side:
 median seconds per step, generated tokens/s, scored tokens/s (prompt + completion rows through
-policy and reference), training FLOP/s (8 N T, as scripts/bench_train.py) as a share of the fp32
-matmul peak measured in the same run, and the step's peak resident memory above the process's
-memory before it (sampled every 10 ms).
+policy and reference), training FLOP/s (8 N T, as scripts/bench_train.py, T the tokens the
+forward passes run: a prompt shared by the k rows of a problem counts once on our side) as a
+share of the fp32 matmul peak measured in the same run, and the step's peak resident memory
+above the process's memory before it (sampled every 10 ms, after malloc_trim hands the heap
+freed by the other side back to the system).
 
     ours: P problems x k samples x 2 attempts = 2 P k sequences (attempt 2 after attempt 1)
     TRL:  2 P k completions = 2 P prompts x k generations, GRPO with beta = train.beta1
@@ -18,6 +20,8 @@ Usage: python scripts/bench_compare.py [--steps 4] [--problems 2] [--samples 4] 
 from __future__ import annotations
 
 import argparse
+import collections
+import ctypes
 import statistics
 import tempfile
 import threading
@@ -35,6 +39,7 @@ class PeakRSS:
     """Peak resident memory of this process during the block, above what it held before."""
 
     def __enter__(self):
+        _trim()     # hand freed heap back first, else the other side's growth hides this one's
         self.proc, self.peak, self.stop = psutil.Process(), 0, threading.Event()
         self.base = self.proc.memory_info().rss
         self.thread = threading.Thread(target=self._watch, daemon=True)
@@ -49,6 +54,13 @@ class PeakRSS:
         self.stop.set()
         self.thread.join()
         self.extra = max(self.peak, self.proc.memory_info().rss) - self.base
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):     # not glibc: peak figures include reused heap
+        pass
 
 
 def model_folder(cfg) -> Path:
@@ -90,9 +102,12 @@ class Ours:
                                  r2.view(shape), stage=2, train=self.train,
                                  pad_id=self.tok.pad_token_id)
         turns = [t for e in episodes for t in (e.first, e.second)]
+        prompts = collections.Counter(tuple(e.first.prompt_ids) for e in episodes)
+        scored = sum(map(self.loop.row_length, episodes))
         self.steps.append({"s": time.perf_counter() - t0, "mem": mem.extra,
-                           "generated": sum(len(t.ids) for t in turns),
-                           "scored": sum(map(self.loop.row_length, episodes))})
+                           "generated": sum(len(t.ids) for t in turns), "scored": scored,
+                           # a prompt shared by k rows runs once (scoring.Prefix; gas 1 here)
+                           "computed": scored - sum((k - 1) * (len(x) - 1) for x, k in prompts.items())})
 
 
 def trl_side(cfg, folder: Path, prompts_per_step: list, args, ours: Ours):
@@ -144,9 +159,10 @@ def trl_side(cfg, folder: Path, prompts_per_step: list, args, ours: Ours):
     trainer.train()
     tok = trainer.processing_class
     prompt_len = statistics.mean(len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True,
-                                                             tokenize=True)) for r in rows)
+                                                             tokenize=True, return_dict=False))
+                                 for r in rows)
     for s in steps:
-        s["scored"] = n_seq * prompt_len + s.get("generated", 0.0)
+        s["scored"] = s["computed"] = n_seq * prompt_len + s.get("generated", 0.0)
     return steps
 
 
@@ -194,10 +210,11 @@ def main() -> None:
         s = statistics.median(x["s"] for x in steps)
         gen = statistics.median(x["generated"] / x["s"] for x in steps)
         scored = statistics.median(x["scored"] / x["s"] for x in steps)
+        flops = 8 * n_params * statistics.median(x["computed"] / x["s"] for x in steps)
         mem = max(x["mem"] for x in steps) / 2**20
         result[name] = gen
-        print(f"{name:<22} {s:>7.1f} {gen:>10.1f} {scored:>12.1f} {8 * n_params * scored / 1e9:>8.2f} "
-              f"{8 * n_params * scored / peak:>8.1%} {mem:>8.0f}")
+        print(f"{name:<22} {s:>7.1f} {gen:>10.1f} {scored:>12.1f} {flops / 1e9:>8.2f} "
+              f"{flops / peak:>8.1%} {mem:>8.0f}")
     ratio = list(result.values())
     print(f"\nthroughput ratio (generated tokens/s, selfcorrect / TRL): {ratio[0] / ratio[1]:.2f}x")
 

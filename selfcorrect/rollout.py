@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from selfcorrect import prompts
+from selfcorrect import packed_linear, prompts
 from selfcorrect.records import Attempt, Problem
 
 
@@ -69,11 +69,13 @@ def _generating(model, tokenizer, n: int, *, temperature: float, max_new_tokens:
                 batch_size: int, desc: str, synced_gpus: bool):
     """(settings, batch starts with a progress bar) for generating from n prompts: no
     gradients, the model in eval mode with only these settings, and under synced_gpus every
-    rank checked to run as many batches."""
+    rank checked to run as many batches. On CPU the linear layers run on packed weights
+    (selfcorrect.packed_linear)."""
     cfg = settings(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens)
     if synced_gpus:
         _same_batch_count(-(-n // batch_size), next(model.parameters()).device)
-    with torch.no_grad(), _only(model, cfg), _evaluating(model):
+    with torch.no_grad(), _only(model, cfg), _evaluating(model), \
+            packed_linear.packed(model, rows=min(batch_size, n)):
         yield cfg, tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False,
                         disable=n <= batch_size)
 
@@ -120,6 +122,22 @@ def continuation(state, firsts: list[Turn], prompts: list[list[int]], pad_id: in
     device = sequences.device
     return BatchEncoding({"input_ids": torch.cat([sequences, block.to(device)], 1),
                           "attention_mask": torch.cat([mask, block_mask.to(device)], 1)}), cache
+
+
+def shared_prefill(model, tokenizer, prompts: list[list[int]]):
+    """A KV cache of the prompts less their last token, each distinct prompt encoded once and
+    copied to its rows, laid out as `left_padded(prompts)` lays them out (generate() then
+    encodes only the last column); None when no two rows share a prompt."""
+    distinct = list(dict.fromkeys(map(tuple, prompts)))
+    if len(distinct) == len(prompts) or min(map(len, distinct)) < 2:
+        return None
+    enc = left_padded([x[:-1] for x in distinct], tokenizer).to(next(model.parameters()).device)
+    position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    cache = model(**enc, position_ids=position_ids, logits_to_keep=1,
+                  use_cache=True).past_key_values
+    cache.batch_select_indices(torch.tensor([distinct.index(tuple(x)) for x in prompts],
+                                            device=position_ids.device))
+    return cache
 
 
 @contextmanager
@@ -224,11 +242,13 @@ def _same_batch_count(n: int, device) -> None:
 def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
                  temperature: float = 0.0, max_new_tokens: int = 64, batch_size: int = 16,
                  templates=None, synced_gpus: bool = False, reuse_cache: bool = True,
-                 backend=None) -> list[Episode]:
+                 share_prefill: bool = True, backend=None) -> list[Episode]:
     """k = `samples` two-attempt episodes per problem, in problem order.
 
-    Batch by batch: attempt 1, then attempt 2 continuing from attempt 1's KV cache (the rows'
-    [x, y1] are not encoded again; `reuse_cache=False` encodes the turn-2 prompts afresh).
+    Batch by batch: attempt 1 (the samples of a problem in the batch prefill its prompt once:
+    `shared_prefill`; `share_prefill=False` prefills every row), then attempt 2 continuing
+    from attempt 1's KV cache (the rows' [x, y1] are not encoded again; `reuse_cache=False`
+    encodes the turn-2 prompts afresh).
     backend: another generator with rollout.generate's signature (e.g. a VLLMBackend).
     """
     jobs = [(p, s) for p in problems for s in range(samples)]
@@ -245,9 +265,10 @@ def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
                      synced_gpus=synced_gpus) as (cfg, starts):
         for start in starts:
             chunk = jobs[start:start + batch_size]
-            enc = left_padded([first_prompt(tokenizer, p, templates) for p, _ in chunk],
-                              tokenizer).to(device)
-            firsts, state = _generate_batch(model, tokenizer, enc, cfg, synced_gpus)
+            prompts1 = [first_prompt(tokenizer, p, templates) for p, _ in chunk]
+            enc = left_padded(prompts1, tokenizer).to(device)
+            past = shared_prefill(model, tokenizer, prompts1) if share_prefill else None
+            firsts, state = _generate_batch(model, tokenizer, enc, cfg, synced_gpus, past=past)
             prompts2 = [second_prompt(tokenizer, p, t, templates) for (p, _), t in zip(chunk, firsts)]
             if reuse_cache:
                 enc2, past = continuation(state, firsts, prompts2, tokenizer.pad_token_id)

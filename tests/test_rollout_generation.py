@@ -233,7 +233,8 @@ def test_synced_generation_keeps_a_finished_rank_stepping(tmp_path):
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_attempt2_from_attempt1s_cache_equals_encoding_its_prompt_afresh(temperature):
     """Attempt 2 continues from attempt 1's KV cache (rows of different attempt-1 lengths, masked
-    holes after early stops): the same tokens as generating from the turn-2 prompt's ids."""
+    holes after early stops): the same tokens as generating from the turn-2 prompt's ids; and
+    attempt 1 from a prefill shared by the samples of a problem, as from one per row."""
     cfg = config.load("tiny")
     model, tok = models.load(cfg.model)
     problems = [Problem(id=f"p{i}", task="math", prompt=f"What is {i} + {i * 7}?", answer="0")
@@ -245,11 +246,18 @@ def test_attempt2_from_attempt1s_cache_equals_encoding_its_prompt_afresh(tempera
     stop = next(t for t in sorted(set().union(*middle)) if 0 < sum(t in m for m in middle) < 10)
     model.generation_config.eos_token_id = [tok.eos_token_id, stop]
     runs = []
-    for reuse in (True, False):
+    for reuse, share in ((True, True), (False, False), (True, False)):
         torch.manual_seed(3)
         runs.append(rollout.two_attempts(model, tok, problems, samples=2, temperature=temperature,
-                                         max_new_tokens=12, batch_size=4, reuse_cache=reuse))
-    cached, fresh = runs
+                                         max_new_tokens=12, batch_size=4, reuse_cache=reuse,
+                                         share_prefill=share))
+    cached, fresh, unshared = runs
+    # the samples of a problem prefilled once give what prefilling each row gives
+    assert [(e.first.ids, e.second.ids) for e in unshared] == \
+        [(e.first.ids, e.second.ids) for e in cached]
+    assert rollout.shared_prefill(model, tok, [e.first.prompt_ids for e in cached[::2]]) is None
+    prompts = [e.first.prompt_ids for e in cached[:4]]
+    assert rollout.shared_prefill(model, tok, prompts).get_seq_length() == max(map(len, prompts)) - 1
     if temperature > 0:
         assert len({len(e.first.ids) for e in cached}) > 1      # ragged attempt-1 ends
     assert [e.second.prompt_ids for e in cached] == [e.second.prompt_ids for e in fresh]

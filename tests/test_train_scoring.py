@@ -69,6 +69,30 @@ def test_one_row_per_episode_scores_each_attempt_as_its_own_row_would(tiny):
     assert mask1.sum() == sum(len(e.first.ids) for e in eps)
 
 
+def test_shared_prompts_score_and_train_as_whole_rows_do(tiny):
+    """Two problems of different prompt lengths, three episodes each: each prompt encoded
+    once, every row continuing it, gives the whole rows' log-probs and gradients."""
+    model, tok = tiny
+    other = Problem(id="p1", task="math", prompt="What is 12 + 30, in words?", answer="42")
+    torch.manual_seed(0)
+    eps = rollout.two_attempts(model, tok, [PROBLEM, other], samples=3, temperature=1.0,
+                               max_new_tokens=6, batch_size=6)
+    whole = scoring.pack_episodes(eps, tok.pad_token_id)
+    shared = scoring.pack_episodes(eps, tok.pad_token_id, share_prompts=True)
+    assert whole[0].prefix is None and shared[0].prefix.input_ids.shape[0] == 2
+    assert shared[0].input_ids.numel() < whole[0].input_ids.numel()
+    assert all(torch.equal(a, b) for a, b in zip(whole[1:], shared[1:]))       # same masks
+    weight = model.transformer.h[0].attn.c_attn.weight
+    got = []
+    for packed, _, _ in (whole, shared):
+        logp, ent = scoring.score(model, packed, 0.7, entropy=True)
+        got.append((logp, ent, torch.autograd.grad((logp * packed.mask).sum(), weight)[0]))
+    for a, b in zip(*got):
+        assert torch.allclose(a, b, atol=1e-5)
+    one_prompt = scoring.pack_episodes(eps[:1], tok.pad_token_id, share_prompts=True)[0]
+    assert one_prompt.prefix is None          # nothing shared: plain rows
+
+
 def test_an_episode_whose_second_prompt_was_re_rendered_is_refused(tiny):
     model, tok = tiny
     e = episodes(model, tok, 1)[0]

@@ -124,7 +124,8 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
     attempt-1 tokens are masked out of the loss (off-policy for the policy).
 
     Micro-batches take the episodes in order of row length (`micro_batches`), so rows of
-    similar length are padded together.
+    similar length are padded together; the episodes of a problem share one encoding of its
+    prompt (scoring.pack_episodes, share_prompts).
 
     Returns the step's loss, the mean per-token KL and entropy of each attempt (before the
     update) and the number of tokens they are means over (tokens_t1/_t2).
@@ -140,7 +141,8 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
         ds_engine.gradient_checkpointing(engine.module)
     loss_total, kl_sum, ent_sum, tokens = 0.0, torch.zeros(2), torch.zeros(2), torch.zeros(2)
     for picked in micro_batches(episodes, gas):
-        packed, mask1, mask2 = scoring.pack_episodes([episodes[i] for i in picked], pad_id)
+        packed, mask1, mask2 = scoring.pack_episodes([episodes[i] for i in picked], pad_id,
+                                                       share_prompts=True)
         picked = torch.tensor(picked)
         packed, mask1, mask2 = packed.to(engine.device), mask1.to(engine.device), mask2.to(engine.device)
         with torch.no_grad():
@@ -171,9 +173,15 @@ def row_length(e: rollout.Episode) -> int:
 
 def micro_batches(episodes: list[rollout.Episode], gas: int, *, by_length: bool = True) -> list[list[int]]:
     """The episodes' indices in `gas` equal micro-batches: by row length (rows of similar
-    length padded together), or in their order."""
-    order = sorted(range(len(episodes)), key=lambda i: row_length(episodes[i])) if by_length \
-        else list(range(len(episodes)))
+    length padded together; the episodes of one prompt side by side, as they share its
+    encoding: scoring.Prefix), or in their order."""
+    prompt = [tuple(e.first.prompt_ids) for e in episodes]
+    longest: dict[tuple, int] = {}
+    for x, e in zip(prompt, episodes):
+        longest[x] = max(longest.get(x, 0), row_length(e))
+    order = sorted(range(len(episodes)), key=lambda i: (longest[prompt[i]], prompt[i],
+                                                         row_length(episodes[i]))) \
+        if by_length else list(range(len(episodes)))
     micro = len(episodes) // gas
     return [order[start:start + micro] for start in range(0, len(episodes), micro)]
 

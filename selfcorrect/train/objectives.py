@@ -44,10 +44,13 @@ class Packed:
     position_ids: Tensor    # [R, W] cumsum(mask) - 1: the positions an unpadded row would have
     targets: Tensor         # [R, L] the last L tokens of each row (L = longest generation)
     mask: Tensor            # [R, L] float, 1 exactly on the generated tokens
+    prefix: object = None   # scoring.Prefix: rows continue shared prompts (then the above
+                            # hold each row's rest, positions counted after its prompt)
 
     def to(self, device) -> "Packed":
         return Packed(*(t.to(device) for t in (self.input_ids, self.attention_mask,
-                                                self.position_ids, self.targets, self.mask)))
+                                                self.position_ids, self.targets, self.mask)),
+                      prefix=None if self.prefix is None else self.prefix.to(device))
 
     @property
     def keep(self) -> int:

@@ -11,10 +11,18 @@ chunk's logits at a time (64 MiB by default), not 0.6 GB per row. The model's ow
 inside its forward on nothing (a pre-hook hands it an empty slice and keeps its input).
 Under ZeRO-3 the head's weight is partitioned and only the model's own forward may gather it:
 there the logits come from the forward (`logits_to_keep`) and only the log-softmax is chunked.
+
+Shared prompts (`pack_episodes(..., share_prompts=True)`): the k episodes of a problem start
+with the same prompt x, so it is encoded once per problem (a KV cache, with its gradient when
+the pass has one) and each row scores only its rest [y1, p, y2] from its problem's copy of
+that cache: the same log-probs and gradients as k full rows (tests/test_train_scoring.py), with
+(k - 1) |x| fewer tokens through the policy's forward and backward and the reference's forward.
+Under ZeRO-3 or gradient checkpointing (no cache in the forward) the rows are scored whole.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -25,9 +33,33 @@ from selfcorrect.train import objectives as obj
 CHUNK_BYTES = 64 * 2**20
 
 
-def pack_episodes(episodes, pad_id: int) -> tuple[obj.Packed, Tensor, Tensor]:
+@dataclass
+class Prefix:
+    """Prompts that several rows share, encoded once: row r continues prompt group[r]."""
+    input_ids: Tensor       # [G, P] the distinct prompts less their last token, left-padded
+    attention_mask: Tensor  # [G, P]
+    position_ids: Tensor    # [G, P]
+    group: Tensor           # [R] the prompt each row continues
+
+    def to(self, device) -> "Prefix":
+        return Prefix(*(t.to(device) for t in (self.input_ids, self.attention_mask,
+                                                self.position_ids, self.group)))
+
+    def whole(self, packed: obj.Packed) -> obj.Packed:
+        """The same rows scored without sharing: each row's prompt in front of its rest."""
+        g = self.group
+        return obj.Packed(*(torch.cat([mine[g], rest], 1) for mine, rest in (
+            (self.input_ids, packed.input_ids), (self.attention_mask, packed.attention_mask),
+            (self.position_ids, packed.position_ids))), packed.targets, packed.mask)
+
+
+def pack_episodes(episodes, pad_id: int, *, share_prompts: bool = False
+                  ) -> tuple[obj.Packed, Tensor, Tensor]:
     """(packed rows [x, y1, p, y2], mask1, mask2): the masks [n, L] mark attempt 1's and
-    attempt 2's tokens; packed.mask is their sum (the glue p is not scored)."""
+    attempt 2's tokens; packed.mask is their sum (the glue p is not scored).
+
+    share_prompts: rows with the same prompt x continue one encoding of it (packed.prefix);
+    each row then holds x's last token and the rest of the episode."""
     rows, spans = [], []
     for e in episodes:
         head = e.first.prompt_ids + e.first.ids
@@ -38,7 +70,17 @@ def pack_episodes(episodes, pad_id: int) -> tuple[obj.Packed, Tensor, Tensor]:
         gen = e.second.prompt_ids[len(e.first.prompt_ids):] + e.second.ids
         rows.append((e.first.prompt_ids, gen))
         spans.append((len(gen), len(e.first.ids), len(e.second.ids)))
-    packed = obj.pack(rows, pad_id)
+    prompts = [tuple(x) for x, _ in rows]
+    distinct = list(dict.fromkeys(prompts))
+    if share_prompts and len(distinct) < len(rows) and min(map(len, distinct)) > 1:
+        packed = obj.pack([(x[-1:], gen) for x, (_, gen) in zip(prompts, rows)], pad_id)
+        offset = torch.tensor([len(x) - 1 for x in prompts])[:, None]
+        packed.position_ids = packed.position_ids + offset
+        head = obj.pack([(x[:-1], []) for x in distinct], pad_id)
+        packed.prefix = Prefix(head.input_ids, head.attention_mask, head.position_ids,
+                               torch.tensor([distinct.index(x) for x in prompts]))
+    else:
+        packed = obj.pack(rows, pad_id)
     width = packed.targets.shape[1]
     mask1, mask2 = torch.zeros(len(rows), width), torch.zeros(len(rows), width)
     for i, (n, n1, n2) in enumerate(spans):
@@ -56,8 +98,13 @@ def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = Fals
     pi_T at the same positions, no gradient), both [R, L].
     """
     module = getattr(model, "module", model)
+    if packed.prefix is not None and (_partitioned(module)
+                                       or getattr(module, "is_activation_checkpointing", False)):
+        packed = packed.prefix.whole(packed)
     kw = dict(input_ids=packed.input_ids, attention_mask=packed.attention_mask,
               position_ids=packed.position_ids, logits_to_keep=packed.keep, use_cache=False)
+    if packed.prefix is not None:
+        kw.update(_continuing(model, packed))
     picked = packed.mask.bool()
     targets = packed.targets[picked]
     if _partitioned(module):
@@ -82,6 +129,17 @@ def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = Fals
         logp = logp.masked_scatter(picked, torch.cat([p[0] for p in pieces]))
         ent = ent.masked_scatter(picked, torch.cat([p[1] for p in pieces]))
     return (logp, ent) if entropy else logp
+
+
+def _continuing(model, packed: obj.Packed) -> dict:
+    """The forward's arguments for rows that continue shared prompts: the prompts encoded
+    once (a KV cache that keeps its gradient), each row given its prompt's copy."""
+    pre = packed.prefix
+    cache = model(input_ids=pre.input_ids, attention_mask=pre.attention_mask,
+                  position_ids=pre.position_ids, logits_to_keep=1, use_cache=True).past_key_values
+    cache.batch_select_indices(pre.group)
+    return dict(past_key_values=cache, use_cache=True, attention_mask=torch.cat(
+        [pre.attention_mask[pre.group], packed.attention_mask], 1))
 
 
 def _chunk(project, inputs: Tensor, targets: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
