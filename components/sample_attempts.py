@@ -11,7 +11,7 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
                     correction_template: str = "", dtype: str = "auto",
                     drop_always_solved: bool = False, drop_never_solved: bool = False,
                     filter_samples: int = 4, filter_temperature: float = 0.0,
-                    train_temperature: float = 1.0):
+                    train_temperature: float = 1.0, seed: int = 0):
     """Two attempts per problem of `split`: an answer, then a self-correction of it.
 
     With a difficulty-filter flag on (drop_always_solved or drop_never_solved), also
@@ -37,6 +37,7 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
         filter_samples: The probe's first attempts per train problem.
         filter_temperature: The probe's sampling temperature; 0: train_temperature.
         train_temperature: The training policy's sampling temperature.
+        seed: Seed of sampled attempts and of the probe: the same inputs give the same rows.
 
     Returns:
         attempts: Attempt records, two turns per problem (JSONL).
@@ -46,7 +47,7 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
     from selfcorrect.records import Problem, read, write_jsonl
 
     g = build(GenerateConfig, {"temperature": temperature, "max_new_tokens": max_new_tokens,
-                               "batch_size": batch_size}, "generate.")
+                               "batch_size": batch_size, "seed": seed}, "generate.")
     d = build(DataConfig, {"drop_always_solved": drop_always_solved, "filter_samples": filter_samples,
                            "drop_never_solved": drop_never_solved,
                            "filter_temperature": filter_temperature}, "data.")
@@ -56,7 +57,7 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
     net, tok = models.load(build(ModelConfig, {"dtype": dtype}, "model."), path=model.path)
     episodes = rollout.two_attempts(net, tok, todo, samples=1, temperature=g.temperature,
                                     max_new_tokens=g.max_new_tokens, batch_size=g.batch_size,
-                                    templates=templates)
+                                    templates=templates, seed=g.seed)
     name = model.metadata.get("name", "model")
     rows = [a for e in episodes for a in e.attempts(name)]
     probed = []
@@ -65,7 +66,8 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
         rows += rollout.first_attempts(net, tok, probed, name, samples=d.filter_samples,
                                        temperature=d.filter_temperature or train_temperature,
                                        max_new_tokens=g.max_new_tokens,
-                                       batch_size=g.batch_size, templates=templates)
+                                       batch_size=g.batch_size, templates=templates,
+                                       seed=g.seed + 1)
     write_jsonl(attempts.path, rows)
     attempts.metadata.update({"rows": len(rows), "problems": len(todo), "split": split,
                               "model": name, "probed_train_problems": len(probed)})

@@ -81,6 +81,7 @@ def sample_and_verify(cfg, model, tok, problems: list[Problem], episodes: int, n
     batch = [next(stream) for _ in range(max(1, episodes // k))]
     by_id = {p.id: p for p in batch}
     eps = rollout.two_attempts(model, tok, batch, samples=k, temperature=cfg.train.temperature,
+                               seed=cfg.train.seed,
                                max_new_tokens=cfg.train.max_new_tokens,
                                batch_size=cfg.generate.batch_size, templates=cfg.prompts)
     # the same problem can come round twice in the cycle: number its samples apart

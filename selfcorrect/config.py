@@ -145,10 +145,13 @@ class GenerateConfig:
         max_new_tokens: Tokens generated per attempt at most.
         temperature: Sampling temperature of the evaluation attempts; 0 is greedy.
         batch_size: Problems generated for at once.
+        seed: Seed of sampled attempts (temperature > 0): the same model, problems and
+            settings give the same attempts.
     """
     max_new_tokens: int = 64
     temperature: float = 0.0
     batch_size: int = 16
+    seed: int = 0
 
     def __post_init__(self):
         _positive(self, "max_new_tokens", "batch_size", prefix="generate")

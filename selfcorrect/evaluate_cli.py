@@ -51,7 +51,8 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
                                     "folder (no config.json) nor a .gguf file")
         episodes = rollout.two_attempts(net, tok, todo, samples=samples, temperature=g.temperature,
                                         max_new_tokens=g.max_new_tokens,
-                                        batch_size=g.batch_size, templates=cfg.prompts)
+                                        batch_size=g.batch_size, templates=cfg.prompts,
+                                        seed=g.seed)
         attempts_uri = storage.join(output_dir, name, "attempts.jsonl")
         verdicts_uri = storage.join(output_dir, name, "verdicts.jsonl")
         write_jsonl(attempts_uri, [a for ep in episodes for a in ep.attempts(name)])

@@ -47,7 +47,7 @@ class Episode:
 
 def generate(model, tokenizer, texts: list[str] | list[list[int]], *, temperature: float,
              max_new_tokens: int, batch_size: int, desc: str = "generate",
-             synced_gpus: bool = False) -> list[Turn]:
+             synced_gpus: bool = False, seed: int | None = None) -> list[Turn]:
     """One Turn per prompt (a text, tokenized without special tokens, or token ids).
 
     synced_gpus: every rank keeps stepping until all ranks' batches are done (ZeRO-3 gathers
@@ -57,7 +57,7 @@ def generate(model, tokenizer, texts: list[str] | list[list[int]], *, temperatur
     device = next(model.parameters()).device
     with _generating(model, tokenizer, len(texts), temperature=temperature,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc,
-                     synced_gpus=synced_gpus) as (cfg, starts):
+                     synced_gpus=synced_gpus, seed=seed) as (cfg, starts):
         for start in starts:
             enc = left_padded(texts[start:start + batch_size], tokenizer).to(device)
             out += _generate_batch(model, tokenizer, enc, cfg, synced_gpus)[0]
@@ -66,16 +66,17 @@ def generate(model, tokenizer, texts: list[str] | list[list[int]], *, temperatur
 
 @contextmanager
 def _generating(model, tokenizer, n: int, *, temperature: float, max_new_tokens: int,
-                batch_size: int, desc: str, synced_gpus: bool):
+                batch_size: int, desc: str, synced_gpus: bool, seed: int | None = None):
     """(settings, batch starts with a progress bar) for generating from n prompts: no
     gradients, the model in eval mode with only these settings, and under synced_gpus every
     rank checked to run as many batches. On CPU the linear layers run on packed weights
-    (selfcorrect.packed_linear)."""
+    (selfcorrect.packed_linear). seed: sampling starts from this seed, and the caller's random
+    state is left as it was."""
     cfg = settings(model, tokenizer, temperature=temperature, max_new_tokens=max_new_tokens)
     if synced_gpus:
         _same_batch_count(-(-n // batch_size), next(model.parameters()).device)
     with torch.no_grad(), _only(model, cfg), _evaluating(model), \
-            packed_linear.packed(model, rows=min(batch_size, n)):
+            packed_linear.packed(model, rows=min(batch_size, n)), _seeded(seed):
         yield cfg, tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False,
                         disable=n <= batch_size)
 
@@ -138,6 +139,17 @@ def shared_prefill(model, tokenizer, prompts: list[list[int]]):
     cache.batch_select_indices(torch.tensor([distinct.index(tuple(x)) for x in prompts],
                                             device=position_ids.device))
     return cache
+
+
+@contextmanager
+def _seeded(seed: int | None):
+    """torch's random state seeded within the block (None: untouched), restored after."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 @contextmanager
@@ -242,13 +254,14 @@ def _same_batch_count(n: int, device) -> None:
 def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
                  temperature: float = 0.0, max_new_tokens: int = 64, batch_size: int = 16,
                  templates=None, synced_gpus: bool = False, reuse_cache: bool = True,
-                 share_prefill: bool = True, backend=None) -> list[Episode]:
+                 share_prefill: bool = True, backend=None, seed: int | None = None) -> list[Episode]:
     """k = `samples` two-attempt episodes per problem, in problem order.
 
     Batch by batch: attempt 1 (the samples of a problem in the batch prefill its prompt once:
     `shared_prefill`; `share_prefill=False` prefills every row), then attempt 2 continuing
     from attempt 1's KV cache (the rows' [x, y1] are not encoded again; `reuse_cache=False`
-    encodes the turn-2 prompts afresh).
+    encodes the turn-2 prompts afresh). seed: sampling starts from it (None: from torch's
+    current random state).
     backend: another generator with rollout.generate's signature (e.g. a VLLMBackend).
     """
     jobs = [(p, s) for p in problems for s in range(samples)]
@@ -262,7 +275,7 @@ def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
     episodes: list[Episode] = []
     with _generating(model, tokenizer, len(jobs), temperature=temperature,
                      max_new_tokens=max_new_tokens, batch_size=batch_size, desc="two attempts",
-                     synced_gpus=synced_gpus) as (cfg, starts):
+                     synced_gpus=synced_gpus, seed=seed) as (cfg, starts):
         for start in starts:
             chunk = jobs[start:start + batch_size]
             prompts1 = [first_prompt(tokenizer, p, templates) for p, _ in chunk]
@@ -282,12 +295,12 @@ def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
 
 def first_attempts(model, tokenizer, problems: list[Problem], model_name: str, *,
                    samples: int, temperature: float, max_new_tokens: int, batch_size: int,
-                   templates=None) -> list[Attempt]:
+                   templates=None, seed: int | None = None) -> list[Attempt]:
     """Turn-1 attempts only, `samples` per problem (the difficulty filter's probe)."""
     jobs = [(p, s) for p in problems for s in range(samples)]
     turns = generate(model, tokenizer, [first_prompt(tokenizer, p, templates) for p, _ in jobs],
                      temperature=temperature, max_new_tokens=max_new_tokens,
-                     batch_size=batch_size, desc="difficulty probe")
+                     batch_size=batch_size, desc="difficulty probe", seed=seed)
     return [Attempt(p.id, s, 1, t.text, model_name, t.truncated) for (p, s), t in zip(jobs, turns)]
 
 

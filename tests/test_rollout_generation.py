@@ -263,3 +263,25 @@ def test_attempt2_from_attempt1s_cache_equals_encoding_its_prompt_afresh(tempera
     assert [e.second.prompt_ids for e in cached] == [e.second.prompt_ids for e in fresh]
     assert [e.second.ids for e in cached] == [e.second.ids for e in fresh]
     assert [e.first.ids for e in cached] == [e.first.ids for e in fresh]
+
+
+def test_a_seeded_sampled_rollout_repeats_and_leaves_the_callers_random_state():
+    """Sampled evaluation is reproducible run to run (generate.seed), without reseeding the
+    caller: the global random stream goes on as if nothing had sampled."""
+    cfg = config.load("tiny")
+    model, tok = models.load(cfg.model)
+    problems = [Problem(id=f"p{i}", task="math", prompt=f"What is {i} + 1?", answer="0")
+                for i in range(3)]
+
+    def ids(seed):
+        eps = rollout.two_attempts(model, tok, problems, samples=2, temperature=1.0,
+                                   max_new_tokens=8, batch_size=4, seed=seed)
+        return [(e.first.ids, e.second.ids) for e in eps]
+
+    torch.manual_seed(123)
+    first = ids(7)
+    after = torch.rand(1)
+    torch.manual_seed(999)
+    assert ids(7) == first != ids(8)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after)
