@@ -20,7 +20,6 @@ Usage: python scripts/bench_compare.py [--steps 4] [--problems 2] [--samples 4] 
 from __future__ import annotations
 
 import argparse
-import collections
 import ctypes
 import statistics
 import tempfile
@@ -79,9 +78,9 @@ class Ours:
     def __init__(self, cfg, problems):
         from selfcorrect import models
         from selfcorrect.train import engine as ds_engine
-        from selfcorrect.train import loop
+        from selfcorrect.train import loop, scoring
 
-        self.cfg, self.loop, self.train = cfg, loop, cfg.train
+        self.cfg, self.loop, self.scoring, self.train = cfg, loop, scoring, cfg.train
         policy, self.tok = models.load(cfg.model)
         self.reference = ds_engine.freeze(models.load(cfg.model)[0])
         self.engine = ds_engine.build(policy, self.train, micro_batch_size=len(problems[0])
@@ -102,12 +101,14 @@ class Ours:
                                  r2.view(shape), stage=2, train=self.train,
                                  pad_id=self.tok.pad_token_id)
         turns = [t for e in episodes for t in (e.first, e.second)]
-        prompts = collections.Counter(tuple(e.first.prompt_ids) for e in episodes)
-        scored = sum(map(self.loop.row_length, episodes))
+        # the tokens the update's passes run, packed as train_step packs them (one micro-batch)
+        packed = self.scoring.pack_episodes(episodes, self.tok.pad_token_id, share_prompts=True)[0]
+        computed = packed.attention_mask.sum() + (0 if packed.prefix is None
+                                                  else packed.prefix.attention_mask.sum())
         self.steps.append({"s": time.perf_counter() - t0, "mem": mem.extra,
-                           "generated": sum(len(t.ids) for t in turns), "scored": scored,
-                           # a prompt shared by k rows runs once (scoring.Prefix; gas 1 here)
-                           "computed": scored - sum((k - 1) * (len(x) - 1) for x, k in prompts.items())})
+                           "generated": sum(len(t.ids) for t in turns),
+                           "scored": sum(map(self.loop.row_length, episodes)),
+                           "computed": int(computed)})
 
 
 def trl_side(cfg, folder: Path, prompts_per_step: list, args, ours: Ours):

@@ -147,7 +147,8 @@ def _seeded(seed: int | None):
     if seed is None:
         yield
         return
-    with torch.random.fork_rng():
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
 
@@ -280,7 +281,9 @@ def two_attempts(model, tokenizer, problems: list[Problem], *, samples: int = 1,
             chunk = jobs[start:start + batch_size]
             prompts1 = [first_prompt(tokenizer, p, templates) for p, _ in chunk]
             enc = left_padded(prompts1, tokenizer).to(device)
-            past = shared_prefill(model, tokenizer, prompts1) if share_prefill else None
+            # not under synced_gpus: one rank's extra forward would wait on the others' gathers
+            past = shared_prefill(model, tokenizer, prompts1) \
+                if share_prefill and not synced_gpus else None
             firsts, state = _generate_batch(model, tokenizer, enc, cfg, synced_gpus, past=past)
             prompts2 = [second_prompt(tokenizer, p, t, templates) for (p, _), t in zip(chunk, firsts)]
             if reuse_cache:
