@@ -94,10 +94,14 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
 
 # --- Confidence intervals, breakdowns and answer repeats (the evaluate step's details) ---
 
-def bootstrap_ci(pairs: list[tuple[bool, bool]], *, samples: int = 1000, confidence: float = 0.95,
+def bootstrap_ci(pairs: list[tuple[bool, bool]], *, clusters: list | None = None,
+                 samples: int = 1000, confidence: float = 0.95,
                  seed: int = 0) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap interval of each metric, resampling (problem, sample) pairs.
+    """Percentile bootstrap interval of each metric.
 
+    Resamples the pairs, or, given `clusters` (a label per pair, e.g. its problem id), whole
+    clusters: the k sampled episodes of one problem are not independent, and resampling them
+    one by one gives intervals too narrow. With one pair per cluster both are the same draw.
     Seeded, so the same verdicts give the same intervals. No pairs: (0, 0) for each metric.
 
     >>> ci = bootstrap_ci([(True, True)] * 5)
@@ -109,13 +113,31 @@ def bootstrap_ci(pairs: list[tuple[bool, bool]], *, samples: int = 1000, confide
     if not pairs:
         return {k: (0.0, 0.0) for k in METRICS}
     arr = np.asarray(pairs, dtype=bool)
-    idx = np.random.default_rng(seed).integers(0, len(arr), size=(samples, len(arr)))
-    t1, t2 = arr[idx, 0], arr[idx, 1]
-    per = {"accuracy_t1": t1.mean(1), "accuracy_t2": t2.mean(1),
-           "delta": t2.mean(1) - t1.mean(1), "delta_i_to_c": (~t1 & t2).mean(1),
-           "delta_c_to_i": (t1 & ~t2).mean(1)}
+    t1, t2 = arr[:, 0], arr[:, 1]
+    columns = np.stack([t1, t2, ~t1 & t2, t1 & ~t2, np.ones_like(t1)], axis=1).astype(float)
+    if clusters is None:
+        sums = columns
+    else:
+        if len(clusters) != len(pairs):
+            raise ValueError(f"bootstrap_ci: {len(clusters)} cluster labels for {len(pairs)} pairs")
+        index = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
+        sums = np.zeros((len(index), columns.shape[1]))
+        np.add.at(sums, [index[c] for c in clusters], columns)
+    idx = np.random.default_rng(seed).integers(0, len(sums), size=(samples, len(sums)))
+    drawn = sums[idx].sum(1)                       # samples x 5
+    share = drawn[:, :4] / drawn[:, 4:5]
+    per = {"accuracy_t1": share[:, 0], "accuracy_t2": share[:, 1],
+           "delta": share[:, 1] - share[:, 0], "delta_i_to_c": share[:, 2],
+           "delta_c_to_i": share[:, 3]}
     lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
     return {k: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) for k, v in per.items()}
+
+
+def problem_ci(verdicts: list[Verdict], **ci) -> dict[str, tuple[float, float]]:
+    """bootstrap_ci over the verdicts' episodes, clustered by problem."""
+    keyed = keyed_turn_pairs(verdicts, lambda v: v.correct)
+    return bootstrap_ci([(a, b) for _, a, b in keyed], clusters=[pid for (pid, _), _, _ in keyed],
+                        **ci)
 
 
 _ARITH_ID = re.compile(r"^arith-(-?\d+)([-+*])(-?\d+)$")
@@ -178,9 +200,8 @@ def grouped_metrics(verdicts: list[Verdict], problems: list[Problem], by, **ci) 
         groups[label[v.problem_id]].append(v)
     out = {}
     for name in sorted(groups):
-        pairs = pair_outcomes(groups[name])
-        out[name] = {**self_correction_metrics(pairs),
-                     "ci": {k: list(b) for k, b in bootstrap_ci(pairs, **ci).items()}}
+        out[name] = {**self_correction_metrics(pair_outcomes(groups[name])),
+                     "ci": {k: list(b) for k, b in problem_ci(groups[name], **ci).items()}}
     return out
 
 
@@ -194,7 +215,7 @@ def evaluate_model(verdicts: list[Verdict], attempts: list[Attempt], problems: l
     ci_kw = dict(samples=samples, confidence=confidence, seed=seed)
     summary = summarise(verdicts, attempts)
     summary["answer_repeat_share"] = answer_repeat_share(attempts)
-    for key, (lo, hi) in bootstrap_ci(pair_outcomes(verdicts), **ci_kw).items():
+    for key, (lo, hi) in problem_ci(verdicts, **ci_kw).items():
         summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = lo, hi
     return {"summary": summary,
             "per_task": grouped_metrics(verdicts, problems, lambda p: p.task, **ci_kw),

@@ -98,7 +98,19 @@ def evaluate_row(cfg, name: str, model: str, problems_uri: str, workdir: Path) -
         cfg.generate, temperature=cfg.eval.sampling_temperature or cfg.train.temperature))
     out["sampled"] = evaluate_models({name: model}, problems_uri, str(workdir / "eval-sampled"),
                                      sampled, samples=k)[name]
+    for mode in ("greedy", "sampled"):
+        out[mode]["outcomes"] = outcomes(workdir / f"eval-{mode}" / name / "verdicts.jsonl")
     return out
+
+
+def outcomes(verdicts_path: Path) -> list[list]:
+    """[problem_id, sample, correct@t1, correct@t2] per episode: what selfcorrect.repro_compare
+    pairs across rows."""
+    from selfcorrect.evaluate import keyed_turn_pairs
+    from selfcorrect.records import Verdict, read
+
+    return [[pid, sample, bool(ok1), bool(ok2)] for (pid, sample), ok1, ok2
+            in keyed_turn_pairs(read(str(verdicts_path), Verdict), lambda v: v.correct)]
 
 
 def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_models: bool = False) -> dict:
@@ -132,6 +144,7 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
         t2 = time.perf_counter()
         record = {"row": row, "seed": seed, "train_s": t1 - t0, "eval_s": t2 - t1,
                   "config": cfg.to_dict(), "history": history,
+                  "outcomes": {mode: r["outcomes"] for mode, r in result.items()},
                   **{mode: {"summary": r["summary"], "edit_ratios": r["edit_ratios"],
                             "per_difficulty": r["per_difficulty"]}
                      for mode, r in result.items()}}

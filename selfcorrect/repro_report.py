@@ -2,17 +2,21 @@
 
 Per row and decoding mode (greedy, sampled): each metric's mean over seeds, its spread
 (min..max over seeds), and the 95% percentile-bootstrap interval of each seed's model over
-the eval episodes, its ends averaged over seeds (for one seed, that model's own interval).
-The interval is over problems, not over seeds: the spread shows the seed-to-seed variation.
+the eval problems (a problem's samples resampled together), its ends averaged over seeds (for
+one seed, that model's own interval). The interval is over problems, not over seeds: the
+spread shows the seed-to-seed variation. Below the table, SCoRe minus each row, paired over
+the same problems, with an interval over problems and seeds both (selfcorrect.repro_compare).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from selfcorrect import repro_compare
 from selfcorrect.evaluate import LABELS, METRICS
 
 MODES = ("greedy", "sampled")
+REFERENCE = "score"     # the row the others are compared with, paired (repro_compare)
 
 
 def load_rows(out_dir: Path, order: list[str]) -> dict[str, list[dict]]:
@@ -145,12 +149,48 @@ def write(out_dir: Path, order: list[str]) -> dict:
     for mode in MODES:
         md += [f"## {mode} decoding (eval split; % of all episodes; mean ±half-spread over seeds "
                "[95% bootstrap interval])", "", markdown(table, mode), ""]
+    diffs = {mode: repro_compare.compare(rows, REFERENCE, mode) for mode in MODES}
+    for mode in MODES:
+        if diffs[mode]:
+            md += [f"## {REFERENCE} minus each row, {mode} decoding (points; paired over the same "
+                   "problems, 95% interval resampling problems and each row's seeds; * excludes 0)",
+                   "", repro_compare.markdown(diffs[mode], REFERENCE), ""]
     (out_dir / "table.md").write_text("\n".join(md))
-    (out_dir / "table.json").write_text(json.dumps({"version": __version__, "rows": table}, indent=2))
+    (out_dir / "table.json").write_text(json.dumps(
+        {"version": __version__, "rows": table, f"{REFERENCE}_minus": diffs}, indent=2))
     configs = out_dir / "configs"
     configs.mkdir(exist_ok=True)
     for name, recs in rows.items():
         for r in recs:
             (configs / f"{name}-s{r['seed']}.json").write_text(json.dumps(r["config"], indent=2))
     plots(rows, table, out_dir)
+    if diffs["sampled"]:
+        difference_plot(diffs["sampled"], out_dir / "plots" / "score_minus.png")
     return table
+
+
+def difference_plot(diffs: dict[str, dict[str, dict]], path: Path) -> Path:
+    """SCoRe minus each row, per metric, with its paired interval (sampled decoding)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(diffs)
+    metrics = repro_compare.METRICS
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.4 * len(names) + 1.4),
+                             sharey=True)
+    for ax, m in zip(axes, metrics):
+        mid = [100 * diffs[n][m]["diff"] for n in names]
+        err = [[mid[i] - 100 * diffs[n][m]["ci_low"] for i, n in enumerate(names)],
+               [100 * diffs[n][m]["ci_high"] - mid[i] for i, n in enumerate(names)]]
+        ax.errorbar(mid, range(len(names)), xerr=err, fmt="o", capsize=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_title(f"{REFERENCE} minus row: {LABELS[m]}", fontsize=8)
+        ax.set_xlabel("points")
+    axes[0].set_yticks(range(len(names)), names)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -134,3 +134,31 @@ def test_eval_rows_one_per_episode_with_both_turns():
     assert m == ev.self_correction_metrics(ev.pair_outcomes(verdicts))
     with pytest.raises(KeyError, match="'p9'"):
         ev.eval_rows("base", [Verdict("p9", 0, 1, True, 1.0)], [], problems)
+
+
+def test_bootstrap_ci_resamples_whole_problems_when_told_their_clusters():
+    """4 identical samples per problem: resampling samples one by one pretends there are 4x
+    the problems; resampling problems gives the interval of the problems there really are."""
+    per_problem = [(False, True), (True, True), (True, False), (False, False)] * 10
+    pairs = [p for p in per_problem for _ in range(4)]
+    labels = [i for i in range(len(per_problem)) for _ in range(4)]
+    naive = ev.bootstrap_ci(pairs, samples=1000, seed=3)["delta"]
+    clustered = ev.bootstrap_ci(pairs, clusters=labels, samples=1000, seed=3)["delta"]
+    alone = ev.bootstrap_ci(per_problem, samples=1000, seed=3)["delta"]
+    assert clustered[1] - clustered[0] > 1.6 * (naive[1] - naive[0])
+    assert clustered == pytest.approx(alone, abs=0.03)
+    singles = ev.bootstrap_ci(per_problem, clusters=list(range(40)), samples=500, seed=4)
+    assert singles == pytest.approx(ev.bootstrap_ci(per_problem, samples=500, seed=4))
+    with pytest.raises(ValueError, match="3 cluster labels for 40 pairs"):
+        ev.bootstrap_ci(per_problem, clusters=[1, 2, 3])
+
+
+def test_evaluate_model_intervals_are_clustered_by_problem():
+    vs = []
+    for i in range(30):
+        for s in range(4):
+            ok = i % 3 == 0
+            vs += [Verdict(f"p{i:02d}", s, 1, False, 0.0), Verdict(f"p{i:02d}", s, 2, ok, float(ok))]
+    assert ev.problem_ci(vs, samples=500, seed=0) == pytest.approx(ev.bootstrap_ci(
+        ev.pair_outcomes(vs), clusters=[f"p{i:02d}" for i in range(30) for _ in range(4)],
+        samples=500, seed=0))

@@ -35,12 +35,18 @@ def test_repro_rows_table_plots_and_resume(toy_testbed, tmp_path, capsys):
     assert table["score"]["sampled"]["n"] == 8          # 4 eval problems x k = 2
     md = (out / "table.md").read_text()
     assert "## greedy decoding" in md and "| score_no_stage1 | 2 |" in md
-    for plot in ("accuracy_by_turn", "flips", "edit_ratio_hist", "training_curves"):
+    assert "## score minus each row, sampled decoding" in md and "| single_turn | " in md
+    diffs = json.loads((out / "table.json").read_text())["score_minus"]["sampled"]
+    assert set(diffs) == {"base", "single_turn", "score_no_stage1"}
+    assert diffs["base"]["delta"]["ci_low"] <= diffs["base"]["delta"]["diff"] <= \
+        diffs["base"]["delta"]["ci_high"]
+    for plot in ("accuracy_by_turn", "flips", "edit_ratio_hist", "training_curves", "score_minus"):
         assert (out / "plots" / f"{plot}.png").stat().st_size > 1000, plot
     record = json.loads((out / "rows" / "score_no_stage1-s1.json").read_text())
     assert record["config"]["train"]["stage1_steps"] == 0
     assert record["config"]["train"]["stage2_steps"] == 2     # equal budget
     assert len(record["history"]["stage2"]) == 2
+    assert len(record["outcomes"]["sampled"]) == 8 and len(record["outcomes"]["greedy"]) == 4
     capsys.readouterr()
     assert cli.main(argv) == 0                          # resumable: nothing re-runs
     assert capsys.readouterr().out.count("done before, skipped") == 7
