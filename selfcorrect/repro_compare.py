@@ -12,6 +12,9 @@ samples move together) and, for each row independently, its seeds (training rand
 The interval therefore covers both "other problems" and "other training runs"; with 3 seeds
 the seed level is coarse, which the interval shows honestly by widening.
 
+`differences` measures any pairs the same way: the report uses it for the four ablation
+contrasts of the 2 x 2 among the RL rows (Stage I or not, bonus or not; ABLATIONS).
+
 Outcomes come from each row record's "outcomes" (repro.outcomes: per mode, a list of
 [problem_id, sample, correct@t1, correct@t2] per episode).
 """
@@ -19,7 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-METRICS = ("accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")
+METRICS = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")
+# The four ablation contrasts of the 2 x 2 (Stage I yes/no x bonus yes/no) among the RL rows.
+ABLATIONS = [("score", "score_no_bonus"), ("score_no_stage1", "naive_multi_turn"),
+             ("score", "score_no_stage1"), ("score_no_bonus", "naive_multi_turn")]
 
 
 def per_problem(records: list[dict], mode: str, problem_ids: list[str]) -> dict[str, np.ndarray]:
@@ -34,6 +40,7 @@ def per_problem(records: list[dict], mode: str, problem_ids: list[str]) -> dict[
                                f"{pid!r}, which the other rows were not evaluated on")
             i = index[pid]
             counts[i] += 1
+            out["accuracy_t1"][s, i] += ok1
             out["accuracy_t2"][s, i] += ok2
             out["delta"][s, i] += int(ok2) - int(ok1)
             out["delta_i_to_c"][s, i] += (not ok1) and ok2
@@ -47,48 +54,60 @@ def per_problem(records: list[dict], mode: str, problem_ids: list[str]) -> dict[
     return out
 
 
-def compare(rows: dict[str, list[dict]], reference: str, mode: str, *, rounds: int = 2000,
-            confidence: float = 0.95, seed: int = 0) -> dict[str, dict[str, dict]]:
-    """{other row: {metric: {"diff", "ci_low", "ci_high"}}}: reference minus other, as fractions.
+def compare(rows: dict[str, list[dict]], reference: str, mode: str, **kw) -> dict[str, dict[str, dict]]:
+    """{other row: {metric: {"diff", "ci_low", "ci_high"}}}: reference minus each other row."""
+    pairs = [(reference, name) for name in rows if name != reference]
+    return {b: cells for (_, b), cells in differences(rows, pairs, mode, **kw).items()}
 
-    Rows without outcomes (records written before they were kept) are left out.
+
+def differences(rows: dict[str, list[dict]], pairs: list[tuple[str, str]], mode: str, *,
+                rounds: int = 2000, confidence: float = 0.95,
+                seed: int = 0) -> dict[tuple[str, str], dict[str, dict]]:
+    """{(a, b): {metric: {"diff", "ci_low", "ci_high"}}}: row a minus row b, as fractions.
+
+    Pairs naming a row that is absent, or whose records lack outcomes (written before they
+    were kept), are left out.
     """
-    with_outcomes = {n: recs for n, recs in rows.items()
-                     if recs and all(mode in r.get("outcomes", {}) for r in recs)}
-    if reference not in with_outcomes:
+    usable = {n: recs for n, recs in rows.items()
+              if recs and all(mode in r.get("outcomes", {}) for r in recs)}
+    pairs = [(a, b) for a, b in pairs if a in usable and b in usable]
+    if not pairs:
         return {}
-    problem_ids = sorted({o[0] for o in with_outcomes[reference][0]["outcomes"][mode]})
-    arrays = {n: per_problem(recs, mode, problem_ids) for n, recs in with_outcomes.items()}
+    first = usable[pairs[0][0]][0]
+    problem_ids = sorted({o[0] for o in first["outcomes"][mode]})
+    arrays = {n: per_problem(usable[n], mode, problem_ids) for n in {x for p in pairs for x in p}}
     rng = np.random.default_rng(seed)
     n_problems = len(problem_ids)
     picks = rng.integers(0, n_problems, size=(rounds, n_problems))
+    seed_draws = {n: rng.integers(0, len(usable[n]), size=(rounds, len(usable[n])))
+                  for n in sorted(arrays)}
 
     def resampled(name: str, metric: str) -> np.ndarray:
-        a = arrays[name][metric]                       # seeds x problems
-        seeds = rng.integers(0, a.shape[0], size=(rounds, a.shape[0]))
-        by_seed = a[seeds]                             # rounds x seeds x problems
+        by_seed = arrays[name][metric][seed_draws[name]]      # rounds x seeds x problems
         return np.take_along_axis(by_seed.mean(1), picks, axis=1).mean(1)
 
     lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
-    out: dict[str, dict[str, dict]] = {}
-    for name in arrays:
-        if name == reference:
-            continue
-        out[name] = {}
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for a, b in pairs:
+        out[(a, b)] = {}
         for m in METRICS:
-            diff = float(arrays[reference][m].mean() - arrays[name][m].mean())
-            boot = resampled(reference, m) - resampled(name, m)
-            out[name][m] = {"diff": diff, "ci_low": float(np.percentile(boot, lo)),
-                            "ci_high": float(np.percentile(boot, hi))}
+            boot = resampled(a, m) - resampled(b, m)
+            out[(a, b)][m] = {"diff": float(arrays[a][m].mean() - arrays[b][m].mean()),
+                              "ci_low": float(np.percentile(boot, lo)),
+                              "ci_high": float(np.percentile(boot, hi))}
     return out
 
 
-def markdown(diffs: dict[str, dict[str, dict]], reference: str) -> str:
-    labels = {"accuracy_t2": "Accuracy@t2", "delta": "Delta(t1,t2)",
+def markdown(diffs: dict, reference: str | None = None) -> str:
+    """A table of differences: `compare`'s {row: cells} under `reference`, or `differences`'
+    {(a, b): cells}."""
+    labels = {"accuracy_t1": "Accuracy@t1", "accuracy_t2": "Accuracy@t2", "delta": "Delta(t1,t2)",
               "delta_i_to_c": "Delta_i->c", "delta_c_to_i": "Delta_c->i"}
-    head = f"| {reference} minus | " + " | ".join(labels[m] for m in METRICS) + " |"
-    lines = [head, "|---" * (len(METRICS) + 1) + "|"]
-    for name, cells in diffs.items():
+    first = f"{reference} minus" if reference else "contrast"
+    lines = [f"| {first} | " + " | ".join(labels[m] for m in METRICS) + " |",
+             "|---" * (len(METRICS) + 1) + "|"]
+    for key, cells in diffs.items():
+        name = key if reference else f"{key[0]} minus {key[1]}"
         lines.append(f"| {name} | " + " | ".join(
             f"{100 * c['diff']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]"
             + (" *" if c["ci_low"] > 0 or c["ci_high"] < 0 else "")

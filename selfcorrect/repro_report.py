@@ -155,9 +155,16 @@ def write(out_dir: Path, order: list[str]) -> dict:
             md += [f"## {REFERENCE} minus each row, {mode} decoding (points; paired over the same "
                    "problems, 95% interval resampling problems and each row's seeds; * excludes 0)",
                    "", repro_compare.markdown(diffs[mode], REFERENCE), ""]
+    ablations = {mode: repro_compare.differences(rows, repro_compare.ABLATIONS, mode)
+                 for mode in MODES}
+    if ablations["sampled"]:
+        md += ["## Ablation contrasts, sampled decoding (Stage I or not x bonus or not; paired "
+               "as above)", "", repro_compare.markdown(ablations["sampled"]), ""]
     (out_dir / "table.md").write_text("\n".join(md))
     (out_dir / "table.json").write_text(json.dumps(
-        {"version": __version__, "rows": table, f"{REFERENCE}_minus": diffs}, indent=2))
+        {"version": __version__, "rows": table, f"{REFERENCE}_minus": diffs,
+         "ablations": {mode: {f"{a} minus {b}": cells for (a, b), cells in d.items()}
+                       for mode, d in ablations.items()}}, indent=2))
     configs = out_dir / "configs"
     configs.mkdir(exist_ok=True)
     for name, recs in rows.items():

@@ -70,4 +70,16 @@ def test_records_without_outcomes_are_left_out():
     assert repro_compare.compare({"old": rows["old"]}, "score", "sampled") == {}
     md = repro_compare.markdown(repro_compare.compare(
         {**rows, "x": [record("x", 0, {"p0": [(False, True)]})]}, "score", "sampled"), "score")
-    assert "| score minus | Accuracy@t2 |" in md and "| x | +0.0" in md
+    assert "| score minus | Accuracy@t1 | Accuracy@t2 |" in md and "| x | +100.0" in md
+
+
+def test_ablation_contrasts_pair_any_two_rows_and_skip_absent_ones():
+    rng = np.random.default_rng(2)
+    easy = rng.random(200) < 0.5
+    rows = {"score": synthetic("score", 2, 0.4, rng, easy),
+            "score_no_bonus": synthetic("score_no_bonus", 2, 0.1, rng, easy)}
+    diffs = repro_compare.differences(rows, repro_compare.ABLATIONS, "sampled", rounds=300)
+    assert list(diffs) == [("score", "score_no_bonus")]      # the other rows are absent
+    cells = diffs[("score", "score_no_bonus")]
+    assert cells["accuracy_t1"]["diff"] == 0.0 and cells["delta"]["ci_low"] > 0
+    assert "| score minus score_no_bonus | +0.0 [+0.0, +0.0] |" in repro_compare.markdown(diffs)
