@@ -10,7 +10,7 @@ TESTBED := $(ASSETS)/testbed/config.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets testbed repro run demo test test-fast compile bench bench-verify bench-train bench-gains bench-compare gpu-check images images-local test-containers lock docs clean
+.PHONY: help setup assets testbed repro repro-long run demo test test-fast compile bench bench-verify bench-train bench-gains bench-compare gpu-check images images-local test-containers lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ testbed: setup $(TESTBED) ## pretrain the testbed model (chain arithmetic, ~0.2M
 
 repro: setup $(TESTBED) ## the paper's rows on the testbed, 3 seeds: results/repro/ (table, plots)
 	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --output results/repro $(ARGS)
+
+# The 2 x 2 of RL rows at 4x the training budget (20 + 140 steps): does naive RL's Delta shrink
+# with longer training while the bonus keeps it (the paper's collapse argument)? About 55 min.
+repro-long: setup $(TESTBED) ## the RL rows at 4x the budget, 3 seeds: results/repro-long/
+	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --output results/repro-long \
+	  --rows base,naive_multi_turn,score_no_stage1,score_no_bonus,score --set train.stage2_steps=140 $(ARGS)
 
 run: setup $(TESTBED) ## run the whole pipeline locally on the testbed model and print the results
 	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect run --preset testbed $(ARGS)
