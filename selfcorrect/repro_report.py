@@ -169,11 +169,24 @@ def write(out_dir: Path, order: list[str]) -> dict:
     configs.mkdir(exist_ok=True)
     for name, recs in rows.items():
         for r in recs:
-            (configs / f"{name}-s{r['seed']}.json").write_text(json.dumps(r["config"], indent=2))
+            (configs / f"{name}-s{r['seed']}.json").write_text(
+                json.dumps(portable(r["config"], Path.cwd()), indent=2))
     plots(rows, table, out_dir)
     if diffs["sampled"]:
         difference_plot(diffs["sampled"], out_dir / "plots" / "score_minus.png")
     return table
+
+
+def portable(value, root: Path):
+    """The config with paths under `root` (the checkout) made relative to it, so the committed
+    configs name `.cache/assets/testbed`, not one machine's folder."""
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(f"{root}/"):
+        return value[len(str(root)) + 1:]
+    return value
 
 
 def difference_plot(diffs: dict[str, dict[str, dict]], path: Path) -> Path:

@@ -83,3 +83,13 @@ def test_ablation_contrasts_pair_any_two_rows_and_skip_absent_ones():
     cells = diffs[("score", "score_no_bonus")]
     assert cells["accuracy_t1"]["diff"] == 0.0 and cells["delta"]["ci_low"] > 0
     assert "| score minus score_no_bonus | +0.0 [+0.0, +0.0] |" in repro_compare.markdown(diffs)
+
+
+def test_committed_configs_name_paths_relative_to_the_checkout(tmp_path):
+    from selfcorrect.repro_report import portable
+
+    cfg = {"output_dir": f"{tmp_path}/runs", "model": {"path": f"{tmp_path}/.cache/assets/testbed"},
+           "elsewhere": "/opt/models/x", "sets": [f"{tmp_path}/a"], "steps": 20}
+    assert portable(cfg, tmp_path) == {"output_dir": "runs",
+                                       "model": {"path": ".cache/assets/testbed"},
+                                       "elsewhere": "/opt/models/x", "sets": ["a"], "steps": 20}
