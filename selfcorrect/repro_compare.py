@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from selfcorrect.evaluate import LABELS
+
 METRICS = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")
 # The four ablation contrasts of the 2 x 2 (Stage I yes/no x bonus yes/no) among the RL rows.
 ABLATIONS = [("score", "score_no_bonus"), ("score_no_stage1", "naive_multi_turn"),
@@ -101,10 +103,8 @@ def differences(rows: dict[str, list[dict]], pairs: list[tuple[str, str]], mode:
 def markdown(diffs: dict, reference: str | None = None) -> str:
     """A table of differences: `compare`'s {row: cells} under `reference`, or `differences`'
     {(a, b): cells}."""
-    labels = {"accuracy_t1": "Accuracy@t1", "accuracy_t2": "Accuracy@t2", "delta": "Delta(t1,t2)",
-              "delta_i_to_c": "Delta_i->c", "delta_c_to_i": "Delta_c->i"}
     first = f"{reference} minus" if reference else "contrast"
-    lines = [f"| {first} | " + " | ".join(labels[m] for m in METRICS) + " |",
+    lines = [f"| {first} | " + " | ".join(LABELS[m] for m in METRICS) + " |",
              "|---" * (len(METRICS) + 1) + "|"]
     for key, cells in diffs.items():
         name = key if reference else f"{key[0]} minus {key[1]}"
