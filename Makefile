@@ -45,7 +45,7 @@ repro: setup $(TESTBED) ## the paper's rows on the testbed, 3 seeds: results/rep
 	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --output results/repro $(ARGS)
 
 # The 2 x 2 of RL rows at 4x the training budget (20 + 140 steps): does naive RL's Delta shrink
-# with longer training while the bonus keeps it (the paper's collapse argument)? About 55 min.
+# with longer training while the bonus keeps it (the paper's collapse argument)? About 50 min.
 repro-long: setup $(TESTBED) ## the RL rows at 4x the budget, 3 seeds: results/repro-long/
 	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --output results/repro-long \
 	  --rows base,naive_multi_turn,score_no_stage1,score_no_bonus,score --set train.stage2_steps=140 $(ARGS)
