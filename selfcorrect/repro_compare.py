@@ -20,39 +20,36 @@ Outcomes come from each row record's "outcomes" (repro.outcomes: per mode, a lis
 """
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 
-from selfcorrect.evaluate import LABELS
+from selfcorrect.evaluate import LABELS, METRICS, self_correction_metrics
 
-METRICS = ("accuracy_t1", "accuracy_t2", "delta", "delta_i_to_c", "delta_c_to_i")
 # The four ablation contrasts of the 2 x 2 (Stage I yes/no x bonus yes/no) among the RL rows.
 ABLATIONS = [("score", "score_no_bonus"), ("score_no_stage1", "naive_multi_turn"),
              ("score", "score_no_stage1"), ("score_no_bonus", "naive_multi_turn")]
 
 
 def per_problem(records: list[dict], mode: str, problem_ids: list[str]) -> dict[str, np.ndarray]:
-    """{metric: [seeds x problems]} of each metric averaged over a problem's samples."""
-    index = {pid: i for i, pid in enumerate(problem_ids)}
+    """{metric: [seeds x problems]}: each metric over a problem's samples (evaluate's own
+    self_correction_metrics, so these cannot drift from the table's)."""
+    known = set(problem_ids)
     out = {m: np.zeros((len(records), len(problem_ids))) for m in METRICS}
     for s, record in enumerate(records):
-        counts = np.zeros(len(problem_ids))
+        pairs: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
         for pid, _sample, ok1, ok2 in record["outcomes"][mode]:
-            if pid not in index:
+            if pid not in known:
                 raise KeyError(f"row {record['row']} seed {record['seed']}: outcome for problem "
                                f"{pid!r}, which the other rows were not evaluated on")
-            i = index[pid]
-            counts[i] += 1
-            out["accuracy_t1"][s, i] += ok1
-            out["accuracy_t2"][s, i] += ok2
-            out["delta"][s, i] += int(ok2) - int(ok1)
-            out["delta_i_to_c"][s, i] += (not ok1) and ok2
-            out["delta_c_to_i"][s, i] += ok1 and not ok2
-        if (counts == 0).any():
-            missing = problem_ids[int(np.argmax(counts == 0))]
-            raise KeyError(f"row {record['row']} seed {record['seed']}: no {mode} outcome for "
-                           f"problem {missing!r}")
-        for m in METRICS:
-            out[m][s] /= counts
+            pairs[pid].append((ok1, ok2))
+        for i, pid in enumerate(problem_ids):
+            if pid not in pairs:
+                raise KeyError(f"row {record['row']} seed {record['seed']}: no {mode} outcome for "
+                               f"problem {pid!r}")
+            metrics = self_correction_metrics(pairs[pid])
+            for m in METRICS:
+                out[m][s, i] = metrics[m]
     return out
 
 
