@@ -125,20 +125,39 @@ def continuation(state, firsts: list[Turn], prompts: list[list[int]], pad_id: in
                           "attention_mask": torch.cat([mask, block_mask.to(device)], 1)}), cache
 
 
+def shared_prompts(prompts) -> tuple[list[tuple], list[int]] | None:
+    """(the distinct prompts, the index of each row's prompt among them), or None when no two
+    rows share a prompt or a prompt has under 2 tokens (nothing would be left to share)."""
+    rows = [tuple(x) for x in prompts]
+    index: dict[tuple, int] = {}
+    group = [index.setdefault(x, len(index)) for x in rows]
+    distinct = list(index)
+    if len(distinct) == len(rows) or min(map(len, distinct)) < 2:
+        return None
+    return distinct, group
+
+
+def prefill_rows(model, input_ids, attention_mask, position_ids, group):
+    """A KV cache of the prompts encoded once (gradients flow when enabled), row r holding
+    prompt group[r]'s copy: the shared part of generation's prefill and of the update's
+    scoring (selfcorrect.train.scoring)."""
+    cache = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                  logits_to_keep=1, use_cache=True).past_key_values
+    cache.batch_select_indices(torch.as_tensor(group, device=input_ids.device))
+    return cache
+
+
 def shared_prefill(model, tokenizer, prompts: list[list[int]]):
     """A KV cache of the prompts less their last token, each distinct prompt encoded once and
     copied to its rows, laid out as `left_padded(prompts)` lays them out (generate() then
     encodes only the last column); None when no two rows share a prompt."""
-    distinct = list(dict.fromkeys(map(tuple, prompts)))
-    if len(distinct) == len(prompts) or min(map(len, distinct)) < 2:
+    shared = shared_prompts(prompts)
+    if shared is None:
         return None
-    enc = left_padded([x[:-1] for x in distinct], tokenizer).to(next(model.parameters()).device)
+    distinct, group = shared
+    enc = left_padded([list(x[:-1]) for x in distinct], tokenizer).to(next(model.parameters()).device)
     position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    cache = model(**enc, position_ids=position_ids, logits_to_keep=1,
-                  use_cache=True).past_key_values
-    cache.batch_select_indices(torch.tensor([distinct.index(tuple(x)) for x in prompts],
-                                            device=position_ids.device))
-    return cache
+    return prefill_rows(model, enc["input_ids"], enc["attention_mask"], position_ids, group)
 
 
 @contextmanager

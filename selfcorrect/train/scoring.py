@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from selfcorrect import rollout
 from selfcorrect.train import objectives as obj
 
 CHUNK_BYTES = 64 * 2**20
@@ -70,15 +71,15 @@ def pack_episodes(episodes, pad_id: int, *, share_prompts: bool = False
         gen = e.second.prompt_ids[len(e.first.prompt_ids):] + e.second.ids
         rows.append((e.first.prompt_ids, gen))
         spans.append((len(gen), len(e.first.ids), len(e.second.ids)))
-    prompts = [tuple(x) for x, _ in rows]
-    distinct = list(dict.fromkeys(prompts))
-    if share_prompts and len(distinct) < len(rows) and min(map(len, distinct)) > 1:
-        packed = obj.pack([(x[-1:], gen) for x, (_, gen) in zip(prompts, rows)], pad_id)
-        offset = torch.tensor([len(x) - 1 for x in prompts])[:, None]
+    shared = rollout.shared_prompts(x for x, _ in rows) if share_prompts else None
+    if shared is not None:
+        distinct, group = shared
+        packed = obj.pack([(x[-1:], gen) for x, gen in rows], pad_id)
+        offset = torch.tensor([len(x) - 1 for x, _ in rows])[:, None]
         packed.position_ids = packed.position_ids + offset
-        head = obj.pack([(x[:-1], []) for x in distinct], pad_id)
+        head = obj.pack([(list(x[:-1]), []) for x in distinct], pad_id)
         packed.prefix = Prefix(head.input_ids, head.attention_mask, head.position_ids,
-                               torch.tensor([distinct.index(x) for x in prompts]))
+                               torch.tensor(group))
     else:
         packed = obj.pack(rows, pad_id)
     width = packed.targets.shape[1]
@@ -135,9 +136,8 @@ def _continuing(model, packed: obj.Packed) -> dict:
     """The forward's arguments for rows that continue shared prompts: the prompts encoded
     once (a KV cache that keeps its gradient), each row given its prompt's copy."""
     pre = packed.prefix
-    cache = model(input_ids=pre.input_ids, attention_mask=pre.attention_mask,
-                  position_ids=pre.position_ids, logits_to_keep=1, use_cache=True).past_key_values
-    cache.batch_select_indices(pre.group)
+    cache = rollout.prefill_rows(model, pre.input_ids, pre.attention_mask, pre.position_ids,
+                                 pre.group)
     return dict(past_key_values=cache, use_cache=True, attention_mask=torch.cat(
         [pre.attention_mask[pre.group], packed.attention_mask], 1))
 
