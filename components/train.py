@@ -16,8 +16,10 @@ def train_stage1(problems: Input[Dataset], base_model: Input[Model], model: Outp
                  attempt1_template: str = "", correction_template: str = ""):
     """SCoRe Stage I with DeepSpeed: learn to correct while attempt 1 stays near the base.
 
-    Resumes from <model>/checkpoints when train.checkpoint_every wrote one (a retried step);
-    resources.accelerator_count > 1 launches one process per GPU (not verified on GPU).
+    With train.checkpoint_every, resumable checkpoints go to the run's store
+    (<train.checkpoint_uri or output_dir/checkpoints>/<name>-<fingerprint>/stage1), never into
+    the model: a retried step or a resubmitted run of the same name, settings and data resumes
+    there. resources.accelerator_count > 1 launches one process per GPU (not verified on GPU).
 
     Args:
         problems: Problem records; the train split is trained on.

@@ -187,7 +187,11 @@ class TrainConfig:
         single_turn: Ablation: RL on attempt 1 with r1 only (both stages).
         checkpoint_every: Resumable DeepSpeed checkpoint every N steps; 0: none.
         checkpoint_uri: Where checkpoints go (gs://, s3://, a folder); "": <output_dir>/
-            checkpoints when output_dir is remote, else in the model folder.
+            checkpoints. Each run gets <name>-<fingerprint of its settings and data>/stage<N>
+            there, so a resubmitted run of the same name and settings resumes; never inside
+            the model, never promoted.
+        resume_from: A checkpoint folder to continue from when this run's own holds none
+            (a run folder with stage1/, stage2/ or one stage's folder); "": none.
         sampling_shard: Problems per seeded sampling shard; 0: each process's share. Set to
             a W-process run's share to replay its samples on fewer processes.
         keep_checkpoints: Newest periodic checkpoints kept per stage.
@@ -222,6 +226,7 @@ class TrainConfig:
     single_turn: bool = False
     checkpoint_every: int = 0
     checkpoint_uri: str = ""
+    resume_from: str = ""
     sampling_shard: int = 0
     keep_checkpoints: int = 2
     offline_first_attempts: int = 0
@@ -610,7 +615,7 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
         if model.source != "hf" or path_like:
             model.path = _absolute(model.path)
     for section, key in ((cfg, "output_dir"), (cfg.promotion, "registry"), (cfg.data, "path"),
-                         (cfg.train, "checkpoint_uri")):
+                         (cfg.train, "checkpoint_uri"), (cfg.train, "resume_from")):
         value = getattr(section, key)
         if value and "://" not in value:
             setattr(section, key, _absolute(value))
@@ -623,7 +628,8 @@ def machine_paths(cfg: RunConfig) -> list[str]:
     found = [key for key, value in (("output_dir", cfg.output_dir),
                                     ("promotion.registry", cfg.promotion.registry),
                                     ("data.path", cfg.data.path),
-                                    ("train.checkpoint_uri", cfg.train.checkpoint_uri))
+                                    ("train.checkpoint_uri", cfg.train.checkpoint_uri),
+                                    ("train.resume_from", cfg.train.resume_from))
              if value and "://" not in value]
     model = cfg.model
     if model.source == "gguf" or (model.source == "hf" and "://" not in model.path and (

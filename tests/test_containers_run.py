@@ -159,3 +159,95 @@ def test_each_image_imports_the_installed_package_from_its_default_directory(cli
     assert "/site-packages/selfcorrect/" in probe["package"], probe
     assert probe["editable"] is False
     assert not {"selfcorrect", "components", "pipelines", "schemas"} & set(probe["cwd_listing"])
+
+
+RESUME_STEPS = 10
+
+
+def _resume_pipeline():
+    """The data, the base model and Stage II: the smallest DAG with a training step to kill."""
+    from kfp import dsl
+    from kfp.dsl import Model
+
+    from selfcorrect.components import prepare_model, prepare_problems, train_stage2
+
+    @dsl.pipeline(name="selfcorrect-resume-check")
+    def resume_check(config: dict, data: dict) -> Model:
+        problems = prepare_problems(data=data)
+        base = prepare_model(source="tiny")
+        return train_stage2(problems=problems.outputs["problems"], init_model=base.outputs["model"],
+                            base_model=base.outputs["model"], config=config).outputs["model"]
+
+    return resume_check
+
+
+def _run_resume(cfg, kept_containers, kill_after_step: int | None = None) -> Path | None:
+    """Run the resume pipeline; with kill_after_step, SIGKILL the Stage II container once a
+    checkpoint past that step is in the store (returns None: the run failed)."""
+    import threading
+
+    stop, killed = threading.Event(), []
+
+    def watch():
+        ckpts = Path(cfg.output_dir, "checkpoints")
+        while not stop.wait(0.1):
+            tags = [p.read_text().strip() for p in ckpts.glob(f"{cfg.name}-*/stage2/latest")]
+            if tags and int(tags[0][4:]) >= kill_after_step:
+                for c in list(kept_containers):
+                    c.reload()
+                    if c.status == "running" and "train_stage2" in json.dumps(c.attrs["Config"]["Cmd"]):
+                        c.kill()
+                        killed.append(tags[0])
+                        return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    if kill_after_step is not None:
+        watcher.start()
+    flat = config.flat(cfg, "name", "output_dir", "model", "train", "generate", "verify")
+    data = {k.split(".", 1)[1]: v for k, v in config.flat(cfg, "data").items()}
+    try:
+        task = _resume_pipeline()(config=flat, data=data)
+    except Exception:
+        if not killed:
+            raise
+        return None
+    finally:
+        stop.set()
+    assert not killed, f"killed at {killed} but the run reported success"
+    return Path(task.output.path)
+
+
+def test_a_killed_training_container_continues_from_the_store_to_the_same_result(
+        kept_containers, tmp_path_factory):
+    """Stop the Stage II container mid-stage (SIGKILL), submit the same run again: it resumes
+    from the checkpoint in the run's store and ends where an uninterrupted run ends."""
+    from kfp import local
+
+    root = tmp_path_factory.mktemp("kfp-resume")
+    local.init(runner=local.DockerRunner(), pipeline_root=str(root), raise_on_error=True)
+    sets = [f"output_dir={root / 'out'}", f"train.stage2_steps={RESUME_STEPS}",
+            "train.checkpoint_every=2", "train.keep_checkpoints=1"]
+    whole = _run_resume(config.load("tiny", overrides=sets + ["name=whole"]), kept_containers)
+    cfg = config.load("tiny", overrides=sets + ["name=killed"])
+    assert _run_resume(cfg, kept_containers, kill_after_step=2) is None
+    stored = [p.read_text().strip() for p in Path(cfg.output_dir, "checkpoints").glob(
+        "killed-*/stage2/latest")]
+    assert stored and 2 <= int(stored[0][4:]) < RESUME_STEPS, stored
+    resumed = _run_resume(cfg, kept_containers)
+
+    done = json.loads((resumed / "metrics.json").read_text())
+    reference = json.loads((whole / "metrics.json").read_text())
+    assert done["summary"]["resumed_at"] == int(stored[0][4:])
+    assert reference["summary"]["resumed_at"] == 0
+    assert len(done["steps"]) == len(reference["steps"]) == RESUME_STEPS
+    for a, b in zip(reference["steps"], done["steps"]):
+        for key in ("loss", "reward_t1", "reward_t2", "kl_t1", "kl_t2", "len_t1", "len_t2"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (a["step"], key)
+    import torch
+    from safetensors.torch import load_file
+
+    w_whole, w_resumed = (load_file(str(p / "model.safetensors")) for p in (whole, resumed))
+    assert all(torch.allclose(w_whole[k], w_resumed[k], atol=1e-6) for k in w_whole)
+    # the checkpoints stayed in the store: never inside the model artifact
+    assert not list(resumed.rglob("latest")) and not list(resumed.rglob("*optim_states*"))
+

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from selfcorrect import config, models
-from selfcorrect.records import Problem, write_jsonl
+from selfcorrect.records import Problem, read, write_jsonl
 from selfcorrect.train import checkpoint, launch
 
 pytestmark = pytest.mark.slow
@@ -162,7 +162,8 @@ def stage1(runs):
     two = config.load("tiny", overrides=settings(**{
         "train.zero_stage": 2, "resources.processes": 2, "resources.launcher": "torchrun",
         "train.checkpoint_every": 1, "train.checkpoint_uri": f"{store}/ckpt"}))
-    store_uri = checkpoint.default_uri(two, 1, str(root / "two-s1"))
+    problems = [p for p in read(str(root / "problems.jsonl"), Problem) if p.split == "train"]
+    store_uri = checkpoint.default_uri(two, 1, problems)
     killed_at = kill_after_first_checkpoint(two, root, "two-s1", store_uri)
     stored = sorted(checkpoint.folders.listing(f"{store_uri}/step{killed_at}"))
     summary = stage(two, 1, root, "two-s1", "base")     # the retried task: resumes from the store

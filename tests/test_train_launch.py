@@ -110,3 +110,29 @@ def test_torchrun_runs_the_stage_entry_point_on_cpu(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["summary"]["steps"] == 1.0
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_a_retry_after_a_deterministic_failure_fails_at_once(tmp_path):
+    """KFP retries any failure; a retried training step that finds its earlier attempt's
+    deterministic failure (here: no train problems, a data error) fails at once with it, while
+    a resubmitted run (another model folder) and other kinds of failure try again for real."""
+    cfg = config.load("tiny", overrides=[f"output_dir={tmp_path / 'out'}"])
+    problems = tmp_path / "problems.jsonl"
+    write_jsonl(str(problems), [Problem(id="p0", task="math", prompt="1 + 1?", answer="2",
+                                        split="eval")])
+    call = lambda out: launch.train_stage(cfg, 1, problems_path=str(problems),  # noqa: E731
+                                          output_dir=str(tmp_path / out), init_path=None,
+                                          reference_path=None)
+    with pytest.raises(ValueError, match="no training problems"):
+        call("model-a")
+    marker = launch.failure_marker(cfg, 1, str(tmp_path / "model-a"))
+    assert json.loads(Path(marker).read_text())["error"] == "ValueError"
+    with pytest.raises(launch.NotRetryable, match="ValueError: problems: no training problems"):
+        call("model-a")                                     # the retry: at once, same error
+    with pytest.raises(ValueError, match="no training problems"):
+        call("model-b")                                     # a new run tries for real
+    problems.unlink()                                       # an I/O failure: retried for real
+    for _ in range(2):
+        with pytest.raises(FileNotFoundError):
+            call("model-c")
+    assert not Path(launch.failure_marker(cfg, 1, str(tmp_path / "model-c"))).exists()

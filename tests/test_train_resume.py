@@ -1,6 +1,8 @@
 """Resume, ZeRO stages and the ablation switches, on the tiny model through real DeepSpeed engines."""
+import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,9 +23,18 @@ def parity_reward(problem: Problem, completion: str) -> float:
     return float(len(completion) % 2 == 0)
 
 
+def own(cfg, out):
+    """cfg with `out` as its output_dir: each run below keeps its checkpoints apart."""
+    return dataclasses.replace(cfg, output_dir=str(out)) if "://" not in cfg.output_dir else cfg
+
+
 def run(cfg, out, stage=2, **kw):
-    return loop.run_stage(cfg, stage, init_path=None, reference_path=None, problems=PROBLEMS,
-                          output_dir=str(out), reward_fn=parity_reward, **kw)
+    return loop.run_stage(own(cfg, out), stage, init_path=None, reference_path=None,
+                          problems=PROBLEMS, output_dir=str(out), reward_fn=parity_reward, **kw)
+
+
+def checkpoints(cfg, out, stage=2) -> str:
+    return checkpoint.default_uri(own(cfg, out), stage, PROBLEMS)
 
 
 def steps_of(out) -> list[dict]:
@@ -67,10 +78,13 @@ def test_resume_continues_the_same_trajectory(resumed):
 
 @pytest.mark.slow
 def test_checkpoints_are_pruned_to_the_newest(resumed):
-    _, root, _ = resumed
-    ckpts = root / "whole" / "checkpoints"
+    cfg, root, _ = resumed
+    ckpts = Path(checkpoints(cfg, root / "whole"))
     assert checkpoint.latest(str(ckpts)) == "step4"
     assert sorted(p.name for p in ckpts.glob("step*")) == ["step4"]
+    # under the run's output_dir, never inside the model folder (which is promoted)
+    assert not (root / "whole" / "checkpoints" / "latest").exists()
+    assert ckpts.is_relative_to(root / "whole" / "checkpoints")
 
 
 @pytest.mark.slow
@@ -78,9 +92,9 @@ def test_resume_refuses_a_changed_trajectory(resumed, tmp_path):
     cfg, root, _ = resumed
     changed = config.load("tiny", overrides=["train.stage2_steps=4", "train.learning_rate=0.5"])
     with pytest.raises(ValueError, match="train.learning_rate"):
-        run(changed, tmp_path, checkpoint_dir=str(root / "whole" / "checkpoints"))
+        run(changed, tmp_path, checkpoint_dir=checkpoints(cfg, root / "whole"))
     with pytest.raises(ValueError, match="stage 2, not stage 1"):
-        run(cfg, tmp_path, stage=1, checkpoint_dir=str(root / "whole" / "checkpoints"))
+        run(cfg, tmp_path, stage=1, checkpoint_dir=checkpoints(cfg, root / "whole"))
 
 
 @pytest.mark.slow
@@ -175,18 +189,42 @@ def test_offline_first_attempts_must_fit_in_the_samples():
         config.load("tiny", overrides=["train.offline_first_attempts=3"])
 
 
-def test_checkpoints_default_to_the_run_artifact_store():
-    """A retried pod finds its checkpoints: under output_dir (or train.checkpoint_uri) when it is
-    a URL, keyed by the task's model folder (the same on a retry) and the stage."""
-    remote = config.load("tiny", overrides=["output_dir=gs://bucket/runs"], local=False)
-    uri = checkpoint.default_uri(remote, 1, "/gcs/root/run-1/train-stage1/model")
-    assert uri.startswith("gs://bucket/runs/checkpoints/") and uri.endswith("/stage1")
-    assert uri == checkpoint.default_uri(remote, 1, "/gcs/root/run-1/train-stage1/model")
-    assert uri != checkpoint.default_uri(remote, 1, "/gcs/root/run-2/train-stage1/model")
+def test_checkpoints_live_under_the_run_store_keyed_by_name_settings_and_data():
+    """A retried pod and a resubmitted run of the same name, settings and data find the same
+    checkpoint folder; another name, a trajectory setting or other data get their own; step
+    counts and where checkpoints go may change (RESUMABLE_CHANGES)."""
+    remote = config.load("tiny", overrides=["output_dir=gs://bucket/runs", "name=gsm8k-v3"],
+                         local=False)
+    uri = checkpoint.default_uri(remote, 1, PROBLEMS)
+    assert uri.startswith("gs://bucket/runs/checkpoints/gsm8k-v3-") and uri.endswith("/stage1")
+    again = config.load("tiny", overrides=["output_dir=gs://bucket/runs", "name=gsm8k-v3",
+                                           "train.stage1_steps=50", "train.checkpoint_every=5"],
+                        local=False)
+    assert checkpoint.default_uri(again, 1, PROBLEMS) == uri
+    for other in (["name=gsm8k-v4"], ["train.learning_rate=1e-4"], ["model.seed=3"]):
+        changed = config.load("tiny", overrides=["output_dir=gs://bucket/runs", "name=gsm8k-v3",
+                                                 *other], local=False)
+        assert checkpoint.default_uri(changed, 1, PROBLEMS) != uri, other
+    assert checkpoint.default_uri(remote, 1, PROBLEMS[:4]) != uri
+    assert checkpoint.default_uri(remote, 2, PROBLEMS) == uri[:-1] + "2"
     chosen = config.load("tiny", overrides=["train.checkpoint_uri=s3://ckpt/x"], local=False)
-    assert checkpoint.default_uri(chosen, 2, "/m").startswith("s3://ckpt/x/")
-    local = config.load("tiny")
-    assert checkpoint.default_uri(local, 1, "/out/model") == "/out/model/checkpoints"
+    assert checkpoint.default_uri(chosen, 2, PROBLEMS).startswith("s3://ckpt/x/selfcorrect-")
+
+
+@pytest.mark.slow
+def test_resume_from_another_runs_checkpoints(resumed, tmp_path):
+    """train.resume_from: a fresh run folder continues from a given run's checkpoints."""
+    cfg, root, _ = resumed
+    run_folder = checkpoints(cfg, root / "whole").rsplit("/", 1)[0]
+    moved = config.load("tiny", overrides=["train.stage2_steps=5", "train.checkpoint_every=2",
+                                           "train.keep_checkpoints=1",
+                                           "train.gradient_accumulation_steps=2",
+                                           "train.offline_first_attempts=1",
+                                           f"train.resume_from={run_folder}"])
+    summary = run(moved, tmp_path / "moved")
+    assert summary["resumed_at"] == 4.0 and summary["steps"] == 5.0
+    assert steps_of(tmp_path / "moved")[:4] == steps_of(root / "whole")
+    assert checkpoint.latest(checkpoints(moved, tmp_path / "moved")) == "step5"
 
 
 @pytest.mark.slow
@@ -197,7 +235,7 @@ def test_resume_from_the_gcs_emulator(gs_prefix, tmp_path):
     cfg = config.load("tiny", overrides=["train.stage2_steps=2", "train.checkpoint_every=1",
                                          f"output_dir={gs_prefix}"], local=False)
     out = tmp_path / "model"
-    uri = checkpoint.default_uri(cfg, 2, str(out))
+    uri = checkpoint.default_uri(cfg, 2, PROBLEMS)
     first = run(cfg, out, stop_after=1)
     assert first["steps"] == 1.0 and checkpoint.latest(uri) == "step1"
     shutil.rmtree(checkpoint.staging(uri))

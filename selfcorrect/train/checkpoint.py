@@ -19,15 +19,29 @@ staging folder (one per URI and machine, shared by its ranks), the first rank of
 uploads what its ranks wrote, and rank 0 uploads `latest` last, once every rank's files are
 there; a kill mid-upload leaves the previous checkpoint the newest. Resuming downloads the
 newest checkpoint first. default_uri puts checkpoints in the run's artifact store, so a
-retried training pod resumes where the killed one stopped.
+retried training pod, or a resubmitted run of the same name and settings, resumes where the
+killed one stopped; never inside the Model artifact (which travels to every consumer and to
+the registry).
+
+Uploads run in the background (one worker thread on the first rank of each machine): a
+checkpoint of a large model may take longer to upload than a collective may wait, so the other
+ranks never wait for the store. `latest` moves only once every machine's files of that tag are
+in the store (each machine leaves a `.complete-node<N>` marker; rank 0 waits for all of them);
+`finish` waits for the queue at the end of a stage. A kill mid-upload leaves the previous
+checkpoint the newest.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+import logging
 import os
 import random
 import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -36,7 +50,8 @@ from selfcorrect import folders
 
 # Train keys that may change between a run and its resume without changing the trajectory
 RESUMABLE_CHANGES = {"stage1_steps", "stage2_steps", "checkpoint_every", "keep_checkpoints",
-                     "checkpoint_uri"}
+                     "checkpoint_uri", "resume_from"}
+log = logging.getLogger(__name__)
 
 
 def rng_state() -> dict:
@@ -53,19 +68,38 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def default_uri(cfg, stage: int, model_dir: str) -> str:
-    """Where a stage's checkpoints go unless the caller says: under the run's artifact store.
+def run_key(cfg, problems) -> str:
+    """`<name>-<fingerprint>`: what identifies a training run's checkpoints across submissions.
 
-    train.checkpoint_uri, else <output_dir>/checkpoints when output_dir is a URL, each with a
-    subfolder per model folder (a pipeline task's output artifact: the same path when the task
-    is retried, a new one in the next run) and stage; else <model_dir>/checkpoints (a local run).
+    The fingerprint covers the model settings, every train setting that changes the trajectory
+    (not the step counts or where checkpoints go: RESUMABLE_CHANGES) and the train problems'
+    content, so a resubmitted run of the same name, settings and data continues, and any other
+    run starts afresh in a folder of its own.
     """
-    base = cfg.train.checkpoint_uri or (
-        f"{cfg.output_dir.rstrip('/')}/checkpoints" if folders.is_remote(cfg.output_dir) else "")
-    if not base:
-        return str(Path(model_dir) / "checkpoints")
-    key = hashlib.sha256(str(model_dir).encode()).hexdigest()[:16]
-    return f"{base.rstrip('/')}/{key}/stage{stage}"
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in RESUMABLE_CHANGES}
+    data = hashlib.sha256()
+    for p in problems:
+        data.update(json.dumps([p.id, p.task, p.prompt, p.answer], default=str).encode())
+    ident = json.dumps({"model": dataclasses.asdict(cfg.model), "train": train,
+                        "problems": data.hexdigest()}, sort_keys=True, default=str)
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in cfg.name) or "run"
+    return f"{safe}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+def default_uri(cfg, stage: int, problems) -> str:
+    """Where a stage's checkpoints go: `<base>/<run_key>/stage<N>` under the run's store.
+
+    base: train.checkpoint_uri, else <output_dir>/checkpoints (a gs://, s3://, any fsspec URL or
+    a local folder; a pipeline step on a cluster needs a URL there: submit refuses a local one).
+    """
+    base = cfg.train.checkpoint_uri or f"{cfg.output_dir.rstrip('/')}/checkpoints"
+    return f"{base.rstrip('/')}/{run_key(cfg, problems)}/stage{stage}"
+
+
+def resume_source(uri: str, stage: int) -> str:
+    """train.resume_from as a stage folder: a run folder (holding stage<N>/) or a stage folder."""
+    stage_dir = f"{uri.rstrip('/')}/stage{stage}"
+    return stage_dir if latest(stage_dir) is not None else uri
 
 
 def staging(directory: str) -> str:
@@ -107,11 +141,98 @@ def _tags(directory: str) -> list[str]:
                   key=lambda n: int(n[4:]))
 
 
+def _node() -> tuple[int, int]:
+    """(this machine's index, number of machines) from the launcher's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world)) or world
+    return int(os.environ.get("RANK", "0")) // per_node, max(1, world // per_node)
+
+
+class Uploader:
+    """One machine's background uploads of a remote `directory`: tags in order, newest wins.
+
+    A tag queued while an older one still waits replaces it (only the newest is worth the
+    bandwidth); the tag being uploaded is never pruned from the staging folder. On rank 0 the
+    worker then waits for every machine's marker, moves `latest` and prunes the store.
+    """
+
+    def __init__(self, directory: str, *, keep: int, marker_timeout_s: float = 3600.0):
+        self.directory, self.keep, self.marker_timeout_s = directory.rstrip("/"), keep, marker_timeout_s
+        self.local = staging(directory)
+        self.pending: str | None = None
+        self.busy: str | None = None
+        self.error: BaseException | None = None
+        self.uploaded: list[str] = []
+        self._cv = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name="checkpoint-upload", daemon=True)
+        self._thread.start()
+
+    def submit(self, tag: str) -> None:
+        with self._cv:
+            self.pending = tag
+            self._cv.notify_all()
+
+    def wait(self) -> None:
+        """Block until nothing is queued or uploading; log (not raise) a failed upload."""
+        with self._cv:
+            while self.pending is not None or self.busy is not None:
+                self._cv.wait()
+
+    def _work(self) -> None:
+        while True:
+            with self._cv:
+                while self.pending is None:
+                    self._cv.wait()
+                self.busy, self.pending = self.pending, None
+            try:
+                self._upload(self.busy)
+                self.uploaded.append(self.busy)
+            except Exception as e:          # the next checkpoint tries again; training goes on
+                self.error = e
+                log.warning("checkpoint %s/%s: upload failed (%s: %s); training goes on, the "
+                            "next checkpoint is tried again", self.directory, self.busy,
+                            type(e).__name__, e)
+            with self._cv:
+                self.busy = None
+                self._cv.notify_all()
+
+    def _upload(self, tag: str) -> None:
+        node, nodes = _node()
+        if not folders.upload(str(Path(self.local, tag)), f"{self.directory}/{tag}"):
+            raise FileNotFoundError(f"{Path(self.local, tag)}: no checkpoint files to upload")
+        fs, root = folders.filesystem(self.directory)
+        root = root.rstrip("/")
+        fs.pipe_file(f"{root}/{tag}/.complete-node{node}", b"")
+        if int(os.environ.get("RANK", "0")) == 0:
+            deadline = time.monotonic() + self.marker_timeout_s
+            markers = [f"{root}/{tag}/.complete-node{n}" for n in range(nodes)]
+            while True:
+                fs.invalidate_cache()
+                if all(fs.exists(m) for m in markers):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.directory}/{tag}: not every machine's files arrived "
+                                       f"within {self.marker_timeout_s:.0f} s; `latest` stays")
+                time.sleep(2.0)
+            fs.pipe_file(f"{root}/latest", tag.encode())
+            for old in _tags(self.directory)[:-self.keep]:
+                folders.remove(f"{self.directory}/{old}")
+        with self._cv:
+            keep_local = {self.pending, tag}
+        for old in _tags(self.local):
+            if old not in keep_local and int(old[4:]) < int(tag[4:]):
+                shutil.rmtree(Path(self.local, old), ignore_errors=True)
+
+
+_uploaders: dict[str, Uploader] = {}
+
+
 def save(engine, directory: str, *, stage: int, step: int, history: list[dict],
          train: dict, keep: int) -> str:
     """Save the state after `step` steps as tag step<step>; prune to the newest `keep`.
 
-    Every rank calls it (DeepSpeed's save is collective).
+    Every rank calls it (DeepSpeed's save is collective: each rank writes its own files to
+    local disk). A remote `directory` is then uploaded in the background (Uploader).
     """
     tag = f"step{step}"
     local = staging(directory)
@@ -121,20 +242,22 @@ def save(engine, directory: str, *, stage: int, step: int, history: list[dict],
     if folders.is_remote(directory):
         _barrier()                              # every rank's files are on its machine's disk
         if _first_on_machine():
-            folders.upload(str(Path(local, tag)), f"{directory.rstrip('/')}/{tag}")
-        _barrier()                              # ... and in the store: now `latest` may move
-        if engine.global_rank == 0:
-            fs, root = folders.filesystem(directory)
-            fs.pipe_file(f"{root.rstrip('/')}/latest", tag.encode())
+            key = directory.rstrip("/")
+            if key not in _uploaders:
+                _uploaders[key] = Uploader(directory, keep=keep)
+            _uploaders[key].submit(tag)
+        return tag
     if engine.global_rank == 0:
         for old in _tags(directory)[:-keep]:
-            if folders.is_remote(directory):
-                folders.remove(f"{directory.rstrip('/')}/{old}")
-            shutil.rmtree(Path(local, old), ignore_errors=True)
-    if folders.is_remote(directory) and _first_on_machine():
-        for old in _tags(local)[:-keep]:        # other machines' staging copies
             shutil.rmtree(Path(local, old), ignore_errors=True)
     return tag
+
+
+def finish(directory: str) -> None:
+    """Wait for this machine's queued uploads of `directory` (no collective: call it last)."""
+    uploader = _uploaders.pop(directory.rstrip("/"), None)
+    if uploader is not None:
+        uploader.wait()
 
 
 def _fetch(directory: str) -> str | None:

@@ -12,9 +12,14 @@ process. NOT VERIFIED ON GPU: NCCL, bf16 and one process per device.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
 import json
+import os
 import sys
+
+import torch
 
 from selfcorrect.config import ConfigError, ResourcesConfig, RunConfig
 from selfcorrect.train.engine import ds_config
@@ -77,6 +82,46 @@ def launch_command(resources: ResourcesConfig, *, num_gpus: int, args: list[str]
     return head + ["selfcorrect.train.launch"] + list(args)
 
 
+# Failures a retry of the same step cannot fix: bad settings or data, code errors, memory.
+DETERMINISTIC = (ConfigError, ValueError, TypeError, KeyError, AttributeError, MemoryError,
+                 torch.OutOfMemoryError)
+
+
+class NotRetryable(RuntimeError):
+    """A retried step that already failed in a way a retry cannot fix."""
+
+
+def failure_marker(cfg: RunConfig, stage: int, output_dir: str) -> str:
+    """Where a step records a deterministic failure: beside the run's checkpoints, keyed by the
+    step's model folder (the same on a retry of the task, new in a resubmitted run)."""
+    base = cfg.train.checkpoint_uri or f"{cfg.output_dir.rstrip('/')}/checkpoints"
+    key = hashlib.sha256(str(output_dir).encode()).hexdigest()[:16]
+    return f"{base.rstrip('/')}/failures/{key}-stage{stage}.json"
+
+
+@contextlib.contextmanager
+def no_retry_after_deterministic_failure(cfg: RunConfig, stage: int, output_dir: str):
+    """KFP retries a failed step whatever the error (its retry policy has no filter): a retry
+    that finds an earlier attempt's deterministic failure (a config, data or code error, out of
+    memory) fails at once with that error instead of loading models and failing again."""
+    from selfcorrect import folders
+
+    marker = failure_marker(cfg, stage, output_dir)
+    fs, path = folders.filesystem(marker)
+    if fs.exists(path):
+        earlier = json.loads(fs.cat_file(path))
+        raise NotRetryable(f"an earlier attempt of this step failed with {earlier['error']}: "
+                           f"{earlier['message']} -- a retry cannot fix that; fix it and "
+                           f"resubmit (recorded in {marker})")
+    try:
+        yield
+    except DETERMINISTIC + (NotRetryable,) as e:
+        if int(os.environ.get("RANK", "0")) == 0 and not isinstance(e, NotRetryable):
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            fs.pipe_file(path, json.dumps({"error": type(e).__name__, "message": str(e)}).encode())
+        raise
+
+
 def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: str,
                 init_path: str | None, reference_path: str | None,
                 steps_path: str | None = None) -> dict[str, float]:
@@ -95,9 +140,11 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
 
     processes = cfg.resources.training_processes
     if processes <= 1:
-        problems = [p for p in read(problems_path, Problem) if p.split == "train"]
-        summary = run_stage(cfg, stage, init_path=init_path, reference_path=reference_path,
-                            problems=problems, output_dir=output_dir, log_dir=output_dir + "/logs")
+        with no_retry_after_deterministic_failure(cfg, stage, output_dir):
+            problems = [p for p in read(problems_path, Problem) if p.split == "train"]
+            summary = run_stage(cfg, stage, init_path=init_path, reference_path=reference_path,
+                                problems=problems, output_dir=output_dir,
+                                log_dir=output_dir + "/logs")
         if steps_path:
             write_steps(output_dir, steps_path)
         return summary
@@ -107,6 +154,8 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
             json.dump(cfg.to_dict(), f)
         args = stage_args(config_path=config_path, stage=stage, problems=problems_path,
                           output_dir=output_dir, init_path=init_path, reference_path=reference_path)
+        with no_retry_after_deterministic_failure(cfg, stage, output_dir):
+            pass                                    # an earlier attempt's recorded failure
         subprocess.run(launch_command(cfg.resources, num_gpus=processes, args=args,
                                       master_port=free_port()), check=True)
     if steps_path:
@@ -152,9 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     with open(ns.config) as f:
         cfg = cfg_mod.from_dict(json.load(f))
-    problems = [p for p in read(ns.problems, Problem) if p.split == "train"]
-    run_stage(cfg, ns.stage, init_path=ns.init, reference_path=ns.reference, problems=problems,
-              output_dir=ns.output, log_dir=ns.output + "/logs")
+    with no_retry_after_deterministic_failure(cfg, ns.stage, ns.output):
+        problems = [p for p in read(ns.problems, Problem) if p.split == "train"]
+        run_stage(cfg, ns.stage, init_path=ns.init, reference_path=ns.reference,
+                  problems=problems, output_dir=ns.output, log_dir=ns.output + "/logs")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@
         every train.checkpoint_every steps: a resumable checkpoint      (checkpoint.save)
     save model + tokenizer + resolved_config.json + metrics.json
 
-Resume: when the checkpoint folder (checkpoint.default_uri: the run's artifact store when
-output_dir or train.checkpoint_uri is a URL, else <output_dir>/checkpoints) holds a checkpoint,
-run_stage restores model, optimizer, LR schedule, RNG streams and the problem cursor from the
-newest one and continues the same trajectory. train.single_turn trains attempt 1 on r1 only.
+Resume: when the checkpoint folder (checkpoint.default_uri: <train.checkpoint_uri or
+output_dir/checkpoints>/<name>-<fingerprint of settings and data>/stage<N>) holds a checkpoint,
+or else train.resume_from names one, run_stage restores model, optimizer, LR schedule, RNG
+streams and the problem cursor from the newest one and continues the same trajectory. train.single_turn trains attempt 1 on r1 only.
 train.offline_first_attempts (Stage II, paper 5.3): that many of each problem's k samples take
 attempt 1 from the base model (pi_ref); attempt 2 is the policy's, and only it carries loss.
 
@@ -232,7 +232,8 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     init_path: the policy to start from (Stage I output for Stage II); None: cfg.model.
     reference_path: the frozen pi_ref (the base model); None: cfg.model.
     checkpoint_dir: where resumable checkpoints go and are resumed from (a folder or a URL);
-        None: checkpoint.default_uri (the run's artifact store, or <output_dir>/checkpoints).
+        None: checkpoint.default_uri (under the run's output_dir, keyed by name, settings
+        and data). train.resume_from is read when it holds no checkpoint yet.
     stop_after: stop once this many steps are done, without writing the final model (a
         planned interruption; what a kill leaves behind is the last periodic checkpoint).
     """
@@ -250,7 +251,7 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         raise ValueError(f"train.gradient_accumulation_steps: must divide the {n_episodes} episodes "
                          "each process takes in a step (problems_per_step / processes * "
                          "samples_per_problem)")
-    checkpoint_dir = checkpoint_dir or checkpoint.default_uri(cfg, stage, output_dir)
+    checkpoint_dir = checkpoint_dir or checkpoint.default_uri(cfg, stage, problems)
     offline = train.offline_first_attempts if stage == 2 else 0
     train_dict = cfg.to_dict()["train"]
 
@@ -266,8 +267,13 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         raise RuntimeError(f"WORLD_SIZE={world} but DeepSpeed runs {engine.world_size} processes")
     synced = train.zero_stage == 3 and world > 1
     backend = vllm_backend(cfg, init_path, rank) if train.rollout_backend == "vllm" else None
-    done, history = checkpoint.load(engine, checkpoint_dir, stage=stage, train=train_dict) \
-        or (0, [])
+    source = checkpoint_dir
+    if train.resume_from and checkpoint.latest(checkpoint_dir) is None:
+        source = checkpoint.resume_source(train.resume_from, stage)
+    done, history = checkpoint.load(engine, source, stage=stage, train=train_dict) or (0, [])
+    if done and rank == 0:
+        print(f"SCoRe stage {stage}: resuming after step {done} of {steps} from {source}",
+              flush=True)
     batches = cycle(problems, train.seed + stage)
     for _ in range(done * P * world):                     # the problem cursor
         next(batches)
@@ -317,7 +323,9 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         writer.close()
 
     summary = summarise(history, stage=stage, wall_s=time.perf_counter() - started)
+    summary["resumed_at"] = float(done)
     if len(history) < steps:
+        checkpoint.finish(checkpoint_dir)
         return summary          # interrupted on purpose: no final model
     # The final model: model + tokenizer + resolved config + metrics
     out = Path(output_dir)
@@ -325,7 +333,9 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     if rank == 0:
         (out / "resolved_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         (out / "metrics.json").write_text(json.dumps({"stage": stage, "steps": history,
-                                                      "summary": summary}, indent=2))
+                                                      "summary": summary,
+                                                      "checkpoints": checkpoint_dir}, indent=2))
+    checkpoint.finish(checkpoint_dir)       # this machine's uploads; no collective after it
     return summary
 
 
