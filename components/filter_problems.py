@@ -40,4 +40,5 @@ def filter_problems(problems: Input[Dataset], verdicts: Input[Dataset], filtered
     write_jsonl(filtered.path, rows)
     filtered.metadata.update({"rows": len(rows), "format": "jsonl",
                               "train": sum(p.split == "train" for p in rows),
+                              "dev": sum(p.split == "dev" for p in rows),
                               "eval": sum(p.split == "eval" for p in rows), **counts})

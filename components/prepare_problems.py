@@ -40,13 +40,13 @@ def prepare_problems(problems: Output[Dataset], data: dict = {}, fingerprint: st
             names the source.
     """
     from selfcorrect.config import DataConfig, build
-    from selfcorrect.data.prepare import prepare
+    from selfcorrect.data.prepare import describe, prepare
     from selfcorrect.records import write_jsonl
 
     cfg = build(DataConfig, data, "data.")
     rows, stats = prepare(cfg)
+    print(describe(stats, cfg), flush=True)
     n = write_jsonl(problems.path, rows)
     problems.metadata.update({"rows": n, "source": cfg.source, "format": "jsonl",
-                              "train": sum(p.split == "train" for p in rows),
-                              "eval": sum(p.split == "eval" for p in rows),
+                              **{s: sum(p.split == s for p in rows) for s in ("train", "dev", "eval")},
                               "fingerprint": fingerprint, **stats})

@@ -22,7 +22,7 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
     Args:
         problems: Problem records (JSONL or Parquet).
         model: A save_pretrained model folder (prepare_model's or a training step's output).
-        split: Which problems get two attempts: eval or train.
+        split: Which problems get two attempts: eval, dev or train.
         temperature: Decoding temperature of the two attempts; 0 is greedy.
         max_new_tokens: Tokens generated per attempt at most.
         batch_size: Problems generated for at once.

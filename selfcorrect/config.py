@@ -66,11 +66,27 @@ class DataConfig:
 
     Attributes:
         source: Problem source: arithmetic, algebra, reasoning_gym, humaneval, chain
-            (generated or bundled, offline) or a file source (math, gsm8k, mbpp, generic).
-        path: File sources: a .jsonl or .parquet file, local or gs://.
-        n_train: At most this many train problems (file order; generated: exactly).
-        n_eval: At most this many eval problems.
+            (generated or bundled, offline) or the format of your data (math, gsm8k, mbpp,
+            generic).
+        path: Your data: a .jsonl, .json or .parquet file, a Hugging Face dataset (hf:<name>
+            on the Hub, a save_to_disk folder, a folder of data files, an .arrow file), local,
+            gs:// or s3://.
+        eval_path: Eval problems from their own file or dataset (same format); "": a dataset's
+            data.eval_split, else ids hashed by data.eval_fraction.
+        dev_path: Dev problems (for choices: presets, budgets) from their own file or dataset;
+            "": a dataset's data.dev_split, else data.dev_fraction of the ids.
+        train_split: Hugging Face dataset: the split trained on.
+        eval_split: Hugging Face dataset: the split evaluated on (the official test split).
+        dev_split: Hugging Face dataset: the dev split; "": none.
+        dataset_config: Hugging Face dataset: its configuration name (gsm8k: main).
+        columns: Your columns under other names: field=column pairs, e.g.
+            "question=problem,answer=solution"; "": the format's own names.
+        n_train: At most this many train problems (file order); 0: all. Generated sources:
+            exactly this many (0: 16).
+        n_eval: At most this many eval problems; 0: all (generated: 16).
+        n_dev: At most this many dev problems; 0: all (generated: none).
         eval_fraction: Share of problem ids that hash to the eval split.
+        dev_fraction: Share of problem ids that hash to the dev split (0: no dev split).
         max_prompt_chars: A longer prompt is an error naming file, row and field.
         operations: arithmetic: any of + - *.
         digits: arithmetic and algebra: operand size.
@@ -88,9 +104,18 @@ class DataConfig:
     source: str = choice("arithmetic", "arithmetic", "algebra", "reasoning_gym", "humaneval",
                          "math", "gsm8k", "mbpp", "generic", "chain")
     path: str = ""
-    n_train: int = 16
-    n_eval: int = 16
+    eval_path: str = ""
+    dev_path: str = ""
+    train_split: str = "train"
+    eval_split: str = "test"
+    dev_split: str = ""
+    dataset_config: str = ""
+    columns: str = ""
+    n_train: int = 0
+    n_eval: int = 0
+    n_dev: int = 0
     eval_fraction: float = 0.5
+    dev_fraction: float = 0.0
     max_prompt_chars: int = 8000
     operations: str = "+-"
     digits: int = 2
@@ -113,8 +138,16 @@ class DataConfig:
     def __post_init__(self):
         if not self.operations or set(self.operations) - set("+-*"):
             raise ConfigError("data.operations: use one or more of '+', '-', '*' (e.g. '+-')")
-        _positive(self, "n_train", "n_eval", "digits", "max_prompt_chars", "filter_samples",
-                  "chain_steps", prefix="data")
+        _positive(self, "digits", "max_prompt_chars", "filter_samples", "chain_steps",
+                  prefix="data")
+        for name in ("n_train", "n_eval", "n_dev"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.{name}: must be >= 0 (0: all rows of a file or "
+                                  f"dataset), got {getattr(self, name)}")
+        if not 0 <= self.dev_fraction < 1 or self.eval_fraction + self.dev_fraction >= 1:
+            raise ConfigError(f"data.dev_fraction: {self.dev_fraction} must be >= 0 and leave "
+                              f"train ids beside data.eval_fraction ({self.eval_fraction}), "
+                              "e.g. 0.1")
         if not 0.0 <= self.chain_hard_share <= 1.0:
             raise ConfigError(f"data.chain_hard_share: must be within [0, 1], got {self.chain_hard_share}")
         if self.filter_temperature < 0:
@@ -126,15 +159,42 @@ class DataConfig:
                               f"{self.eval_fraction}; 0.5 puts half the ids in eval")
         if self.source in FILE_SOURCES and not self.path:
             raise ConfigError(f"data.path: required when data.source is '{self.source}' "
-                              "(a .jsonl or .parquet file, local or gs://)")
-        if self.path and self.source not in FILE_SOURCES:
-            raise ConfigError(f"data.path: only read by the file sources ({', '.join(FILE_SOURCES)}); "
-                              f"remove it or set data.source to one of them")
-        if self.path and not self.path.lower().endswith((".jsonl", ".json", ".parquet")):
-            raise ConfigError(f"data.path: {self.path!r} must end in .jsonl, .json or .parquet")
+                              "(a .jsonl, .json or .parquet file or a Hugging Face dataset, "
+                              "local, gs:// or s3://)")
+        parse_columns(self.columns)
+        for key in ("path", "eval_path", "dev_path"):
+            value = getattr(self, key)
+            if value and self.source not in FILE_SOURCES:
+                raise ConfigError(f"data.{key}: only read by the file sources "
+                                  f"({', '.join(FILE_SOURCES)}); remove it or set data.source to "
+                                  "one of them")
+            suffix = Path(value.rstrip("/")).suffix.lower()
+            if value and not value.startswith("hf:") and suffix in UNREAD_SUFFIXES:
+                raise ConfigError(f"data.{key}: {value!r} must be a .jsonl, .json, .parquet or "
+                                  ".arrow file, a dataset folder or hf:<name> (convert "
+                                  f"{suffix} files first)")
 
 
 FILE_SOURCES = ("math", "gsm8k", "mbpp", "generic")
+
+
+def parse_columns(spec: str) -> dict[str, str]:
+    """`data.columns`: "field=column,..." (the format's field read from the data's column).
+
+    >>> parse_columns("question=problem, answer=solution")
+    {'question': 'problem', 'answer': 'solution'}
+    """
+    out = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, sep, column = (s.strip() for s in item.partition("="))
+        if not sep or not name or not column:
+            raise ConfigError(f"data.columns: {item!r}; use field=column pairs separated by "
+                              "commas, e.g. 'question=problem,answer=solution'")
+        out[name] = column
+    return out
+
+
+UNREAD_SUFFIXES = (".csv", ".tsv", ".txt", ".gz", ".zip", ".bz2", ".xz", ".xlsx", ".yaml", ".yml")
 
 
 @dataclass
@@ -615,9 +675,10 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
         if model.source != "hf" or path_like:
             model.path = _absolute(model.path)
     for section, key in ((cfg, "output_dir"), (cfg.promotion, "registry"), (cfg.data, "path"),
+                         (cfg.data, "eval_path"), (cfg.data, "dev_path"),
                          (cfg.train, "checkpoint_uri"), (cfg.train, "resume_from")):
         value = getattr(section, key)
-        if value and "://" not in value:
+        if value and "://" not in value and not value.startswith("hf:"):
             setattr(section, key, _absolute(value))
     return cfg
 
@@ -628,9 +689,11 @@ def machine_paths(cfg: RunConfig) -> list[str]:
     found = [key for key, value in (("output_dir", cfg.output_dir),
                                     ("promotion.registry", cfg.promotion.registry),
                                     ("data.path", cfg.data.path),
+                                    ("data.eval_path", cfg.data.eval_path),
+                                    ("data.dev_path", cfg.data.dev_path),
                                     ("train.checkpoint_uri", cfg.train.checkpoint_uri),
                                     ("train.resume_from", cfg.train.resume_from))
-             if value and "://" not in value]
+             if value and "://" not in value and not value.startswith("hf:")]
     model = cfg.model
     if model.source == "gguf" or (model.source == "hf" and "://" not in model.path and (
             model.path.startswith(("/", ".", "~")) or Path(model.path).expanduser().exists())):

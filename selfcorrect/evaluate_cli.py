@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--problems", required=True, help="problems JSONL (local path or gs://)")
     p.add_argument("--baseline", help="a second model folder to compare with (e.g. the base)")
     p.add_argument("--output", default="eval", help="folder or gs:// prefix (default: eval)")
-    p.add_argument("--split", default="eval", choices=("eval", "train", "all"))
+    p.add_argument("--split", default="eval", choices=("eval", "dev", "train", "all"))
     p.add_argument("--samples", type=int, default=1,
                    help="episodes per problem; >1 adds the sampling study (majority vote over "
                         "k first attempts vs k/2 self-corrections); needs generate.temperature>0")

@@ -84,10 +84,15 @@ def test_generic_keeps_given_split_dedupes_prompts_and_caps(tmp_path):
     rows.append({"id": "dup", "task": "math", "prompt": "what  IS 1 + 1?", "answer": "2"})
     path = write_jsonl_rows(tmp_path / "p.jsonl", rows)
     ps, stats = prep.prepare(DataConfig(source="generic", path=path, n_train=1000, n_eval=1000))
+    splits = stats.pop("splits")
     assert stats == {"read": 41, "duplicate_prompts": 1, "over_cap": 0, "written": 40}
+    assert sum(s["kept"] for s in splits.values()) == 40 and splits["dev"]["kept"] == 0
     assert ps[0].split == "eval" and all(p.split == split_of(p.id) for p in ps[1:])
     small, stats = prep.prepare(DataConfig(source="generic", path=path, n_train=3, n_eval=2))
     assert [p.split for p in small].count("train") == 3 and len(small) == 5 and stats["over_cap"] == 35
+    assert stats["splits"]["train"] == {"kept": 3, "over_cap": splits["train"]["kept"] - 3}
+    assert "data.n_train=3 dropped" in prep.describe(stats, DataConfig(source="generic", path=path,
+                                                                         n_train=3, n_eval=2))
     # growing the file never moves a problem to the other side
     grown = write_jsonl_rows(tmp_path / "q.jsonl", rows + [{"id": f"n{i}", "task": "math", "prompt": f"n{i}",
                                                               "answer": "0"} for i in range(30)])

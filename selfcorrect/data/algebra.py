@@ -12,7 +12,8 @@ from selfcorrect.records import Problem
 
 
 def generate(n_train: int, n_eval: int, *, digits: int = 1, seed: int = 0,
-             eval_fraction: float = 0.5) -> list[Problem]:
+             eval_fraction: float = 0.5, n_dev: int = 0,
+             dev_fraction: float = 0.0) -> list[Problem]:
     """n_train + n_eval distinct equations `a*x + b = c` with an integer solution.
 
     >>> ps = generate(3, 2, digits=1, seed=1)
@@ -36,4 +37,5 @@ def generate(n_train: int, n_eval: int, *, digits: int = 1, seed: int = 0,
         return Problem(id=f"alg-{a}x{b:+d}={c}", task="math", prompt=f"Solve for x: {lhs} = {c}.",
                        answer=str(x), source="algebra")
 
-    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction)
+    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction,
+                       n_dev=n_dev, dev_fraction=dev_fraction)

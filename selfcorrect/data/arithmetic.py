@@ -15,23 +15,32 @@ from selfcorrect.records import Problem
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
-def split_of(problem_id: str, eval_fraction: float = 0.5) -> str:
-    """Deterministic train/eval split from a hash of the id."""
+def split_of(problem_id: str, eval_fraction: float = 0.5, dev_fraction: float = 0.0) -> str:
+    """Deterministic train/dev/eval split from a hash of the id: the lowest `eval_fraction` of
+    hashes are eval, the next `dev_fraction` dev (with dev_fraction 0, ids keep the sides they
+    had before dev existed).
+
+    >>> [split_of("p1"), split_of("p1", 0.25, 0.5)]
+    ['train', 'dev']
+    """
     h = int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "big") / 2**64
-    return "eval" if h < eval_fraction else "train"
+    return "eval" if h < eval_fraction else "dev" if h < eval_fraction + dev_fraction else "train"
 
 
 def fill_splits(draw: Callable[[random.Random], Problem], n_train: int, n_eval: int, *,
-                seed: int, eval_fraction: float) -> list[Problem]:
+                seed: int, eval_fraction: float, n_dev: int = 0,
+                dev_fraction: float = 0.0) -> list[Problem]:
     """Draw distinct problems (`draw(rng)`) until each split holds its count; ids decide sides."""
-
+    if n_dev and not dev_fraction:
+        raise ValueError(f"data.n_dev: {n_dev} dev problems need data.dev_fraction > 0 (the "
+                         "share of ids that hash to dev), e.g. 0.2")
     rng = random.Random(seed)
-    want = {"train": n_train, "eval": n_eval}
+    want = {"train": n_train, "eval": n_eval, "dev": n_dev}
     seen: set[str] = set()
     out: list[Problem] = []
-    while want["train"] or want["eval"]:
+    while any(want.values()):
         problem = draw(rng)
-        split = split_of(problem.id, eval_fraction)
+        split = split_of(problem.id, eval_fraction, dev_fraction)
         if problem.id in seen or not want[split]:
             continue
         seen.add(problem.id)
@@ -41,7 +50,8 @@ def fill_splits(draw: Callable[[random.Random], Problem], n_train: int, n_eval: 
 
 
 def generate(n_train: int, n_eval: int, *, operations: str = "+-", digits: int = 2,
-             seed: int = 0, eval_fraction: float = 0.5) -> list[Problem]:
+             seed: int = 0, eval_fraction: float = 0.5, n_dev: int = 0,
+             dev_fraction: float = 0.0) -> list[Problem]:
     """n_train + n_eval distinct problems with `digits`-digit operands.
 
     >>> ps = generate(2, 1, operations="+", digits=1, seed=3)
@@ -59,4 +69,5 @@ def generate(n_train: int, n_eval: int, *, operations: str = "+-", digits: int =
         return Problem(id=f"arith-{a}{op}{b}", task="math", prompt=f"What is {a} {op} {b}?",
                        answer=str(_OPS[op](a, b)), source="arithmetic")
 
-    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction)
+    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction,
+                       n_dev=n_dev, dev_fraction=dev_fraction)

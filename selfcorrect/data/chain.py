@@ -65,7 +65,8 @@ def solution(start: int, ops: list[tuple[str, int]], values: list[int]) -> str:
 
 
 def generate(n_train: int, n_eval: int, *, steps: int = 3, hard_share: float = 0.5,
-             seed: int = 0, eval_fraction: float = 0.5) -> list[Problem]:
+             seed: int = 0, eval_fraction: float = 0.5, n_dev: int = 0,
+             dev_fraction: float = 0.0) -> list[Problem]:
     """Distinct chain problems whose correct path stays within 10..99; a `hard_share` of them
     have exactly one hard step, the others none.
 
@@ -90,7 +91,8 @@ def generate(n_train: int, n_eval: int, *, steps: int = 3, hard_share: float = 0
         return Problem(id=f"chain-{prompt}", task="math", prompt=prompt, answer=str(path[-1]),
                        source="chain")
 
-    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction)
+    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction,
+                       n_dev=n_dev, dev_fraction=dev_fraction)
 
 
 def hard_steps(prompt: str) -> int:

@@ -25,14 +25,15 @@ def problem_of(dataset: str, entry: dict) -> Problem:
 
 
 def generate(dataset: str, n_train: int, n_eval: int, *, seed: int = 0,
-             eval_fraction: float = 0.5) -> list[Problem]:
+             eval_fraction: float = 0.5, n_dev: int = 0,
+             dev_fraction: float = 0.0) -> list[Problem]:
     """n_train + n_eval distinct problems of a reasoning-gym dataset (its default settings)."""
     if dataset not in GYM_DATASETS:
         raise ValueError(f"data.gym_dataset: {dataset!r} is not offered; offered: "
                          f"{', '.join(GYM_DATASETS)}")
     import reasoning_gym
 
-    pool = 4 * (n_train + n_eval) + 64          # splits are drawn by hash: leave slack
+    pool = 4 * (n_train + n_eval + n_dev) + 64          # splits are drawn by hash: leave slack
     entries = iter(reasoning_gym.create_dataset(dataset, size=pool, seed=seed))
 
     def draw(_: random.Random) -> Problem:
@@ -42,4 +43,5 @@ def generate(dataset: str, n_train: int, n_eval: int, *, seed: int = 0,
                              f"for {n_train} train + {n_eval} eval from {pool} draws")
         return problem_of(dataset, entry)
 
-    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction)
+    return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction,
+                       n_dev=n_dev, dev_fraction=dev_fraction)

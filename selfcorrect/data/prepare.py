@@ -24,7 +24,7 @@ from collections import defaultdict
 
 from selfcorrect import records, storage
 from selfcorrect.config import ConfigError, DataConfig, build
-from selfcorrect.data import algebra, arithmetic, chain, gym, sources
+from selfcorrect.data import algebra, arithmetic, chain, gym, hf, sources
 from selfcorrect.data.arithmetic import split_of
 from selfcorrect.records import Problem, RecordError
 
@@ -40,54 +40,138 @@ def normalise_prompt(prompt: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", prompt).casefold()).strip()
 
 
+GENERATED = ("arithmetic", "algebra", "reasoning_gym", "chain")
+GENERATED_COUNT = 16                    # n_train / n_eval of 0 for a generated source
+
+
 def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
-    """The run's problems, and counts of what each stage kept and removed."""
-    if cfg.source in ("arithmetic", "algebra", "reasoning_gym", "chain"):
-        if cfg.source == "chain":
-            rows = chain.generate(cfg.n_train, cfg.n_eval, steps=cfg.chain_steps,
-                                  hard_share=cfg.chain_hard_share, seed=cfg.seed,
-                                  eval_fraction=cfg.eval_fraction)
-        elif cfg.source == "arithmetic":
-            rows = arithmetic.generate(cfg.n_train, cfg.n_eval, operations=cfg.operations,
-                                       digits=cfg.digits, seed=cfg.seed, eval_fraction=cfg.eval_fraction)
-        elif cfg.source == "reasoning_gym":
-            rows = gym.generate(cfg.gym_dataset, cfg.n_train, cfg.n_eval, seed=cfg.seed,
-                                eval_fraction=cfg.eval_fraction)
-        else:
-            rows = algebra.generate(cfg.n_train, cfg.n_eval, digits=cfg.digits, seed=cfg.seed,
-                                    eval_fraction=cfg.eval_fraction)
-        return rows, {"read": len(rows), "duplicate_prompts": 0, "over_cap": 0, "written": len(rows)}
-    loaded = sources.load(cfg.source, cfg.path)
-    first_row: dict[str, tuple[int, str]] = {}
+    """The run's problems, and counts of what each stage kept and removed (`describe` says it
+    in words)."""
+    if cfg.source in GENERATED:
+        rows = _generate(cfg)
+        return rows, {"read": len(rows), "duplicate_prompts": 0, "over_cap": 0,
+                      "written": len(rows), "splits": _split_counts(rows, {})}
+    parts = _parts(cfg)
+    first_row: dict[str, tuple[int, str, int, str]] = {}
     seen_prompts: set[str] = set()
-    kept, dupes = [], 0
-    for uri, row, p in loaded:
-        if len(p.prompt) > cfg.max_prompt_chars:
-            raise RecordError(uri, row, "prompt", f"{len(p.prompt)} characters, over data.max_prompt_chars="
-                                                  f"{cfg.max_prompt_chars}")
-        _check_id(uri, row, p.id)
-        key_id = unicodedata.normalize("NFC", p.id)
-        if key_id in first_row:
-            first, same = first_row[key_id]
-            if same == p.id:
-                raise RecordError(uri, row, "id", f"duplicate id {p.id!r} (first at row {first})")
-            raise RecordError(uri, row, "id", f"duplicate id {p.id!a} (first at row {first} as "
-                                              f"{same!a}: the same after Unicode NFC normalisation)")
-        first_row[key_id] = (row, p.id)
-        key = normalise_prompt(p.prompt)
-        if key in seen_prompts:
-            dupes += 1
-            continue
-        seen_prompts.add(key)
-        kept.append(p if p.split else dataclasses.replace(p, split=split_of(p.id, cfg.eval_fraction)))
-    want = {"train": cfg.n_train, "eval": cfg.n_eval}
+    kept: list[list[Problem]] = [[] for _ in parts]
+    dupes = read = 0
+    # eval and dev parts first: a prompt in both a test file and the train file stays in eval
+    first = {"eval": 0, "dev": 1}
+    for index in sorted(range(len(parts)), key=lambda i: (first.get(parts[i][0], 2), i)):
+        fixed, loaded, eval_share, dev_share = parts[index]
+        read += len(loaded)
+        for uri, row, p in loaded:
+            if len(p.prompt) > cfg.max_prompt_chars:
+                raise RecordError(uri, row, "prompt", f"{len(p.prompt)} characters, over "
+                                                      f"data.max_prompt_chars={cfg.max_prompt_chars}")
+            _check_id(uri, row, p.id)
+            key_id, key = unicodedata.normalize("NFC", p.id), normalise_prompt(p.prompt)
+            if key_id in first_row:
+                first, same, where, prompt = first_row[key_id]
+                if where != index and prompt == key:    # the same problem in two sources
+                    dupes += 1
+                    continue
+                at = f"row {first}" if where == index else f"row {first} of {parts[where][1][0][0]}"
+                if same == p.id:
+                    raise RecordError(uri, row, "id", f"duplicate id {p.id!r} (first at {at})")
+                raise RecordError(uri, row, "id", f"duplicate id {p.id!a} (first at {at} as "
+                                                  f"{same!a}: the same after Unicode NFC normalisation)")
+            first_row[key_id] = (row, p.id, index, key)
+            if key in seen_prompts:
+                dupes += 1
+                continue
+            seen_prompts.add(key)
+            split = fixed or p.split or split_of(p.id, eval_share, dev_share)
+            kept[index].append(dataclasses.replace(p, split=split))
+    want = {"train": cfg.n_train, "eval": cfg.n_eval, "dev": cfg.n_dev}
+    left = {k: v or -1 for k, v in want.items()}          # -1: no cap
     out = []
-    for p in kept:
-        if want[p.split]:
-            want[p.split] -= 1
+    for p in (p for part in kept for p in part):
+        if left[p.split]:
+            left[p.split] -= 1
             out.append(p)
-    return out, {"read": len(loaded), "duplicate_prompts": dupes, "over_cap": len(kept) - len(out),
-                 "written": len(out)}
+    found = [p for part in kept for p in part]
+    return out, {"read": read, "duplicate_prompts": dupes, "over_cap": len(found) - len(out),
+                 "written": len(out), "splits": _split_counts(out, {
+                     s: sum(p.split == s for p in found) - sum(p.split == s for p in out)
+                     for s in want})}
+
+
+def _generate(cfg: DataConfig) -> list[Problem]:
+    n_train, n_eval = cfg.n_train or GENERATED_COUNT, cfg.n_eval or GENERATED_COUNT
+    splits = dict(eval_fraction=cfg.eval_fraction, n_dev=cfg.n_dev, dev_fraction=cfg.dev_fraction)
+    if cfg.source == "chain":
+        return chain.generate(n_train, n_eval, steps=cfg.chain_steps,
+                              hard_share=cfg.chain_hard_share, seed=cfg.seed, **splits)
+    if cfg.source == "arithmetic":
+        return arithmetic.generate(n_train, n_eval, operations=cfg.operations, digits=cfg.digits,
+                                   seed=cfg.seed, **splits)
+    if cfg.source == "reasoning_gym":
+        return gym.generate(cfg.gym_dataset, n_train, n_eval, seed=cfg.seed, **splits)
+    return algebra.generate(n_train, n_eval, digits=cfg.digits, seed=cfg.seed, **splits)
+
+
+def _parts(cfg: DataConfig) -> list[tuple[str, list, float, float]]:
+    """(fixed split or "", rows, eval share, dev share) per source of rows: the main data (its
+    rows split by id hash, less the shares that come from their own sources), a dataset's
+    eval and dev splits, data.eval_path, data.dev_path."""
+    def load(path: str, split: str | None = None):
+        return sources.load(cfg.source, path, split=split, dataset_config=cfg.dataset_config,
+                            columns=cfg.columns)
+
+    if cfg.source == "humaneval":
+        return [("", sources.load("humaneval"), cfg.eval_fraction, cfg.dev_fraction)]
+    named = hf.is_dataset(cfg.path) and bool(hf.split_names(hf.open_dataset(cfg.path,
+                                                                            cfg.dataset_config)))
+    extra = []
+    if cfg.eval_path:
+        extra.append(("eval", _whole(cfg, cfg.eval_path, cfg.eval_split, load)))
+    elif named:
+        extra.append(("eval", load(cfg.path, cfg.eval_split)))
+    if cfg.dev_path:
+        extra.append(("dev", _whole(cfg, cfg.dev_path, cfg.dev_split or cfg.train_split, load)))
+    elif named and cfg.dev_split:
+        extra.append(("dev", load(cfg.path, cfg.dev_split)))
+    eval_share = 0.0 if any(s == "eval" for s, _ in extra) else cfg.eval_fraction
+    dev_share = 0.0 if any(s == "dev" for s, _ in extra) else cfg.dev_fraction
+    main = load(cfg.path, cfg.train_split if named else None)
+    return [("", main, eval_share, dev_share)] + [(s, rows, 0.0, 0.0) for s, rows in extra]
+
+
+def _whole(cfg: DataConfig, path: str, split: str, load) -> list:
+    """All rows of an eval or dev source: a file, a dataset without splits, or its `split`."""
+    named = hf.is_dataset(path) and bool(hf.split_names(hf.open_dataset(path, cfg.dataset_config)))
+    return load(path, split if named else None)
+
+
+def _split_counts(rows: list[Problem], over_cap: dict[str, int]) -> dict[str, dict[str, int]]:
+    return {s: {"kept": sum(p.split == s for p in rows), "over_cap": over_cap.get(s, 0)}
+            for s in ("train", "dev", "eval")}
+
+
+def describe(stats: dict, cfg: DataConfig) -> str:
+    """What prepare kept and dropped, in words: caps by name, with the rows they dropped.
+
+    >>> describe({"read": 10, "duplicate_prompts": 1, "over_cap": 3, "written": 6, "splits": {
+    ...     "train": {"kept": 4, "over_cap": 3}, "dev": {"kept": 0, "over_cap": 0},
+    ...     "eval": {"kept": 2, "over_cap": 0}}}, DataConfig(n_train=4))
+    'data: 10 rows read, 1 duplicate prompt dropped; train 4 (data.n_train=4 dropped 3 rows; 0 keeps all), eval 2'
+    """
+    parts = [f"data: {stats['read']} rows read"]
+    if stats["duplicate_prompts"]:
+        parts[0] += (f", {stats['duplicate_prompts']} duplicate prompt"
+                     f"{'s' if stats['duplicate_prompts'] > 1 else ''} dropped")
+    shown = []
+    for split, n in stats["splits"].items():
+        if not n["kept"] and not n["over_cap"]:
+            continue
+        text = f"{split} {n['kept']}"
+        if n["over_cap"]:
+            text += (f" (data.n_{split}={getattr(cfg, 'n_' + split)} dropped {n['over_cap']} "
+                     "rows; 0 keeps all)")
+        shown.append(text)
+    return "; ".join(parts + [", ".join(shown)])
 
 
 def _check_id(uri: str, row: int, pid: str) -> None:
@@ -153,9 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", required=True,
                     help="Problem records to write (local or gs://): Parquet when PATH ends in "
                          ".parquet, else JSONL")
-    for name in ("n_train", "n_eval", "max_prompt_chars", "digits", "seed"):
+    ap.add_argument("--eval-path", help="eval problems from their own file or dataset")
+    ap.add_argument("--dev-path", help="dev problems from their own file or dataset")
+    ap.add_argument("--columns", help="field=column pairs, e.g. question=problem")
+    for name in ("train_split", "eval_split", "dev_split", "dataset_config"):
+        ap.add_argument("--" + name.replace("_", "-"), help="Hugging Face dataset: " + name)
+    for name in ("n_train", "n_eval", "n_dev", "max_prompt_chars", "digits", "seed"):
         ap.add_argument("--" + name.replace("_", "-"), type=int)
     ap.add_argument("--eval-fraction", type=float)
+    ap.add_argument("--dev-fraction", type=float)
     ap.add_argument("--operations")
     ap.add_argument("--verdicts", help="base-model Verdict records (JSONL or Parquet) for the "
                                        "difficulty filter")
@@ -185,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RecordError, ValueError) as e:
         print(f"selfcorrect prepare: unusable input: {e}", file=sys.stderr)
         return 2
-    splits = {s: sum(p.split == s for p in problems) for s in ("train", "eval")}
+    splits = {s: sum(p.split == s for p in problems) for s in ("train", "dev", "eval")}
+    print(describe(stats, cfg), file=sys.stderr)
     print(json.dumps({"output": args.output, "source": cfg.source, **splits, **stats}))
     return 0
 

