@@ -77,8 +77,9 @@ def promote_model(model: Input[Model], results: Input[Dataset], problems: Input[
                   verdicts: Input[Dataset], decision: Input[Markdown], entry: Output[Artifact],
                   eval_rows: Input[Dataset] = None, registry: str = "", output_dir: str = "runs",
                   run_id: str = ""):
-    """Write the model and its manifest (pipeline version, config, data, metrics) to the
-    registry and make it the current one (<registry>/current.json).
+    """Write the model, its model card (README.md) and its manifest (pipeline version, config,
+    data, metrics) to the registry, without training state, and make it the current one
+    (<registry>/current.json).
 
     The manifest's config is the one the model was trained with: its folder's
     resolved_config.json (written by the training steps; {} when absent).
@@ -102,7 +103,8 @@ def promote_model(model: Input[Model], results: Input[Dataset], problems: Input[
 
     from selfcorrect import promote, storage
 
-    metrics = json.loads(storage.read_text(results.path))["trained"]
+    table = json.loads(storage.read_text(results.path))
+    metrics = table["trained"]
     reasons = promote.Decision(True, [line[2:] for line in
                                       storage.read_text(decision.path).splitlines()
                                       if line.startswith("- ")])
@@ -116,6 +118,7 @@ def promote_model(model: Input[Model], results: Input[Dataset], problems: Input[
     manifest["run_id"] = run_id
     registry = promote.registry_uri({"promotion": {"registry": registry}, "output_dir": output_dir})
     uri = promote.promote(model.path, registry, manifest,
-                          {"eval_rows.jsonl": eval_rows.path} if eval_rows else None)
+                          {"eval_rows.jsonl": eval_rows.path} if eval_rows else None,
+                          base=table.get("base"))
     storage.write_text(entry.path, json.dumps({**manifest, "uri": uri}, indent=2))
     entry.metadata.update({"registry": registry, "uri": uri, "id": manifest["id"]})

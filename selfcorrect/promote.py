@@ -7,12 +7,17 @@ Registry layout (a local folder or a gs:// prefix):
 
 A manifest names the pipeline version, the resolved config, the data artifacts and the
 metrics, so a promoted model can be traced to what made it. `current.json` is what the next
-run's gate compares against.
+run's gate compares against. A registered model is what `from_pretrained` loads (weights,
+tokenizer, config), a model card (README.md: base model, data, settings, metrics with their
+intervals, how to load it) and the manifest; training state (DeepSpeed optimizer files,
+checkpoints, TensorBoard logs) is never copied.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -20,6 +25,10 @@ from selfcorrect import __version__, storage
 
 CURRENT = "current.json"
 MANIFEST = "manifest.json"
+CARD = "README.md"
+# Training state that never reaches the registry (path patterns relative to the model folder)
+TRAINING_STATE = ("logs/*", "checkpoints/*", "global_step*", "*optim_states*", "latest",
+                  "zero_to_fp32.py", "rng_rank*.pt", "*/rng_rank*.pt")
 
 
 @dataclass
@@ -104,14 +113,71 @@ def manifest(config: dict, metrics: dict, data: dict[str, str], model_name: str,
             "decision": asdict(decision) if decision else None}
 
 
-def promote(model_dir: str, registry: str, entry: dict, extra: dict[str, str] | None = None) -> str:
-    """Copy the model to <registry>/models/<id>/ with its manifest, then point current.json at it.
+def training_state(name: str) -> bool:
+    """True for a file (path relative to the model folder) that is training state."""
+    return any(fnmatch.fnmatch(name, pattern) for pattern in TRAINING_STATE)
+
+
+def _pct(value) -> str:
+    return f"{100 * value:.1f}" if isinstance(value, (int, float)) else "-"
+
+
+def model_card(entry: dict, base: dict | None = None) -> str:
+    """The promoted model's README.md (a Hugging Face model card) from its manifest."""
+    from selfcorrect.evaluate import LABELS, METRICS
+
+    config, metrics = entry.get("config") or {}, entry.get("metrics") or {}
+    model, data, train = (config.get(k, {}) for k in ("model", "data", "train"))
+    base_model = model.get("path") or model.get("name") or model.get("source", "")
+    rows = []
+    for key in METRICS:
+        lo, hi = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        interval = f"[{_pct(lo)}, {_pct(hi)}]" if lo is not None and hi is not None else "-"
+        rows.append(f"| {LABELS.get(key, key)} | {_pct((base or {}).get(key))} | "
+                    f"{_pct(metrics.get(key))} | {interval} |")
+    source = data.get("path") or data.get("source", "")
+    where = entry.get("uri", "<this folder>")        # gs:// or s3://: copy it down first
+    return "\n".join([
+        "---", "library_name: transformers",
+        f"base_model: {base_model}" if re.fullmatch(r"[\w.-]+/[\w.-]+", base_model)
+        else f"# base model: {base_model} (not a Hub id)",
+        "pipeline_tag: text-generation", "tags: [selfcorrect, score, self-correction]", "---", "",
+        f"# {entry.get('model', 'model')}", "",
+        f"Trained to correct its own answers with SCoRe (Kumar et al., arXiv:2409.12917: Stage I "
+        f"then Stage II multi-turn RL) by selfcorrect {entry.get('pipeline_version', '')}, from "
+        f"`{base_model}` on `{source}` ({data.get('source', '')} format). Registry id "
+        f"`{entry.get('id', '')}`; created {entry.get('created', '')}; run "
+        f"`{entry.get('run_id', '') or '-'}`.", "",
+        "## How to load", "", "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'model = AutoModelForCausalLM.from_pretrained("{where}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{where}")', "```", "",
+        "Ask, then append the self-correction instruction (resolved_config.json `prompts`; empty: "
+        "selfcorrect.prompts' defaults) after the first answer and generate again.", "",
+        f"## Evaluation (eval split, {metrics.get('n', '?')} problems; % of problems, 95% "
+        "bootstrap interval over problems)", "",
+        "| metric | base | this model | interval |", "|---|---|---|---|", *rows, "",
+        "## Training settings", "",
+        "| setting | value |", "|---|---|",
+        *[f"| train.{k} | {train[k]} |" for k in ("stage1_steps", "stage2_steps",
+          "problems_per_step", "samples_per_problem", "learning_rate", "alpha", "beta1", "beta2",
+          "temperature", "max_new_tokens", "zero_stage", "seed") if k in train],
+        "", f"The whole configuration, data artifacts and decision: `{MANIFEST}`.", ""])
+
+
+def promote(model_dir: str, registry: str, entry: dict, extra: dict[str, str] | None = None,
+            base: dict | None = None) -> str:
+    """Copy the model to <registry>/models/<id>/ with its manifest and model card (never its
+    training state), then point current.json at it.
 
     extra: {file name in the entry: source path or URI}, copied beside the model (the
-    evaluation's eval_rows.jsonl). Returns the model's URI in the registry.
+    evaluation's eval_rows.jsonl). base: the base model's metrics, for the card's table.
+    Returns the model's URI in the registry.
     """
     target = storage.join(registry, "models", entry["id"])
-    storage.upload_tree(model_dir, target)
+    storage.upload_tree(model_dir, target, skip=training_state)
+    storage.write_text(storage.join(target, CARD), model_card({**entry, "uri": target}, base))
     for name, source in (extra or {}).items():
         storage.write_bytes(storage.join(target, name), storage.read_bytes(source))
     entry = {**entry, "uri": target}

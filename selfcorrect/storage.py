@@ -326,17 +326,18 @@ def join(base: str, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
-def upload_tree(local_dir: str, uri: str) -> list[str]:
+def upload_tree(local_dir: str, uri: str, skip=None) -> list[str]:
     """Copy every file under local_dir to uri (a folder or a remote prefix); returns the URIs.
 
     A local destination is filled in a temporary sibling folder and renamed into
     place, so readers see either the old tree or the whole new one. A remote prefix
-    gets one object per file, each atomic.
+    gets one object per file, each atomic. skip(relative posix path) -> True leaves a file out.
     """
     src = Path(local_dir)
     if not src.is_dir():
         raise FileNotFoundError(f"{local_dir}: no such folder")
-    files = sorted(p for p in src.rglob("*") if p.is_file())
+    files = sorted(p for p in src.rglob("*") if p.is_file()
+                   and not (skip and skip(p.relative_to(src).as_posix())))
     if is_remote(uri):
         check_uri(uri)
         out = []
@@ -351,7 +352,13 @@ def upload_tree(local_dir: str, uri: str) -> list[str]:
                     fs.put_file(str(p), path)
             out.append(dest)
         return out
-    return _replace_tree(Path(uri), lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True),
+    def ignored(folder: str, names: list[str]) -> set[str]:
+        rel = Path(folder).relative_to(src)
+        return {n for n in names if skip and (Path(folder, n).is_file() or Path(folder, n).is_symlink())
+                and skip((rel / n).as_posix())}
+
+    return _replace_tree(Path(uri), lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True,
+                                                                ignore=ignored),
                          [p.relative_to(src) for p in files])
 
 

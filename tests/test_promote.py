@@ -141,3 +141,38 @@ def test_registry_in_a_pod_must_be_in_the_artifact_store(monkeypatch, tmp_path):
     assert promote.registry_uri(remote) == "gs://bucket/runs/registry"
     fuse = config.load("tiny", overrides=["promotion.registry=/gcs/bucket/registry"]).to_dict()
     assert promote.registry_uri(fuse) == "/gcs/bucket/registry"
+
+
+def test_the_registered_model_is_what_from_pretrained_loads_with_a_card_and_no_training_state(tmp_path):
+    """Weights, tokenizer, config, a model card with the metrics and their intervals, the
+    manifest; never the DeepSpeed optimizer state, checkpoints or TensorBoard logs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfcorrect import models
+
+    cfg = config.load("tiny", overrides=[f"output_dir={tmp_path}"])
+    model_dir = tmp_path / "model"
+    net, tok = models.load(cfg.model)
+    models.save(net, tok, str(model_dir))
+    for state in ("logs/events.out.tfevents.1", "checkpoints/step2/mp_rank_00_model_states.pt",
+                  "global_step4/zero_pp_rank_0_mp_rank_00_optim_states.pt", "latest",
+                  "zero_to_fp32.py"):
+        (model_dir / state).parent.mkdir(parents=True, exist_ok=True)
+        (model_dir / state).write_bytes(b"state")
+    trained = {"n": 6, "accuracy_t1": 0.5, "accuracy_t2": 2 / 3, "delta": 1 / 6,
+               "delta_i_to_c": 1 / 6, "delta_c_to_i": 0.0, "accuracy_t2_ci_low": 0.333,
+               "accuracy_t2_ci_high": 1.0}
+    entry = promote.manifest(cfg.to_dict(), trained, {"problems": "/p"}, "tiny-score")
+    uri = promote.promote(str(model_dir), str(tmp_path / "registry"), entry,
+                          base={"accuracy_t1": 0.5, "accuracy_t2": 0.5, "delta": 0.0})
+    names = {p.relative_to(uri).as_posix() for p in __import__("pathlib").Path(uri).rglob("*")
+             if p.is_file()}
+    assert {"config.json", "model.safetensors", "README.md", "manifest.json"} <= names
+    assert not {n for n in names if promote.training_state(n)}, names
+    card = (__import__("pathlib").Path(uri) / "README.md").read_text()
+    assert "| Accuracy@t2 | 50.0 | 66.7 | [33.3, 100.0] |" in card
+    assert "from_pretrained" in card and "6 problems" in card
+    loaded = AutoModelForCausalLM.from_pretrained(uri)
+    AutoTokenizer.from_pretrained(uri)
+    key = "transformer.h.0.attn.c_attn.weight"
+    assert loaded.state_dict()[key].equal(net.state_dict()[key])
