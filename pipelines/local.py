@@ -29,6 +29,8 @@ def run_local(cfg: RunConfig, console=None) -> dict:
     root = Path(cfg.output_dir, "kfp-local").resolve()
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # progress bars in the step logs: an update every 5 s at most, not thousands of lines
+    os.environ.setdefault("TQDM_MININTERVAL", "5")
     # each step is a fresh single-process run: a rendezvous left by the calling process (one
     # that trained in-process, a notebook) would make every training step bind its port
     for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
@@ -51,8 +53,12 @@ def run_local(cfg: RunConfig, console=None) -> dict:
         router = TaskLogs(console, logs, display_names(
             json_format.MessageToDict(score_pipeline.pipeline_spec)))
         console.print(f"step logs: {logs}", soft_wrap=True)
+        from rich.live import Live
+
         try:
-            with contextlib.redirect_stdout(router), warnings.catch_warnings():
+            with contextlib.redirect_stdout(router), warnings.catch_warnings(), \
+                    Live(router, console=console, refresh_per_second=2, transient=True,
+                         redirect_stdout=False, redirect_stderr=False):
                 # kfp.local's notes on images and display names, once per task: in the logs
                 warnings.filterwarnings("ignore", module=r"kfp\.local")
                 task = score_pipeline(**arguments)

@@ -6,7 +6,9 @@ it recognises kfp.local's "Executing task" / "finished with status" records, wri
 task's lines to `<logs>/<display name>.log` (the names the DAG gives its tasks, e.g.
 `gate-problems.log`, not `validate-data-1`), and prints one line per finished task:
 status, wall time, display name, and the figures the task printed (lines starting with
-`[figures]`).
+`[figures]`). While a task runs, the object is also a rich renderable for a `Live` display:
+the running step's name, its elapsed time, its latest progress line (a tqdm bar's `\r`
+update: steps, rewards, tokens/s) and where its log is.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
 _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _FIGURES = re.compile(r"\[figures\]\s*(.+)")
+_PROGRESS = re.compile(r"\d+%\||\d+/\d+ \[|it/s|s/it|step/s|s/step|batch/s|s/batch")
 
 
 def display_names(pipeline_spec: dict) -> dict[str, str]:
@@ -40,14 +43,37 @@ class TaskLogs:
         self.other = open(log_dir / "pipeline.log", "a", encoding="utf-8")
         self.current, self.task, self.started, self.figures = None, "", 0.0, []
         self.buffer = ""
+        self.progress = ""
         self.done: list[tuple[str, str, float]] = []
 
     def write(self, text: str) -> int:
         self.buffer += text
         while "\n" in self.buffer:
             line, self.buffer = self.buffer.split("\n", 1)
+            self._seen_progress(line)
             self._line(line + "\n")
+        self._seen_progress(self.buffer)
         return len(text)
+
+    def _seen_progress(self, text: str) -> None:
+        """Keep the newest tqdm update (the last `\r` segment that looks like a bar)."""
+        for part in reversed(_ANSI.sub("", text).split("\r")):
+            if _PROGRESS.search(part):
+                self.progress = " ".join(part.split())
+                return
+
+    def __rich__(self):
+        from rich.text import Text
+
+        if not self.task or self.current is None:
+            return Text("")
+        seconds = int(time.perf_counter() - self.started)
+        line = Text.assemble(("running ", "bold"), (self.task, "bold cyan"),
+                             f"  {seconds // 60}:{seconds % 60:02d}")
+        if self.progress:
+            line.append(f"  {self.progress}")
+        line.append(f"\n  log: {self.current.name}", style="dim")
+        return line
 
     def flush(self) -> None:
         for f in (self.current, self.other):
@@ -72,7 +98,7 @@ class TaskLogs:
 
     def _open(self, key: str) -> None:
         name = self._name(key)
-        self.task, self.started, self.figures = name, time.perf_counter(), []
+        self.task, self.started, self.figures, self.progress = name, time.perf_counter(), [], ""
         self.current = open(self.log_dir / f"{name}.log", "a", encoding="utf-8")
 
     def _close(self, status: str) -> None:

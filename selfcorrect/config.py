@@ -178,6 +178,22 @@ class DataConfig:
 FILE_SOURCES = ("math", "gsm8k", "mbpp", "generic")
 
 
+REPORTERS = ("tensorboard", "mlflow", "wandb", "none")
+
+
+def report_targets(report_to: str) -> list[str]:
+    """The reporters train.report_to names ("tensorboard,mlflow"), checked; none: [].
+
+    >>> report_targets("tensorboard, mlflow"), report_targets("none")
+    (['tensorboard', 'mlflow'], [])
+    """
+    names = [n.strip() for n in report_to.split(",") if n.strip()]
+    if not names or any(n not in REPORTERS for n in names):
+        raise ConfigError(f"train.report_to: {report_to!r}; use one or more of "
+                          f"{', '.join(REPORTERS[:-1])} separated by commas, or none")
+    return [n for n in names if n != "none"]
+
+
 def parse_columns(spec: str) -> dict[str, str]:
     """`data.columns`: "field=column,..." (the format's field read from the data's column).
 
@@ -264,6 +280,9 @@ class TrainConfig:
             unverified: no GPU has run it).
         vllm_gpu_memory_utilization: With rollout_backend vllm, the share of each GPU's
             memory vLLM may take (weights and KV cache).
+        report_to: Where per-step metrics go: tensorboard, mlflow, wandb (comma-separated,
+            e.g. tensorboard,mlflow) or none; MLflow and W&B need selfcorrect[tracking] and
+            write locally/offline unless MLFLOW_TRACKING_URI / WANDB_API_KEY say otherwise.
     """
     stage1_steps: int = 10
     stage2_steps: int = 10
@@ -293,8 +312,10 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     rollout_backend: str = choice("hf", "hf", "vllm")
     vllm_gpu_memory_utilization: float = 0.3
+    report_to: str = "tensorboard"
 
     def __post_init__(self):
+        report_targets(self.report_to)
         if not 0 < self.vllm_gpu_memory_utilization < 1:
             raise ConfigError("train.vllm_gpu_memory_utilization: must be between 0 and 1 "
                               "(a share of each GPU's memory), e.g. 0.3")

@@ -58,6 +58,7 @@ from selfcorrect.evaluate import edit_distance_ratio
 from selfcorrect.records import Problem
 from selfcorrect.train import checkpoint
 from selfcorrect.train import engine as ds_engine
+from selfcorrect.train.tracking import Tracker
 from selfcorrect.train import objectives as obj
 from selfcorrect.train import scoring
 
@@ -277,10 +278,7 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     batches = cycle(problems, train.seed + stage)
     for _ in range(done * P * world):                     # the problem cursor
         next(batches)
-    writer = None
-    if log_dir and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(log_dir, purge_step=done)
+    tracker = Tracker(cfg, stage=stage, log_dir=log_dir, start_step=done, rank=rank)
 
     started = time.perf_counter()
     last = steps if stop_after is None else min(steps, stop_after)
@@ -309,18 +307,14 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         record = step_record(step, reduce_totals(step_totals(episodes, r1, r2, stats)),
                              seconds=reduce_max(time.perf_counter() - t0))
         history.append(record)
-        if writer:
-            for key, value in record.items():
-                if key != "step":
-                    writer.add_scalar(f"stage{stage}/{key}", value, step)
+        tracker.log(record, step)
         bar.set_postfix(r1=f"{record['reward_t1']:.2f}", r2=f"{record['reward_t2']:.2f}",
-                        loss=f"{record['loss']:.3g}")
+                        loss=f"{record['loss']:.3g}", tok_s=f"{record['tokens_per_s']:.0f}")
         # 5. Resumable checkpoint
         if train.checkpoint_every and ((step + 1) % train.checkpoint_every == 0 or step + 1 == steps):
             checkpoint.save(engine, checkpoint_dir, stage=stage, step=step + 1, history=history,
                             train=train_dict, keep=train.keep_checkpoints)
-    if writer:
-        writer.close()
+    tracker.close()
 
     summary = summarise(history, stage=stage, wall_s=time.perf_counter() - started)
     summary["resumed_at"] = float(done)
