@@ -1,4 +1,4 @@
-"""The paper's SFT baselines, built from a model's own verified attempts (SCORE_SPEC.md).
+"""The paper's SFT baselines, built from a model's own verified attempts (docs/method.md).
 
     STaR      fine-tune on the model's two-attempt episodes whose attempt 2 is correct:
               [problem, attempt 1, instruction, attempt 2 (correct)], attempt 2 the target

@@ -1,4 +1,4 @@
-"""Self-correction metrics (SCORE_SPEC.md §Evaluation) from verdicts, and the summary report.
+"""Self-correction metrics (docs/method.md §Evaluation) from verdicts, and the summary report.
 
 One function computes the metrics from verdicts; training logs and evaluation both use it,
 so what training reports and what evaluation reports cannot drift apart.

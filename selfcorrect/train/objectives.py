@@ -1,4 +1,4 @@
-"""SCoRe objectives as pure torch functions (arXiv:2409.12917, Eq. 3 and 4; SCORE_SPEC.md).
+"""SCoRe objectives as pure torch functions (arXiv:2409.12917, Eq. 3 and 4; docs/method.md).
 
 Notation: x the problem, y1 / y2 the two attempts, r1 = r(y1), r2 = r(y2), pi the policy,
 pi_ref the frozen reference, T the sampling temperature, k the samples per problem.
