@@ -162,7 +162,8 @@ def test_steps_that_run_the_model_get_the_trainer_image_and_the_accelerator(tmp_
 
     cfg = config.load("tiny", overrides=["resources.accelerator_type=nvidia.com/gpu",
                                          "resources.accelerator_count=4",
-                                         "resources.memory_limit=64G"])
+                                         "resources.memory_limit=64G",
+                                         "resources.generate_memory_limit=16G"])
     ir = read_spec(compile_pipeline(tmp_path, cfg.to_dict()))
     executors = ir["deploymentSpec"]["executors"]
     by_component = _executors_by_component(ir)
@@ -177,7 +178,8 @@ def test_steps_that_run_the_model_get_the_trainer_image_and_the_accelerator(tmp_
                 assert res["accelerator"]["resourceType"] == "nvidia.com/gpu", comp
                 want = "4" if comp.startswith("train-") else "1"
                 assert res["accelerator"]["resourceCount"] == want, comp
-                assert res["resourceMemoryLimit"] == "64G", comp
+                # the one-GPU steps have their own, smaller limits (issue 20)
+                assert res["resourceMemoryLimit"] == ("64G" if want == "4" else "16G"), comp
             else:
                 assert container["image"] != trainer, comp
                 assert "accelerator" not in container.get("resources", {}), comp
