@@ -38,7 +38,7 @@ import docstring_parser
 from kfp import dsl
 from kfp.dsl import Dataset, Model
 
-from selfcorrect import __version__
+from selfcorrect import __version__, images
 from selfcorrect import config as cfg_mod
 from selfcorrect.components import (data_fingerprint, decide_promotion, evaluate,
                                     filter_problems, prepare_model, prepare_problems, promote_model,
@@ -105,6 +105,8 @@ class Placement:
         self.requests, self.kubernetes_platform = requests, kubernetes_platform
 
     def __call__(self, task, kind: str, store: bool = True):
+        """Place the task, and name its image now (the registry may be --registry's)."""
+        task.set_container_image(images.repin(task.container_spec.image))
         return place(task, self.requests, kind, kubernetes_platform=self.kubernetes_platform,
                      store=store)
 
