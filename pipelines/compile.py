@@ -58,21 +58,30 @@ def compile_components(output_dir: str | Path = "dist") -> list[Path]:
 
 def compile_pipeline(output_dir: str | Path = "dist", config: dict | None = None,
                      resources: ResourcesConfig | None = None,
-                     kubernetes_platform: bool = True) -> Path:
+                     kubernetes_platform: bool = True, caching: bool = True) -> Path:
     """Write the pipeline YAML and the component YAMLs.
 
     `config` gives the pipeline parameters' defaults (default: RunConfig's); `resources`
     the model steps' accelerator, CPU and memory requests, fixed at compile time (default:
     config's, else none).
-    kubernetes_platform: a second YAML document, the Kubernetes platform spec (the training
-    steps' memory-backed /dev/shm), for Kubeflow Pipelines; off for Vertex AI.
+    kubernetes_platform: a second YAML document, the Kubernetes platform spec (node
+    selectors, tolerations, secrets, scratch volume, /dev/shm), for Kubeflow Pipelines; off
+    for Vertex AI. caching=False: no step is cached (`submit --no-cache`).
     """
     cfg = build(RunConfig, config) if config else RunConfig()
     if resources is not None:
         cfg = dataclasses.replace(cfg, resources=resources)
     out = pipeline_file(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(make_pipeline(cfg, kubernetes_platform), str(out))
+    from kfp.dsl import pipeline_context
+
+    default = pipeline_context.Pipeline._execution_caching_default   # kfp's own switch
+    pipeline_context.Pipeline._execution_caching_default = default and caching
+    try:
+        pipeline = make_pipeline(cfg, kubernetes_platform)
+    finally:
+        pipeline_context.Pipeline._execution_caching_default = default
+    compiler.Compiler().compile(pipeline, str(out))
     _stable_header(out)
     compile_components(output_dir)
     return out
