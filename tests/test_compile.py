@@ -18,8 +18,9 @@ def test_compiled_pipeline_is_versioned_and_pins_images(tmp_path):
     executors = ir["deploymentSpec"]["executors"]
     used = {e["container"]["image"] for e in executors.values()}
     assert used == {images.image(n) for n in images.IMAGES}
-    for img in used:
-        assert img.endswith(f":{__version__}") and ":latest" not in img
+    for img in used:     # the tag carries the version and the commit (selfcorrect.images)
+        assert img.endswith(f":{images.tag()}") and ":latest" not in img
+        assert images.tag().startswith(__version__) and "+" not in images.tag()
     names = {re.sub(r"-\d+$", "", c[len("comp-"):]) for c in ir["components"]}
     assert STEPS <= names
 
@@ -79,7 +80,8 @@ def test_each_step_reads_only_its_keys_so_train_changes_keep_data_and_verify_cac
 
 def test_registry_comes_from_one_place(monkeypatch):
     monkeypatch.setenv("SELFCORRECT_REGISTRY", "us-docker.pkg.dev/p/r/")
-    assert images.image("selfcorrect-trainer") == f"us-docker.pkg.dev/p/r/selfcorrect-trainer:{__version__}"
+    assert images.image("selfcorrect-trainer") == \
+        f"us-docker.pkg.dev/p/r/selfcorrect-trainer:{images.tag()}"
 
 
 def _caching(ir: dict, tasks: dict) -> dict:
