@@ -112,3 +112,15 @@ def test_cluster_presets_compile_for_8_gpus_and_pass_the_ranks_checks(tmp_path, 
     assert platform["exec-sample-attempts"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     assert platform["exec-train-stage1"]["genericEphemeralVolume"][0]["size"] == \
         cfg.resources.scratch_size
+
+
+def test_compile_for_vertex_warns_what_it_drops(tmp_path, capsys):
+    assert main(["compile", "--output", str(tmp_path), "--backend", "vertex",
+                 "--preset", "cluster-7b", "--set", "output_dir=gs://b/runs"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: Vertex AI reads no Kubernetes platform spec; this compile drops "
+            "resources.scratch_size, the training and generation steps' memory-backed "
+            "/dev/shm") in err
+    from selfcorrect.pipelines.compile import pipeline_file
+
+    assert read_platform_spec(pipeline_file(tmp_path)) == {}
