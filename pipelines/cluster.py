@@ -193,6 +193,9 @@ def _kfp_target(args, package: Path, version: str):
 
 
 def submit(args) -> int:
+    if args.wait and args.backend == "vertex":
+        raise ClusterError("--wait follows Kubeflow Pipelines runs only (not verified on Vertex "
+                           "AI); drop it and follow the printed run URL")
     arguments, package, version = _prepare(args)
     if args.backend == "vertex":
         return vertex_submit(args, arguments, package, version)

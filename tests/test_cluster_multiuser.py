@@ -14,7 +14,7 @@ from kfp_standin import KfpStandIn  # noqa: E402
 
 from selfcorrect.cli import main  # noqa: E402
 from selfcorrect.pipelines import cluster  # noqa: E402
-from selfcorrect.pipelines.compile import compile_components, read_spec  # noqa: E402
+from selfcorrect.pipelines.compile import compile_components  # noqa: E402
 
 SETS = ["--preset", "tiny", "--set", "output_dir=gs://bucket/runs",
         "--set", "resources.cluster_credentials=true", "--version-name", "0.1.0+gabc1234"]
