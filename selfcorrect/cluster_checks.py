@@ -55,9 +55,13 @@ def rank_checks(cfg: RunConfig) -> list[Finding]:
     world = cfg.resources.training_processes
     try:
         shares(cfg.train, world)
-    except ValueError as e:
+    except ValueError as e:      # its messages start with the key: "train.x: ..."
         key, _, why = str(e).partition(": ")
-        return [Finding(key, _get(cfg, key), f"{why} (resources.accelerator_count="
+        try:
+            value = _get(cfg, key)
+        except AttributeError:
+            key, value, why = "train", None, str(e)
+        return [Finding(key, value, f"{why} (resources.accelerator_count="
                         f"{cfg.resources.accelerator_count}, {world} training processes)")]
     return []
 
