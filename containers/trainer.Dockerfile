@@ -47,3 +47,7 @@ COPY --from=wheel /wheel /tmp/wheel
 RUN pip install --no-deps /tmp/wheel/selfcorrect-*.whl && rm -rf /tmp/wheel
 # KFP sets no working directory: the image's must hold nothing importable.
 WORKDIR /
+# The tag the compiled pipeline names this image by, recorded for selfcorrect.images.tag()
+# (scripts/build_images.py passes it; an installed package knows only its bare version).
+ARG IMAGE_TAG=""
+RUN [ -z "$IMAGE_TAG" ] || echo "$IMAGE_TAG" > "$(python3 -c 'import os, selfcorrect; print(os.path.dirname(selfcorrect.__file__))')/IMAGE_TAG"

@@ -6,7 +6,16 @@ once as `selfcorrect-score`; each code version becomes a pipeline version named 
 configuration as the pipeline's parameters, one per config key (`pipeline_arguments`; new data:
 `--set data.path=gs://...` is the run's `data_path`, no new pipeline).
 Authentication is kfp.Client's own: host, token, service-account token file, namespace; with
-no --host inside a cluster kfp.Client finds the in-cluster API.
+no --host inside a cluster kfp.Client finds the in-cluster API. On multi-user Kubeflow the
+pipeline lives in --namespace and is looked up there (kfp's get_pipeline_id sees shared
+pipelines only).
+
+Before anything is compiled, uploaded or connected, the run config passes
+selfcorrect.cluster_checks (a rank's split of a step, a remote output_dir, credentials for
+each bucket): an error refuses with the key, the value and the fix (exit 2). An unreachable
+host, a refused login or a namespace the API will not serve is one line naming the host and
+what to check (exit 2). `submit --wait` follows the run and exits 0 when it SUCCEEDED, 1 when
+it ended otherwise, 3 when --wait-timeout passed first.
 """
 from __future__ import annotations
 
@@ -30,6 +39,9 @@ class ClusterError(RuntimeError):
     pass
 
 
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
+
+
 def _eq_filter(value: str) -> str:
     return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name",
                                        "stringValue": value}]})
@@ -42,23 +54,40 @@ def connect(host=None, namespace=None, token=None, sa_token_path=None, ssl_ca_ce
 
     import kfp
 
+    class Client(kfp.Client):
+        def get_kfp_healthz(self, sleep_duration: int = 5):
+            """Once: kfp.Client retries 5 times, 5 s apart, on a refused login too."""
+            return self._healthz_api.healthz_service_get_healthz()
+
     credentials = None
     if sa_token_path:
         credentials = kfp.client.ServiceAccountTokenVolumeCredentials(path=sa_token_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token,
-                          credentials=credentials, ssl_ca_cert=ssl_ca_cert, ui_host=ui_host)
+        client = Client(host=host, namespace=namespace or "kubeflow", existing_token=token,
+                        credentials=credentials, ssl_ca_cert=ssl_ca_cert, ui_host=ui_host)
+    if client.get_kfp_healthz().multi_user and not (namespace or client.get_user_namespace()):
+        raise ClusterError(f"{host or 'the KFP API'} is a multi-user Kubeflow: pass --namespace "
+                           "with your profile's namespace (kubectl get profiles)")
+    return client
 
 
-def version_for(package: Path, name: str | None = None) -> str:
-    """The version name; an uncommitted tree adds the YAML's digest, so edits never collide."""
+def find_pipeline(client, name: str, namespace: str | None = None) -> str | None:
+    """The id of the pipeline `name` in `namespace` (None: the shared ones), or None."""
+    listed = client.list_pipelines(filter=_eq_filter(name), namespace=namespace, page_size=100)
+    found = [p for p in listed.pipelines or [] if p.display_name == name]
+    return found[0].pipeline_id if found else None
+
+
+def version_for(package: Path, name: str | None = None, caching: bool = True) -> str:
+    """The version name; an uncommitted tree adds the YAML's digest, so edits never collide;
+    a pipeline compiled without caching (--no-cache) is its own version, `<name>.no-cache`."""
     from selfcorrect.pipelines.compile import version_name
 
     name = name or version_name()
     if name.endswith(".dirty"):
         name += "." + hashlib.sha256(package.read_bytes()).hexdigest()[:8]
-    return name
+    return name if caching else name + ".no-cache"
 
 
 def ensure_version(client, package: Path, name: str, namespace: str | None = None):
@@ -66,7 +95,7 @@ def ensure_version(client, package: Path, name: str, namespace: str | None = Non
     import yaml
 
     desc = f"SCoRe self-correction training, selfcorrect {__version__}"
-    pipeline_id = client.get_pipeline_id(PIPELINE)
+    pipeline_id = find_pipeline(client, PIPELINE, namespace)
     if pipeline_id is None:
         pipeline_id = client.upload_pipeline(str(package), pipeline_name=PIPELINE,
                                              description=desc, namespace=namespace).pipeline_id
@@ -85,14 +114,16 @@ def ensure_version(client, package: Path, name: str, namespace: str | None = Non
 
 
 def compile_for_cluster(output_dir: str | None, resources=None,
-                        kubernetes_platform: bool = True) -> Path:
+                        kubernetes_platform: bool = True, caching: bool = True) -> Path:
     """Compile with the default config as the parameters' defaults (the run passes its own
     values) and the run config's resource requests, which KFP fixes at compile time; Vertex
-    AI takes no Kubernetes platform spec (kubernetes_platform=False)."""
+    AI takes no Kubernetes platform spec (kubernetes_platform=False); caching=False: no step
+    is cached (a run-level switch KFP ignores for a pipeline version)."""
     from selfcorrect.pipelines.compile import compile_pipeline
 
     return compile_pipeline(output_dir or tempfile.mkdtemp(prefix="selfcorrect-"),
-                            resources=resources, kubernetes_platform=kubernetes_platform)
+                            resources=resources, kubernetes_platform=kubernetes_platform,
+                            caching=caching)
 
 
 def parse_every(text: str) -> int:
@@ -122,19 +153,36 @@ def _ui(args) -> str:
     return (args.ui_host or args.host or "/pipeline").rstrip("/")
 
 
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def _prepare(args):
-    from selfcorrect import config
+    from selfcorrect import cluster_checks, config, images
 
     # values as given: nothing of this machine (absolute paths) goes into a cluster run
     cfg = config.load(args.preset, args.config, args.overrides, local=False)
-    for key in config.machine_paths(cfg):
-        print(f"warning: {key} names a file on this machine; a cluster's pods will not find "
-              "it: use gs://, s3:// or (model.path) a hub name", file=sys.stderr)
-    package = compile_for_cluster(args.output, cfg.resources,
-                                  kubernetes_platform=getattr(args, "backend", "kfp") != "vertex")
+    # what a rank or the last step would find in its pod: refused here, before any upload
+    cluster_checks.refuse(cfg, _warn, service_account=args.service_account,
+                          backend=args.backend)
     from selfcorrect.pipelines.score import pipeline_arguments
 
-    return pipeline_arguments(cfg), package, version_for(package, args.version_name)
+    arguments = pipeline_arguments(cfg)
+    if args.backend == "vertex":
+        from selfcorrect.train.resources import vertex_drops
+
+        dropped = vertex_drops(cfg)
+        if dropped:
+            _warn("warning: Vertex AI reads no Kubernetes platform spec; this run drops "
+                  + ", ".join(dropped))
+    if images.tag().endswith(".dirty"):
+        _warn(f"warning: uncommitted changes: the images are tagged {images.tag()}, which "
+              "scripts/build_images.py never pushes; commit and build the images first")
+    with images.use_registry(args.registry):
+        package = compile_for_cluster(args.output, cfg.resources,
+                                      kubernetes_platform=args.backend != "vertex",
+                                      caching=not args.no_cache)
+    return arguments, package, version_for(package, args.version_name, not args.no_cache)
 
 
 def _kfp_target(args, package: Path, version: str):
@@ -145,6 +193,9 @@ def _kfp_target(args, package: Path, version: str):
 
 
 def submit(args) -> int:
+    if args.wait and args.backend == "vertex":
+        raise ClusterError("--wait follows Kubeflow Pipelines runs only (not verified on Vertex "
+                           "AI); drop it and follow the printed run URL")
     arguments, package, version = _prepare(args)
     if args.backend == "vertex":
         return vertex_submit(args, arguments, package, version)
@@ -156,8 +207,28 @@ def submit(args) -> int:
         pipeline_root=args.pipeline_root, service_account=args.service_account)
     print(f"pipeline version: {version} ({v.pipeline_version_id})")
     print(f"run id: {run.run_id}")
-    print(f"run url: {_ui(args)}/#/runs/details/{run.run_id}")
-    return 0
+    print(f"run url: {_ui(args)}/#/runs/details/{run.run_id}", flush=True)
+    return follow(client, run.run_id, args.wait_timeout, args.poll) if args.wait else 0
+
+
+def follow(client, run_id: str, timeout_s: float, poll_s: float) -> int:
+    """Print the run's state as it changes until it ends: 0 SUCCEEDED, 1 any other end,
+    3 still running after timeout_s."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while True:
+        run = client.get_run(run_id)
+        if run.state != last:
+            print(f"run state: {run.state}", flush=True)
+            last = run.state
+        if run.state in TERMINAL:
+            if run.state != "SUCCEEDED" and run.error:
+                print(f"run error: {getattr(run.error, 'message', run.error)}", file=sys.stderr)
+            return 0 if run.state == "SUCCEEDED" else 1
+        if time.monotonic() >= deadline:
+            print(f"error: run {run_id} still {run.state} after --wait-timeout {timeout_s:g} s",
+                  file=sys.stderr)
+            return 3
+        time.sleep(poll_s)
 
 
 def schedule(args) -> int:
@@ -272,7 +343,7 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _job_args(p: argparse.ArgumentParser) -> None:
-    from selfcorrect.cli import _config_args
+    from selfcorrect.cli import _config_args, registry_arg
 
     _config_args(p)
     _connection_args(p)
@@ -285,6 +356,53 @@ def _job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version-name", help="override the pipeline version name "
                    "(default: from the package version and git commit)")
     p.add_argument("--output", help="also keep the compiled YAML in this folder")
+    p.add_argument("--no-cache", action="store_true", help="run every step afresh: compiles "
+                   "the pipeline with caching off, uploaded as version <name>.no-cache")
+    registry_arg(p)
+
+
+def _host(args) -> str:
+    import os
+
+    return (getattr(args, "host", None) or os.environ.get("KF_PIPELINES_ENDPOINT")
+            or "the in-cluster KFP API")
+
+
+def api_error(e, args) -> tuple[str, int]:
+    """One line for an exception from kfp.Client (and the exit code), or None to re-raise."""
+    import kfp_server_api
+    import urllib3
+
+    host = _host(args)
+    if isinstance(e, urllib3.exceptions.HTTPError):
+        reason = getattr(e, "reason", None) or e
+        return (f"error: cannot reach the KFP API at {host} ({type(reason).__name__}); check "
+                "--host (or $KF_PIPELINES_ENDPOINT), that the API answers there and any "
+                "port-forward, e.g. kubectl port-forward -n kubeflow svc/ml-pipeline-ui "
+                "8080:80", 2)
+    if not isinstance(e, kfp_server_api.ApiException):
+        return None
+    detail = _message(e.body)
+    namespace = getattr(args, "namespace", None)
+    if e.status == 401:
+        return (f"error: the KFP API at {host} refused the login (401 {e.reason}: {detail}); "
+                "pass --token (or --sa-token-path), or renew the token", 2)
+    if e.status == 403:
+        where = f"namespace {namespace!r}" if namespace else "this request"
+        return (f"error: the KFP API at {host} refused access to {where} (403 {e.reason}: "
+                f"{detail}); check --namespace is your profile's namespace (kubectl get "
+                "profiles) and that the token (--token, --sa-token-path) is a member's", 2)
+    if e.status == 404 and namespace and "namespace" in detail.lower():
+        return (f"error: the KFP API at {host} has no namespace {namespace!r} ({detail}); "
+                "pass --namespace with your profile's namespace (kubectl get profiles)", 2)
+    return f"error: the KFP API at {host} answered {e.status} {e.reason}: {detail}", 1
+
+
+def _message(body) -> str:
+    try:
+        return json.loads(body).get("message") or str(body)
+    except (TypeError, ValueError, AttributeError):
+        return str(body)
 
 
 def _main(build, action, argv) -> int:
@@ -300,17 +418,22 @@ def _main(build, action, argv) -> int:
     except (ClusterError, ValueError) as e:   # kfp.Client raises ValueError for bad names
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # the API's answer, said plainly
-        import kfp_server_api
-
-        if isinstance(e, kfp_server_api.ApiException):
-            print(f"error: the KFP API answered {e.status} {e.reason}: {e.body}", file=sys.stderr)
-            return 1
-        raise
+    except Exception as e:  # the API's answer (or its absence), said in one line
+        said = api_error(e, args)
+        if said is None:
+            raise
+        print(said[0], file=sys.stderr)
+        return said[1]
 
 
 def submit_(p):
     _job_args(p)
+    p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit 0 "
+                   "when it SUCCEEDED, 1 otherwise, 3 after --wait-timeout")
+    p.add_argument("--wait-timeout", type=float, default=7 * 24 * 3600, metavar="SECONDS",
+                   help="with --wait: give up after this long (default: 7 days)")
+    p.add_argument("--poll", type=float, default=30.0, metavar="SECONDS",
+                   help="with --wait: seconds between state checks (default: 30)")
 
 
 def schedule_(p):

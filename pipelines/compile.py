@@ -5,18 +5,19 @@
 `kfp.components.load_component_from_file`); compiling twice gives byte-identical files.
 `version_name()` names the pipeline version uploaded to a cluster: the package version, plus
 the git commit when the checkout is not the release tag (`0.1.0+g1a2b3c4`, `0.1.0+g1a2b3c4.dirty`).
+Every image is named when compiling (selfcorrect.images: `0.1.0-g1a2b3c4`, the registry of
+`--registry` / SELFCORRECT_REGISTRY), not when the components were imported.
 """
 from __future__ import annotations
 
 import ast
 import dataclasses
 import re
-import subprocess
 from pathlib import Path
 
 from kfp import compiler
 
-from selfcorrect import __version__
+from selfcorrect import __version__, images
 from selfcorrect.config import ResourcesConfig, RunConfig, build
 from selfcorrect.pipelines.score import PIPELINE_NAME, make_pipeline
 
@@ -44,7 +45,12 @@ def compile_components(output_dir: str | Path = "dist") -> list[Path]:
     for name, comp in components().items():
         out = component_file(output_dir, name)
         out.parent.mkdir(parents=True, exist_ok=True)
-        compiler.Compiler().compile(comp, str(out))
+        container = comp.component_spec.implementation.container
+        defined, container.image = container.image, images.repin(container.image)
+        try:
+            compiler.Compiler().compile(comp, str(out))
+        finally:
+            container.image = defined
         _stable_header(out, f"# selfcorrect {__version__}: component {name}\n")
         paths.append(out)
     return paths
@@ -52,21 +58,30 @@ def compile_components(output_dir: str | Path = "dist") -> list[Path]:
 
 def compile_pipeline(output_dir: str | Path = "dist", config: dict | None = None,
                      resources: ResourcesConfig | None = None,
-                     kubernetes_platform: bool = True) -> Path:
+                     kubernetes_platform: bool = True, caching: bool = True) -> Path:
     """Write the pipeline YAML and the component YAMLs.
 
     `config` gives the pipeline parameters' defaults (default: RunConfig's); `resources`
     the model steps' accelerator, CPU and memory requests, fixed at compile time (default:
     config's, else none).
-    kubernetes_platform: a second YAML document, the Kubernetes platform spec (the training
-    steps' memory-backed /dev/shm), for Kubeflow Pipelines; off for Vertex AI.
+    kubernetes_platform: a second YAML document, the Kubernetes platform spec (node
+    selectors, tolerations, secrets, scratch volume, /dev/shm), for Kubeflow Pipelines; off
+    for Vertex AI. caching=False: no step is cached (`submit --no-cache`).
     """
     cfg = build(RunConfig, config) if config else RunConfig()
     if resources is not None:
         cfg = dataclasses.replace(cfg, resources=resources)
     out = pipeline_file(output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(make_pipeline(cfg, kubernetes_platform), str(out))
+    from kfp.dsl import pipeline_context
+
+    default = pipeline_context.Pipeline._execution_caching_default   # kfp's own switch
+    pipeline_context.Pipeline._execution_caching_default = default and caching
+    try:
+        pipeline = make_pipeline(cfg, kubernetes_platform)
+    finally:
+        pipeline_context.Pipeline._execution_caching_default = default
+    compiler.Compiler().compile(pipeline, str(out))
     _stable_header(out)
     compile_components(output_dir)
     return out
@@ -111,22 +126,9 @@ def _stable_header(path: Path, first_line: str = "") -> None:
     path.write_text(first_line + "\n".join(lines))
 
 
-def _git(*args: str, cwd: Path) -> str | None:
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def version_name(repo: str | Path = REPO) -> str:
     """The pipeline version name: `0.1.0` on a clean checkout of tag v0.1.0 (or outside git),
-    `0.1.0+g<commit>` elsewhere, with `.dirty` when files differ from the commit."""
-    commit = _git("rev-parse", "--short=7", "HEAD", cwd=Path(repo))
-    if commit is None or not (Path(repo) / ".git").exists():   # installed, not a checkout
-        return __version__
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", cwd=Path(repo)))
-    tags = (_git("tag", "--points-at", "HEAD", cwd=Path(repo)) or "").split()
-    if not dirty and ({__version__, f"v{__version__}"} & set(tags)):
-        return __version__
-    return f"{__version__}+g{commit}" + (".dirty" if dirty else "")
+    `0.1.0+g<commit>` elsewhere, with `.dirty` when files differ from the commit. The images
+    carry the same commit as `0.1.0-g<commit>` (selfcorrect.images.tag)."""
+    version, commit, dirty = images.source_version(repo)
+    return version if commit is None else f"{version}+g{commit}" + (".dirty" if dirty else "")

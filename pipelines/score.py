@@ -18,11 +18,14 @@ problems, the base model's attempts and their verdicts cached. The training step
 sampling study take a `config` mapping of the keys they read (dotted, e.g.
 {"train.learning_rate": ...}), assembled here from the same parameters.
 
-Placement (fixed at compile time from config.resources): every step that loads the model
-(prepare_model, sample_attempts, the training steps, the sampling study) runs in the trainer
-image with the configured accelerator: one device for the one-process steps, all
-resources.accelerator_count for training. Training is retried (it resumes from its last
-checkpoint) and gets a memory-backed /dev/shm (NCCL needs more than Kubernetes' 64 MiB).
+Placement (fixed at compile time from config.resources; selfcorrect.train.resources.place):
+every step that loads the model (prepare_model, sample_attempts, the training steps, the
+sampling study) runs in the trainer image with the configured accelerator: one device for
+the one-process steps ("generate"), all resources.accelerator_count for training; Beam
+verification and the CPU steps take their own requests. Accelerator steps get the node
+selectors, tolerations, scratch volume and a memory-backed /dev/shm (NCCL needs more than
+Kubernetes' 64 MiB); steps that read models or the artifact store get resources.env and
+resources.secret_env. Training is retried (it resumes from its last checkpoint).
 
 Caching: data_fingerprint (never cached) digests the data section and a file source's
 bytes; prepare_problems is cached on it, so a run over the same data and config reuses every
@@ -32,17 +35,17 @@ import dataclasses
 import inspect
 
 import docstring_parser
-from kfp import dsl, kubernetes
+from kfp import dsl
 from kfp.dsl import Dataset, Model
 
-from selfcorrect import __version__
+from selfcorrect import __version__, images
 from selfcorrect import config as cfg_mod
 from selfcorrect.components import (data_fingerprint, decide_promotion, evaluate,
                                     filter_problems, prepare_model, prepare_problems, promote_model,
                                     sample_attempts, sampling_study, train_stage1, train_stage2,
                                     validate_data, verify_attempts)
 from selfcorrect.config import RunConfig
-from selfcorrect.train.resources import apply_resources
+from selfcorrect.train.resources import place
 
 PIPELINE_NAME = "selfcorrect-score"
 RETRY = {"num_retries": 2, "backoff_duration": "60s"}
@@ -58,6 +61,8 @@ SECTIONS = ("name", "task", "output_dir", "model", "data", "generate", "train", 
 TRAIN_KEYS = ("name", "task", "output_dir", "model", "data", "train", "generate.batch_size",
               "verify.timeout_s", "verify.code_concurrency")   # the rewards' checks
 STUDY_KEYS = ("model", "generate", "verify", "eval", "train.temperature")
+# The resources.* keys a training step reads (its launch); placement stays out of its cache key.
+TRAIN_RESOURCE_KEYS = ("accelerator_type", "accelerator_count", "launcher", "processes")
 
 
 def parameter_name(key: str) -> str:
@@ -93,23 +98,22 @@ def _keys():
             yield (f"{top.name}.{f.name}" if section else f.name), builtin[f.type], docs[f.name]
 
 
-def _one_device(requests: RunConfig) -> RunConfig:
-    """The requests of a one-process model step: the accelerator type, at most one of it."""
-    res = requests.resources
-    return dataclasses.replace(requests, resources=dataclasses.replace(
-        res, accelerator_count=min(res.accelerator_count, 1)))
+class Placement:
+    """Places each task by step kind (selfcorrect.train.resources.place); compile-time."""
 
+    def __init__(self, requests: RunConfig, kubernetes_platform: bool):
+        self.requests, self.kubernetes_platform = requests, kubernetes_platform
 
-def _training(task, requests: RunConfig, kubernetes_platform: bool):
-    """A training step: all the configured accelerators, retried (resuming from its last
-    checkpoint), and on Kubernetes a memory-backed /dev/shm for NCCL, bounded by the pod's
-    memory limit."""
-    apply_resources(task, requests)
-    task.set_retry(**TRAIN_RETRY)
-    if kubernetes_platform:
-        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm",
-                                   medium="Memory")
-    return task
+    def __call__(self, task, kind: str, store: bool = True):
+        """Place the task, and name its image now (the registry may be --registry's)."""
+        task.set_container_image(images.repin(task.container_spec.image))
+        return place(task, self.requests, kind, kubernetes_platform=self.kubernetes_platform,
+                     store=store)
+
+    def training(self, task):
+        """A training step: all the configured accelerators, retried (resuming from its last
+        checkpoint)."""
+        return self(task, "train").set_retry(**TRAIN_RETRY)
 
 
 class Params(dict):
@@ -134,17 +138,17 @@ class Params(dict):
                 "correction_template": self["prompts.correction"]}
 
 
-def _gate(p: Params, kind: str, data, label: str, problems=None):
+def _gate(p: Params, put: Placement, kind: str, data, label: str, problems=None):
     """A validate_data task named gate-<label>; a failing gate's reports also go to
     gates_report_uri/<run id>/<task name>/ when that is set."""
     task = validate_data(kind=kind, data=data, max_prompt_chars=p["data.max_prompt_chars"],
                          run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                          task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER, **p.section("gates"),
                          **({"problems": problems} if problems is not None else {}))
-    return task.set_display_name(f"gate-{label}")
+    return put(task, "cpu").set_display_name(f"gate-{label}")
 
 
-def _verified(p: Params, problems, model, label: str, requests: RunConfig,
+def _verified(p: Params, put: Placement, problems, model, label: str,
               difficulty_probe: bool = False, after=None):
     """Attempts on the eval split (plus the difficulty filter's train probe when asked and
     configured), gated, verified, gated; returns the tasks (attempts, attempts_gate,
@@ -160,93 +164,108 @@ def _verified(p: Params, problems, model, label: str, requests: RunConfig,
     if after is not None:       # the model's training steps passed their gate
         attempts.after(after)
     attempts.set_display_name(f"sample-attempts-{label}").set_retry(**RETRY)
-    apply_resources(attempts, _one_device(requests))
-    attempts_gate = _gate(p, "attempts", attempts.outputs["attempts"], f"attempts-{label}",
+    put(attempts, "generate")
+    attempts_gate = _gate(p, put, "attempts", attempts.outputs["attempts"], f"attempts-{label}",
                           problems)
     verdicts = verify_attempts(problems=problems, attempts=attempts_gate.outputs["clean"],
                                **p.section("verify"))
     verdicts.set_display_name(f"verify-attempts-{label}").set_retry(**RETRY)
-    gate = _gate(p, "verdicts", verdicts.outputs["verdicts"], f"verdicts-{label}", problems)
+    put(verdicts, "verify", store=False)
+    gate = _gate(p, put, "verdicts", verdicts.outputs["verdicts"], f"verdicts-{label}", problems)
     return attempts, attempts_gate, verdicts, gate
 
 
-@dsl.pipeline(name="selfcorrect-promotion-gate",
-              description="Promote the model to the registry when the promotion conditions "
-                          "hold against the evaluation results")
-def promotion_gate(results: Dataset, model: Model, problems: Dataset, verdicts: Dataset,
-                   eval_rows: Dataset, registry: str = "", output_dir: str = "runs",
-                   min_gain_over_base: float = 0.0, min_gain_over_current: float = 0.0,
-                   max_delta_c_to_i: float = 1.0):
-    """decide_promotion -> dsl.If(promote) -> promote_model; reusable as a sub-DAG.
+def make_promotion_gate(put=None):
+    """The promotion sub-DAG; `put` (a Placement) places its two steps, else none."""
+    put = put or (lambda task, kind: task)
 
-    Args:
-        results: evaluate's results ({model: summary} JSON).
-        model: The trained model folder, registered when promoted.
-        problems: The evaluation's problems (recorded in the manifest).
-        verdicts: The trained model's verdicts (recorded in the manifest).
-        eval_rows: The gated per-episode evaluation: the decision is recomputed from it, and
-            it is kept in the registry beside the promoted model.
-        registry: The model registry, a folder or gs:// prefix; "": <output_dir>/registry.
-        output_dir: The run's results folder or gs:// prefix.
-        min_gain_over_base: Required Accuracy@t2 gain of the trained model over the base.
-        min_gain_over_current: Required Accuracy@t2 gain over the promoted model, if any.
-        max_delta_c_to_i: Largest Delta_c->i of the trained model; 1 disables it.
-    """
-    where = {"registry": registry, "output_dir": output_dir}
-    gate = decide_promotion(results=results, eval_rows=eval_rows,
-                            min_gain_over_base=min_gain_over_base,
-                            min_gain_over_current=min_gain_over_current,
-                            max_delta_c_to_i=max_delta_c_to_i, **where)
-    gate.set_display_name("promotion-gate").set_caching_options(False)  # reads the registry now
-    with dsl.If(gate.outputs["Output"] == True, name="promote-if-better"):  # noqa: E712
-        promote_model(model=model, results=results, problems=problems, verdicts=verdicts,
-                      eval_rows=eval_rows, decision=gate.outputs["decision"],
-                      run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                      **where).set_display_name("promote-model").set_caching_options(False)
+    @dsl.pipeline(name="selfcorrect-promotion-gate",
+                  description="Promote the model to the registry when the promotion conditions "
+                              "hold against the evaluation results")
+    def promotion_gate(results: Dataset, model: Model, problems: Dataset, verdicts: Dataset,
+                       eval_rows: Dataset, registry: str = "", output_dir: str = "runs",
+                       min_gain_over_base: float = 0.0, min_gain_over_current: float = 0.0,
+                       max_delta_c_to_i: float = 1.0):
+        """decide_promotion -> dsl.If(promote) -> promote_model; reusable as a sub-DAG.
+
+        Args:
+            results: evaluate's results ({model: summary} JSON).
+            model: The trained model folder, registered when promoted.
+            problems: The evaluation's problems (recorded in the manifest).
+            verdicts: The trained model's verdicts (recorded in the manifest).
+            eval_rows: The gated per-episode evaluation: the decision is recomputed from it,
+                and it is kept in the registry beside the promoted model.
+            registry: The model registry, a folder or gs:// prefix; "": <output_dir>/registry.
+            output_dir: The run's results folder or gs:// prefix.
+            min_gain_over_base: Required Accuracy@t2 gain of the trained model over the base.
+            min_gain_over_current: Required Accuracy@t2 gain over the promoted model, if any.
+            max_delta_c_to_i: Largest Delta_c->i of the trained model; 1 disables it.
+        """
+        where = {"registry": registry, "output_dir": output_dir}
+        gate = decide_promotion(results=results, eval_rows=eval_rows,
+                                min_gain_over_base=min_gain_over_base,
+                                min_gain_over_current=min_gain_over_current,
+                                max_delta_c_to_i=max_delta_c_to_i, **where)
+        put(gate, "cpu")
+        gate.set_display_name("promotion-gate").set_caching_options(False)  # reads the registry
+        with dsl.If(gate.outputs["Output"] == True, name="promote-if-better"):  # noqa: E712
+            promote = promote_model(model=model, results=results, problems=problems,
+                                    verdicts=verdicts, eval_rows=eval_rows,
+                                    decision=gate.outputs["decision"],
+                                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, **where)
+            put(promote, "cpu")
+            promote.set_display_name("promote-model").set_caching_options(False)
+
+    return promotion_gate
 
 
-def _dag(p: Params, requests: RunConfig, kubernetes_platform: bool):
-    """The tasks; p holds the pipeline's parameters by dotted config key."""
-    placement = cfg_mod.flat(requests, "resources")      # compile-time constants
+promotion_gate = make_promotion_gate()
+
+
+def _dag(p: Params, put: Placement, promotion):
+    """The tasks; p holds the pipeline's parameters by dotted config key, `promotion` is
+    the promotion sub-DAG placed by `put` (built outside this pipeline's context)."""
+    launch = {f"resources.{k}": getattr(put.requests.resources, k)   # compile-time constants
+              for k in TRAIN_RESOURCE_KEYS}
     data_spec = p.section("data")
     # Never cached: a scheduled retraining run with the same data_path must see new bytes.
     key = data_fingerprint(data=data_spec).set_caching_options(False)
-    key.set_display_name("data-fingerprint")
+    put(key, "cpu").set_display_name("data-fingerprint")
     # Cached on (data_*, fingerprint, image): the same data give the same problems artifact,
     # so the steps after it (training included) can hit the cache as well.
-    problems = prepare_problems(data=data_spec, fingerprint=key.output)
-    problems_gate = _gate(p, "problems", problems.outputs["problems"], "problems")
+    problems = put(prepare_problems(data=data_spec, fingerprint=key.output), "cpu")
+    problems_gate = _gate(p, put, "problems", problems.outputs["problems"], "problems")
     data = problems_gate.outputs["clean"]
 
     base = prepare_model(**p.section("model"))
-    apply_resources(base, _one_device(requests))
+    put(base, "generate")
     # the base model's attempts also probe the train split when data_drop_always_solved or
     # data_drop_never_solved is on
     _, base_attempts_ok, _, base_verdicts_ok = _verified(
-        p, data, base.outputs["model"], "base", requests, difficulty_probe=True)
+        p, put, data, base.outputs["model"], "base", difficulty_probe=True)
 
     # a copy of the problems when both flags are off
     train_data = filter_problems(problems=data, verdicts=base_verdicts_ok.outputs["clean"],
                                  drop_always_solved=p["data.drop_always_solved"],
                                  drop_never_solved=p["data.drop_never_solved"])
-    train_data.set_display_name("filter-problems")
-    train_gate = _gate(p, "problems", train_data.outputs["filtered"], "filtered-problems")
+    put(train_data, "cpu", store=False).set_display_name("filter-problems")
+    train_gate = _gate(p, put, "problems", train_data.outputs["filtered"], "filtered-problems")
     train_problems = train_gate.outputs["clean"]
-    train_config = {"config": p.config(*TRAIN_KEYS, constants=placement), **p.templates()}
+    train_config = {"config": p.config(*TRAIN_KEYS, constants=launch), **p.templates()}
     stage1 = train_stage1(problems=train_problems, base_model=base.outputs["model"],
                           **train_config)
     # Stage I's steps (rewards, KL of attempt 1 to the base: gates_max_stage1_kl_t1)
-    stage1_gate = _gate(p, "train_steps", stage1.outputs["steps"], "stage1-steps")
+    stage1_gate = _gate(p, put, "train_steps", stage1.outputs["steps"], "stage1-steps")
     stage2 = train_stage2(problems=train_problems, init_model=stage1.outputs["model"],
                           base_model=base.outputs["model"], **train_config
                           ).after(stage1_gate)
-    stage2_gate = _gate(p, "train_steps", stage2.outputs["steps"], "stage2-steps")
+    stage2_gate = _gate(p, put, "train_steps", stage2.outputs["steps"], "stage2-steps")
     for task in (stage1, stage2):
-        _training(task, requests, kubernetes_platform)
+        put.training(task)
     _, stage1_attempts_ok, _, stage1_verdicts_ok = _verified(
-        p, data, stage1.outputs["model"], "stage1", requests, after=stage1_gate)
+        p, put, data, stage1.outputs["model"], "stage1", after=stage1_gate)
     _, trained_attempts_ok, _, trained_verdicts_ok = _verified(
-        p, data, stage2.outputs["model"], "trained", requests, after=stage2_gate)
+        p, put, data, stage2.outputs["model"], "trained", after=stage2_gate)
 
     report = evaluate(problems=data,
                       base_attempts=base_attempts_ok.outputs["clean"],
@@ -259,7 +278,8 @@ def _dag(p: Params, requests: RunConfig, kubernetes_platform: bool):
                       stage1_verdicts=stage1_verdicts_ok.outputs["clean"],
                       **p.section("eval", "sampling_k", "sampling_temperature"))
 
-    rows_gate = _gate(p, "eval_rows", report.outputs["rows"], "eval-rows", data)
+    put(report, "cpu", store=False)
+    rows_gate = _gate(p, put, "eval_rows", report.outputs["rows"], "eval-rows", data)
 
     # eval_sampling_k > 0: majority vote over k samples vs k/2 + correction, both models
     with dsl.If(p["eval.sampling_k"] > 0, name="sampling-study-if-asked"):
@@ -267,9 +287,9 @@ def _dag(p: Params, requests: RunConfig, kubernetes_platform: bool):
                                trained_model=stage2.outputs["model"],
                                config=p.config(*STUDY_KEYS), **p.templates())
         study.after(stage2_gate).set_display_name("sampling-study")
-        apply_resources(study, _one_device(requests))
+        put(study, "generate")
 
-    promotion_gate(results=report.outputs["results"], model=stage2.outputs["model"],
+    promotion(results=report.outputs["results"], model=stage2.outputs["model"],
                    problems=data, verdicts=trained_verdicts_ok.outputs["clean"],
                    eval_rows=rows_gate.outputs["clean"], output_dir=p["output_dir"],
                    **p.section("promotion"))
@@ -281,14 +301,17 @@ def make_pipeline(config: RunConfig | None = None, kubernetes_platform: bool = T
     Resource requests are fixed when the pipeline is compiled, so they come from
     config.resources here; they are no run-time parameter.
 
-    kubernetes_platform: add the Kubernetes platform spec (the training steps' /dev/shm
-    volume; Kubeflow Pipelines). Vertex AI reads a single-document YAML: compile without."""
+    kubernetes_platform: add the Kubernetes platform spec (node selectors, tolerations,
+    secrets as env, the scratch volume, /dev/shm; Kubeflow Pipelines). Vertex AI reads a
+    single-document YAML: compile without (resources.vertex_drops names what it leaves out)."""
     requests = config or RunConfig()
     defaults = cfg_mod.flat(requests, *SECTIONS)
     keys = list(_keys())
+    put = Placement(requests, kubernetes_platform)
+    promotion = make_promotion_gate(put)
 
     def score_pipeline(*args) -> Dataset:
-        return _dag(Params(zip([k for k, _, _ in keys], args)), requests, kubernetes_platform)
+        return _dag(Params(zip([k for k, _, _ in keys], args)), put, promotion)
 
     score_pipeline.__signature__ = inspect.Signature(
         [inspect.Parameter(parameter_name(k), inspect.Parameter.POSITIONAL_OR_KEYWORD,

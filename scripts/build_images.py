@@ -1,4 +1,9 @@
-"""Build (and push) the container images, tagged `<registry>/<image>:<package version>`.
+"""Build (and push) the container images, tagged `<registry>/<image>:<tag>` (selfcorrect.images).
+
+The tag follows the code (`0.1.0-g<commit>`; `0.1.0` on the release tag) and is recorded in
+each image (`--build-arg IMAGE_TAG`), so the code inside names the images of the pipeline it
+was compiled with. A tree with uncommitted changes gets `0.1.0-g<commit>.dirty`: built here
+(e.g. --local) but never pushed, since a pushed tag must name one content; commit first.
 
     .venv/bin/python scripts/build_images.py --registry us-docker.pkg.dev/p/r --push
     .venv/bin/python scripts/build_images.py --dry-run      # print the commands only
@@ -39,7 +44,8 @@ def commands(registry: str | None, names: list[str], push: bool, platform: str |
         if name not in images.IMAGES:
             raise SystemExit(f"unknown image {name!r}; images: {', '.join(images.IMAGES)}")
         tag = images.image(name)
-        build = [engine, "build", "-f", images.IMAGES[name], "-t", tag, *extra]
+        build = [engine, "build", "-f", images.IMAGES[name], "-t", tag,
+                 "--build-arg", f"IMAGE_TAG={images.tag()}", *extra]
         cmds.append(build + (["--platform", platform] if platform else []) + ["."])
         if push:
             cmds.append([engine, "push", tag])
@@ -102,6 +108,15 @@ def main(argv=None) -> int:
         wheel = WHEELS / "torch-2.13.0+cpu.whl" if args.dry_run else local_torch_wheel()
         engine, extra = "podman", local_args(args.base_image, wheel)
     cmds = commands(args.registry, args.only, args.push, args.platform, engine, extra)
+    from selfcorrect import images
+
+    if args.push and images.tag().endswith(".dirty"):
+        why = (f"refusing to push tag {images.tag()}: the tree has uncommitted changes, and a "
+               "pushed tag must name one content; commit (or stash) them first")
+        if not args.dry_run:
+            print(f"error: {why}", file=sys.stderr)
+            return 2
+        print(f"note: without --dry-run: {why}", file=sys.stderr)
     if args.dry_run:
         for c in cmds:
             print(" ".join(c))

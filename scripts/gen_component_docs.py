@@ -22,7 +22,8 @@ loadable with `kfp.components.load_component_from_file`). A component takes the 
 parameters it reads, each with a default, so its YAML runs alone with only the inputs listed
 here; tests/test_component_yaml.py runs verify_attempts, validate_data and evaluate that way.
 Records are JSONL (or Parquet) of `selfcorrect.records` (Problem, Attempt, Verdict, ...).
-Images are `<registry>/<image>:<version>`, the registry from `SELFCORRECT_REGISTRY`
+Images are `<registry>/<image>:<tag>`, the tag `<version>-g<commit>` (`<version>` on a
+release; selfcorrect.images), the registry from `--registry` or `SELFCORRECT_REGISTRY`
 (default `ghcr.io/selfcorrect`).
 
 Stability: **stable**: the interface changes only with a major version; **beta**: it may
@@ -65,7 +66,9 @@ def section(name: str, comp) -> str:
     from selfcorrect.components import STABILITY
 
     spec = comp.component_spec
-    image = spec.implementation.container.image.rsplit("/", 1)[-1]
+    # the tag moves with every commit (selfcorrect.images.tag): the docs name its form
+    image = spec.implementation.container.image.rsplit("/", 1)[-1].split(":")[0] + \
+        f":{__version__}-g<commit>"
     lines = [f"## `{name}`", "", _overview(comp), "",
              f"Stability: **{STABILITY[name]}** · Verified with: KFP {kfp.__version__} · "
              f"Image: `{image}` · YAML: `components/{name}-{__version__}.yaml`", ""]

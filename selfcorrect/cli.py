@@ -13,7 +13,8 @@ from selfcorrect.config import ConfigError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="a preset from selfcorrect/presets (tiny, demo)")
+    p.add_argument("--preset", help="a preset from selfcorrect/presets (tiny, demo, testbed, "
+                   "cluster-1.5b, cluster-7b)")
     p.add_argument("--config", help="a YAML run configuration file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, e.g. --set train.stage1_steps=5 (repeatable)")
@@ -53,19 +54,45 @@ def cmd_run(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from selfcorrect.pipelines.compile import compile_pipeline
+    from selfcorrect import images
 
-    cfg = None
-    if args.preset or args.config or args.overrides:
-        from selfcorrect import config
+    with images.use_registry(args.registry):
+        from selfcorrect.pipelines.compile import compile_pipeline
 
-        loaded = config.load(args.preset, args.config, args.overrides, local=False)
-        for key in config.machine_paths(loaded):
-            print(f"warning: {key} names a file on this machine; a cluster's pods will not find "
-                  "it: use gs://, s3:// or (model.path) a hub name", file=sys.stderr)
-        cfg = loaded.to_dict()
-    print(compile_pipeline(args.output, cfg))
+        cfg = None
+        if args.preset or args.config or args.overrides:
+            from selfcorrect import cluster_checks, config
+
+            loaded = config.load(args.preset, args.config, args.overrides, local=False)
+            # the rules submit refuses on, as warnings: a local compile stays valid
+            cluster_checks.report(loaded, _warn, backend=args.backend)
+            cfg = loaded.to_dict()
+        vertex = args.backend == "vertex"
+        if vertex:
+            _vertex_drops(cfg)
+        print(compile_pipeline(args.output, cfg, kubernetes_platform=not vertex))
     return 0
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _vertex_drops(cfg: dict | None) -> None:
+    """Warn which resources.* keys a Vertex AI compile leaves out."""
+    from selfcorrect import config
+    from selfcorrect.train.resources import vertex_drops
+
+    dropped = vertex_drops(config.build(config.RunConfig, cfg))
+    if dropped:
+        _warn("warning: Vertex AI reads no Kubernetes platform spec; this compile drops "
+              + ", ".join(dropped))
+
+
+def registry_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", help="container registry of the images, e.g. "
+                   "us-docker.pkg.dev/PROJECT/selfcorrect (default: $SELFCORRECT_REGISTRY, "
+                   "else ghcr.io/selfcorrect); the tags follow the code (selfcorrect.images)")
 
 
 SUBCOMMANDS = {
@@ -97,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(run)
     comp = sub.add_parser("compile", help="compile the pipeline to versioned IR YAML")
     comp.add_argument("--output", default="dist", help="folder for the YAML (default: dist)")
+    comp.add_argument("--backend", choices=["kfp", "vertex"], default="kfp",
+                      help="vertex: without the Kubernetes platform spec (warns what it drops)")
+    registry_arg(comp)
     _config_args(comp)
     for name, (_, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, add_help=False, help=help_text)

@@ -347,19 +347,76 @@ class TrainConfig:
 
 @dataclass
 class ResourcesConfig:
-    """What the training components ask the cluster for; empty: nothing (CPU, one process).
+    """Where each step runs and what it may read; fixed when the pipeline is compiled (not
+    a run-time parameter). Empty: nothing requested (CPU, one process, no credentials).
+    Placement goes through kfp-kubernetes on Kubeflow; `submit --backend vertex` keeps the
+    accelerator, CPU/memory and env and warns which other keys it drops. NOT VERIFIED ON A
+    CLUSTER OR GPU: the compiled YAML is tested, no scheduler has placed it yet.
 
-    accelerator_type is the platform's name (Vertex AI: NVIDIA_TESLA_A100, NVIDIA_H100_80GB;
-    Kubeflow: nvidia.com/gpu). accelerator_count > 1 launches one DeepSpeed process per GPU.
-    Not verified on GPU yet.
+    Attributes:
+        accelerator_type: The training steps' accelerator, the platform's name (Kubeflow:
+            nvidia.com/gpu; Vertex AI: NVIDIA_TESLA_A100, NVIDIA_H100_80GB). The one-GPU
+            model steps (prepare_model, sample_attempts, sampling_study) take one of it.
+        accelerator_count: Accelerators of each training step; > 1 launches one DeepSpeed
+            process per GPU (train.problems_per_step must then be a multiple of it).
+        cpu_limit: Training steps: CPU limit (= request on Kubernetes), e.g. "64".
+        memory_limit: Training steps: memory limit (= request), e.g. "900G"; also bounds
+            the memory-backed /dev/shm.
+        launcher: Multi-process launcher of the training steps: deepspeed or torchrun.
+        processes: Training processes; 0: accelerator_count (one per GPU), or 1 without
+            accelerators (> 1 on CPU: gloo, e.g. for tests).
+        generate_cpu_limit: One-GPU model steps (generation, prepare_model, sampling
+            study): CPU limit, e.g. "8"; "": none.
+        generate_memory_limit: One-GPU model steps: memory limit, e.g. "120G"; "": none.
+        verify_cpu_request: Beam verification (DirectRunner): CPU request, e.g. "8".
+        verify_memory_request: Beam verification: memory request, e.g. "16G".
+        cpu_request: Every other CPU step (data, gates, evaluation, promotion): CPU
+            request, e.g. "1".
+        memory_request: Every other CPU step: memory request, e.g. "4G".
+        node_selector: Accelerator steps' node labels, e.g. {cloud.google.com/gke-
+            accelerator: nvidia-h100-80gb} (GKE Autopilot and node auto-provisioning
+            need it); Kubernetes only.
+        tolerations: Accelerator steps' taints tolerated, each "key=value:Effect",
+            "key:Effect" (any value) or "key" (any value and effect), e.g.
+            ["nvidia.com/gpu=present:NoSchedule"]; Kubernetes only.
+        cpu_node_selector: CPU steps' node labels (as node_selector); Kubernetes only.
+        cpu_tolerations: CPU steps' taints tolerated (as tolerations); Kubernetes only.
+        scratch_size: Accelerator steps: a generic ephemeral volume of this size (e.g.
+            "200Gi") at /scratch holding the Hub and model caches and temporary files
+            (HF_HOME, SELFCORRECT_CACHE, TMPDIR); "": the node's container disk. KFP has no
+            ephemeral-storage request; Kubernetes only.
+        scratch_storage_class: The scratch volume's StorageClass; "": the cluster's default.
+        env: Environment variables of every step that reads models or the artifact store,
+            e.g. {AWS_ENDPOINT_URL: "http://minio-service.kubeflow:9000"}. Never secrets:
+            they are written into the compiled YAML.
+        secret_env: Kubernetes secrets as environment variables of those steps,
+            {ENV_NAME: "secret-name:key"}, e.g. {HF_TOKEN: "hf-token:token",
+            AWS_SECRET_ACCESS_KEY: "mlpipeline-minio-artifact:secretkey"}; Kubernetes only.
+        cluster_credentials: The cluster gives pods their storage credentials (GKE Workload
+            Identity, EKS IRSA or Pod Identity, a node role): gs:// and s3:// locations need
+            no declared credentials.
     """
     accelerator_type: str = ""
     accelerator_count: int = 0
-    cpu_limit: str = ""             # e.g. "8" or "7500m"
-    memory_limit: str = ""          # e.g. "64G"
+    cpu_limit: str = ""
+    memory_limit: str = ""
     launcher: str = choice("deepspeed", "deepspeed", "torchrun")
-    processes: int = 0              # training processes; 0: accelerator_count (one per GPU), or
-                                    # 1 without accelerators (> 1 on CPU: gloo, e.g. for tests)
+    processes: int = 0
+    generate_cpu_limit: str = ""
+    generate_memory_limit: str = ""
+    verify_cpu_request: str = ""
+    verify_memory_request: str = ""
+    cpu_request: str = ""
+    memory_request: str = ""
+    node_selector: dict = field(default_factory=dict)
+    tolerations: list = field(default_factory=list)
+    cpu_node_selector: dict = field(default_factory=dict)
+    cpu_tolerations: list = field(default_factory=list)
+    scratch_size: str = ""
+    scratch_storage_class: str = ""
+    env: dict = field(default_factory=dict)
+    secret_env: dict = field(default_factory=dict)
+    cluster_credentials: bool = False
 
     @property
     def training_processes(self) -> int:
@@ -373,6 +430,52 @@ class ResourcesConfig:
         if bool(self.accelerator_type) != (self.accelerator_count > 0):
             raise ConfigError("resources.accelerator_type and resources.accelerator_count go "
                               "together: set both (e.g. NVIDIA_TESLA_A100 and 1) or neither (CPU)")
+        for name in ("tolerations", "cpu_tolerations"):
+            for item in getattr(self, name):
+                toleration(item, f"resources.{name}")
+        for env_name, ref in self.secret_env.items():
+            secret_ref(env_name, ref)
+        for env_name in [*self.env, *self.secret_env]:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env_name):
+                raise ConfigError(f"resources.env / resources.secret_env: {env_name!r} is no "
+                                  "environment variable name (letters, digits, _)")
+        both = set(self.env) & set(self.secret_env)
+        if both:
+            raise ConfigError(f"resources.env and resources.secret_env both set {sorted(both)}: "
+                              "keep each variable in one of them")
+
+    def declared_env(self) -> set[str]:
+        """The environment variables the steps that read the store get (plain or secret)."""
+        return set(self.env) | set(self.secret_env)
+
+
+_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def toleration(text: str, key: str = "resources.tolerations") -> dict:
+    """"key=value:Effect" -> kfp.kubernetes.add_toleration's arguments ("key:Effect" and
+    "key": operator Exists; no effect: every effect)."""
+    taint, _, effect = text.partition(":")
+    name, eq, value = taint.partition("=")
+    if not name.strip() or (effect and effect not in _EFFECTS) or (eq and not value):
+        raise ConfigError(f"{key}: {text!r} is no toleration; use \"key=value:Effect\", "
+                          f"\"key:Effect\" or \"key\" (Effect one of {', '.join(_EFFECTS)}), "
+                          "e.g. \"nvidia.com/gpu=present:NoSchedule\"")
+    out = {"key": name.strip(), "operator": "Equal" if eq else "Exists"}
+    if eq:
+        out["value"] = value
+    if effect:
+        out["effect"] = effect
+    return out
+
+
+def secret_ref(env_name: str, ref: str) -> tuple[str, str]:
+    """"secret-name:key" -> (secret name, key in the secret)."""
+    name, sep, key = str(ref).partition(":")
+    if not (sep and re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) and key):
+        raise ConfigError(f"resources.secret_env.{env_name}: {ref!r} is not \"secret-name:key\" "
+                          "(a Kubernetes secret and one of its keys), e.g. \"hf-token:token\"")
+    return name, key
 
 
 @dataclass
@@ -588,12 +691,34 @@ def _coerce(key: str, value: Any, typ: str):
         # YAML 1.1 reads `5e-4` (no dot) as a string; it is a float to any reader
         if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(?:\.\d*)?[eE][-+]?\d+", value.strip()):
             return float(value)
+    elif typ in ("dict", "list"):
+        if isinstance(value, str):          # `--set 'resources.env={A: b}'`, or text from KFP
+            value = _yaml_scalar(value) if value.strip() else {"dict": {}, "list": []}[typ]
+        if typ == "dict" and isinstance(value, dict):
+            return {_text(key, k, "name"): _text(f"{key}.{k}", v, "value") for k, v in value.items()}
+        if typ == "list" and isinstance(value, list):
+            return [_text(f"{key}[{i}]", v, "item") for i, v in enumerate(value)]
+        example = "{NAME: value}" if typ == "dict" else '["a", "b"]'
+        raise ConfigError(f"{key}: expected a mapping, e.g. {example}, got "
+                          f"{type(value).__name__} {value!r}" if typ == "dict" else
+                          f"{key}: expected a list, e.g. {example}, got "
+                          f"{type(value).__name__} {value!r}")
     elif typ == "str":
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)       # `--set resources.cpu_limit=8` parses as a number
     raise ConfigError(f"{key}: expected {typ}, got {type(value).__name__} {value!r}")
+
+
+def _text(key: str, value, what: str) -> str:
+    """A mapping's name or value, or a list's item, as text (YAML numbers become text;
+    a YAML boolean must be quoted: `true` and "True" mean different things to a program)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{key}: the {what} {value!r} must be text; quote it (e.g. \"true\")")
 
 
 def _yaml_scalar(text: str):

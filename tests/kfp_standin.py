@@ -6,6 +6,13 @@ experiments, runs and recurring runs, list and delete recurring runs, and health
 model it must deserialise into (unknown fields, wrong types and bad enum values are a 400),
 every uploaded package must parse as a PipelineSpec, and references must exist (404) and be
 consistent (400), the way the real API server answers. Responses are kfp_server_api models.
+
+Multi-user mode (`KfpStandIn(namespaces={"team-a"}, token="t")`), as the real API: a request
+without the bearer token is a 401; a namespace outside `namespaces` a 403; experiments need a
+namespace; pipelines belong to the namespace they were uploaded to (names unique per
+namespace) and are listed only when that namespace is asked for (without one: the shared
+ones). A run is PENDING when created and moves one state per GET along `State.run_states`
+(RUNNING, then SUCCEEDED unless a test sets another end).
 """
 from __future__ import annotations
 
@@ -143,6 +150,20 @@ class State:
         self.recurring: dict = {}
         self.log: list = []              # (method, path) of every request
         self.lock = threading.Lock()
+        self.namespaces: set | None = None     # None: single-user (no namespace checks)
+        self.token: str | None = None
+        self.run_states = ["RUNNING", "SUCCEEDED"]
+
+    def namespace(self, name: str | None, what: str) -> str | None:
+        """A request's namespace, checked the way multi-user Kubeflow's authorisation does."""
+        if self.namespaces is None:
+            return name or None
+        if not name:
+            raise ApiError(400, f"{what}: a namespace is required in multi-user mode")
+        if name not in self.namespaces:
+            raise ApiError(403, f"PermissionDenied: user is not authorized to access "
+                                f"namespace {name!r}")
+        return name
 
     def add_version(self, pipeline_id: str, name: str, spec: dict, description=None):
         if any(v.pipeline_id == pipeline_id and v.display_name == name
@@ -242,6 +263,8 @@ class Handler(BaseHTTPRequestHandler):
         parts = url.path[len(API):].strip("/").split("/") if url.path.startswith(API) else []
         s = self.state
         s.log.append((method, url.path))
+        if s.token is not None and self.headers.get("Authorization") != f"Bearer {s.token}":
+            raise ApiError(401, "Unauthenticated: no valid bearer token")
         with s.lock:
             return self._dispatch(method, parts, q, s)
 
@@ -249,18 +272,24 @@ class Handler(BaseHTTPRequestHandler):
         M = kfp_server_api
         match method, parts:
             case "GET", ["healthz"]:
-                return M.V2beta1GetHealthzResponse(multi_user=False, pipeline_store="database")
+                return M.V2beta1GetHealthzResponse(multi_user=s.namespaces is not None,
+                                                   pipeline_store="database")
             case "GET", ["pipelines"]:
-                found = _filter(list(s.pipelines.values()), q.get("filter"))
+                ns = q.get("namespace") and s.namespace(q["namespace"], "list pipelines")
+                found = _filter([p for p in s.pipelines.values() if (p.namespace or None) == ns],
+                                q.get("filter"))
                 return M.V2beta1ListPipelinesResponse(pipelines=found, total_size=len(found))
             case "POST", ["pipelines", "upload"]:
                 spec = self._upload()
+                ns = q.get("namespace") and s.namespace(q["namespace"], "upload")
                 name = q.get("name") or spec["pipelineInfo"]["name"]
-                if any(p.display_name == name for p in s.pipelines.values()):
-                    raise ApiError(409, f"pipeline {name!r} already exists")
+                if any(p.display_name == name and (p.namespace or None) == ns
+                       for p in s.pipelines.values()):
+                    raise ApiError(409, f"AlreadyExists: pipeline {name!r} already exists in "
+                                        f"namespace {ns!r}")
                 p = M.V2beta1Pipeline(pipeline_id=str(uuid.uuid4()), display_name=name, name=name,
                                       description=q.get("description"), created_at=_now(),
-                                      namespace=q.get("namespace"))
+                                      namespace=ns)
                 s.pipelines[p.pipeline_id] = p
                 s.add_version(p.pipeline_id, name, spec, q.get("description"))
                 return p
@@ -279,11 +308,13 @@ class Handler(BaseHTTPRequestHandler):
                 return M.V2beta1ListPipelineVersionsResponse(pipeline_versions=found,
                                                              total_size=len(found))
             case "GET", ["experiments"]:
+                s.namespace(q.get("namespace"), "list experiments")
                 found = _filter([e for e in s.experiments.values()
                                  if q.get("namespace") in (None, e.namespace)], q.get("filter"))
                 return M.V2beta1ListExperimentsResponse(experiments=found, total_size=len(found))
             case "POST", ["experiments"]:
                 e = parse(self._json(), "V2beta1Experiment")
+                s.namespace(e.namespace, "experiment")
                 if not e.display_name:
                     raise ApiError(400, "experiment: display_name is required")
                 e.experiment_id, e.created_at, e.storage_state = str(uuid.uuid4()), _now(), "AVAILABLE"
@@ -296,8 +327,21 @@ class Handler(BaseHTTPRequestHandler):
                 r.storage_state = "AVAILABLE"
                 s.runs[r.run_id] = r
                 return r
+            case "GET", ["runs", rid]:
+                if rid not in s.runs:
+                    raise ApiError(404, f"run {rid!r} not found")
+                r = s.runs[rid]
+                states = ["PENDING", *s.run_states]
+                if r.state in states[:-1]:
+                    r.state = states[states.index(r.state) + 1]
+                    if r.state == "FAILED":
+                        r.error = M.GoogleRpcStatus(code=2, message="train-stage2: exit code 1")
+                return r
             case "POST", ["recurringruns"]:
                 r = parse(self._json(), "V2beta1RecurringRun")
+                if s.namespaces is not None:
+                    exp = s.experiments.get(r.experiment_id)
+                    s.namespace(r.namespace or (exp.namespace if exp else None), "recurring run")
                 s.check_parameters(s.job_source(r, "recurring run"), r.runtime_config,
                                    "recurring run")
                 t = r.trigger
@@ -335,7 +379,7 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a stand-in bug must fail the test, not hang the client
             if not isinstance(e, ApiError):
                 e = ApiError(500, f"stand-in error: {type(e).__name__}: {e}")
-            code = {400: 3, 404: 5, 409: 6}.get(e.status, 2)
+            code = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6}.get(e.status, 2)
             self._send(e.status, {"error": e.message, "code": code, "message": e.message,
                                   "details": []})
 
@@ -352,8 +396,9 @@ class Handler(BaseHTTPRequestHandler):
 class KfpStandIn:
     """`with KfpStandIn() as api: kfp.Client(host=api.url)`; `api.state` holds what was sent."""
 
-    def __init__(self):
+    def __init__(self, namespaces: set | None = None, token: str | None = None):
         self.state = State()
+        self.state.namespaces, self.state.token = namespaces, token
         handler = type("BoundHandler", (Handler,), {"state": self.state})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -20,7 +20,7 @@ from selfcorrect.pipelines.compile import compile_components, version_name  # no
 from selfcorrect.pipelines.score import pipeline_arguments  # noqa: E402
 
 SETS = ["--preset", "tiny", "--set", "output_dir=gs://bucket/runs",
-        "--set", "data.n_train=8"]
+        "--set", "data.n_train=8", "--set", "resources.cluster_credentials=true"]
 
 
 @pytest.fixture
@@ -56,12 +56,14 @@ def test_submit_uploads_a_named_version_and_runs_it_with_the_config(api, tmp_pat
 
 def test_submit_sends_values_as_given_and_warns_about_local_paths(api, tmp_path, capsys):
     args = ["submit", "--host", api.url, "--output", str(tmp_path), "--version-name", "0.1.0+l",
-            "--preset", "testbed", "--set", "output_dir=gs://bucket/runs"]
+            "--preset", "testbed", "--set", "output_dir=gs://bucket/runs",
+            "--service-account", "default-editor"]
     assert main(args) == 0
     (run,) = api.state.runs.values()
     sent = run.runtime_config.parameters
     assert sent["model_path"] == ".cache/assets/testbed"      # not this machine's absolute path
-    assert "model.path names a file on this machine" in capsys.readouterr().err
+    assert "model.path: '.cache/assets/testbed': names a file on this machine" in \
+        capsys.readouterr().err
 
 
 def test_a_version_name_never_points_at_different_content(api, tmp_path):

@@ -18,8 +18,9 @@ def test_compiled_pipeline_is_versioned_and_pins_images(tmp_path):
     executors = ir["deploymentSpec"]["executors"]
     used = {e["container"]["image"] for e in executors.values()}
     assert used == {images.image(n) for n in images.IMAGES}
-    for img in used:
-        assert img.endswith(f":{__version__}") and ":latest" not in img
+    for img in used:     # the tag carries the version and the commit (selfcorrect.images)
+        assert img.endswith(f":{images.tag()}") and ":latest" not in img
+        assert images.tag().startswith(__version__) and "+" not in images.tag()
     names = {re.sub(r"-\d+$", "", c[len("comp-"):]) for c in ir["components"]}
     assert STEPS <= names
 
@@ -79,7 +80,8 @@ def test_each_step_reads_only_its_keys_so_train_changes_keep_data_and_verify_cac
 
 def test_registry_comes_from_one_place(monkeypatch):
     monkeypatch.setenv("SELFCORRECT_REGISTRY", "us-docker.pkg.dev/p/r/")
-    assert images.image("selfcorrect-trainer") == f"us-docker.pkg.dev/p/r/selfcorrect-trainer:{__version__}"
+    assert images.image("selfcorrect-trainer") == \
+        f"us-docker.pkg.dev/p/r/selfcorrect-trainer:{images.tag()}"
 
 
 def _caching(ir: dict, tasks: dict) -> dict:
@@ -162,7 +164,8 @@ def test_steps_that_run_the_model_get_the_trainer_image_and_the_accelerator(tmp_
 
     cfg = config.load("tiny", overrides=["resources.accelerator_type=nvidia.com/gpu",
                                          "resources.accelerator_count=4",
-                                         "resources.memory_limit=64G"])
+                                         "resources.memory_limit=64G",
+                                         "resources.generate_memory_limit=16G"])
     ir = read_spec(compile_pipeline(tmp_path, cfg.to_dict()))
     executors = ir["deploymentSpec"]["executors"]
     by_component = _executors_by_component(ir)
@@ -177,7 +180,8 @@ def test_steps_that_run_the_model_get_the_trainer_image_and_the_accelerator(tmp_
                 assert res["accelerator"]["resourceType"] == "nvidia.com/gpu", comp
                 want = "4" if comp.startswith("train-") else "1"
                 assert res["accelerator"]["resourceCount"] == want, comp
-                assert res["resourceMemoryLimit"] == "64G", comp
+                # the one-GPU steps have their own, smaller limits (issue 20)
+                assert res["resourceMemoryLimit"] == ("64G" if want == "4" else "16G"), comp
             else:
                 assert container["image"] != trainer, comp
                 assert "accelerator" not in container.get("resources", {}), comp

@@ -41,7 +41,7 @@ def test_every_image_in_the_compiled_pipeline_has_a_dockerfile_and_the_version_t
     assert used
     for ref in used:
         name, tag = ref.rsplit("/", 1)[-1].split(":")
-        assert tag == __version__, ref
+        assert tag == images.tag() and tag.startswith(__version__), ref
         assert name in images.IMAGES and (REPO / images.IMAGES[name]).is_file(), ref
 
 
@@ -144,6 +144,7 @@ def test_build_images_dry_run_builds_each_image_with_its_version_tag():
                           capture_output=True, text=True, cwd=REPO, check=True)
     lines = done.stdout.splitlines()
     for name, dockerfile in images.IMAGES.items():
-        tag = f"registry.example/team/{name}:{__version__}"
-        assert f"docker build -f {dockerfile} -t {tag} ." in lines
+        tag = f"registry.example/team/{name}:{images.tag()}"
+        assert f"docker build -f {dockerfile} -t {tag} --build-arg IMAGE_TAG={images.tag()} ." \
+            in lines
         assert f"docker push {tag}" in lines

@@ -205,7 +205,9 @@ def world_size() -> int:
 
 
 def shares(train: TrainConfig, world: int) -> tuple[int, int]:
-    """(problems per rank, problems per sampling shard); errors name the keys to change."""
+    """(problems per rank, problems per sampling shard), checking every split of a step over
+    `world` processes; errors name the keys to change. `submit` runs it before upload
+    (selfcorrect.cluster_checks)."""
     if train.problems_per_step % world:
         raise ValueError(f"train.problems_per_step: {train.problems_per_step} problems cannot be "
                          f"split evenly over {world} processes; use a multiple of {world}")
@@ -214,6 +216,12 @@ def shares(train: TrainConfig, world: int) -> tuple[int, int]:
     if local % shard:
         raise ValueError(f"train.sampling_shard: {shard} must divide each process's "
                          f"{local} problems (train.problems_per_step / {world} processes)")
+    if local * train.samples_per_problem % train.gradient_accumulation_steps:
+        raise ValueError(f"train.gradient_accumulation_steps: "
+                         f"{train.gradient_accumulation_steps} must divide the "
+                         f"{local * train.samples_per_problem} episodes each of {world} "
+                         "processes takes in a step (train.problems_per_step / processes * "
+                         "train.samples_per_problem)")
     return local, shard
 
 
@@ -248,10 +256,6 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     world = world_size()
     P, shard = shares(train, world)                       # this rank's problems, shard size
     n_episodes = P * train.samples_per_problem
-    if n_episodes % train.gradient_accumulation_steps:
-        raise ValueError(f"train.gradient_accumulation_steps: must divide the {n_episodes} episodes "
-                         "each process takes in a step (problems_per_step / processes * "
-                         "samples_per_problem)")
     checkpoint_dir = checkpoint_dir or checkpoint.default_uri(cfg, stage, problems)
     offline = train.offline_first_attempts if stage == 2 else 0
     train_dict = cfg.to_dict()["train"]
