@@ -23,8 +23,6 @@ from selfcorrect.train import launch, scoring
 
 from test_multirank import env
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 CHUNK_TOKENS = 8        # the test's chunk: logits of at most 8 tokens at once
 
@@ -78,6 +76,7 @@ def single_process(root: Path, cfg, eps, prompts):
     return logp, [t.ids for t in turns], model.config.vocab_size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offload", [False, True], ids=["partitioned", "offloaded"])
 def test_two_ranks_hold_half_of_each_model_and_compute_what_one_whole_model_does(base, offload):
     root, _, eps, prompts = base
@@ -110,3 +109,32 @@ def test_two_ranks_hold_half_of_each_model_and_compute_what_one_whole_model_does
 def test_reference_offload_needs_zero3():
     with pytest.raises(config.ConfigError, match="train.reference_offload: .* train.zero_stage is 2"):
         config.load("tiny", overrides=["train.zero_stage=2", "train.reference_offload=true"])
+
+
+def test_reference_config_has_no_optimizer_and_offloads_on_request():
+    from selfcorrect.train import engine as ds_engine
+
+    for offload in (False, True):
+        train = config.load("tiny", overrides=settings(**{"train.reference_offload": offload})).train
+        ref = ds_engine.reference_config(train, micro_batch_size=4, gpu=True)
+        assert "optimizer" not in ref and "scheduler" not in ref
+        assert ref["train_micro_batch_size_per_gpu"] == 4 and ref["bf16"] == {"enabled": True}
+        assert ref["zero_optimization"] == ({"stage": 3, "offload_param": {
+            "device": "cpu", "pin_memory": True}} if offload else {"stage": 3})
+
+
+def test_zero3_init_is_on_only_inside_its_block_and_only_for_stage_3():
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    from selfcorrect.train import engine as ds_engine
+
+    train = config.load("tiny", overrides=["train.zero_stage=2"]).train
+    with ds_engine.zero3_init(ds_engine.ds_config(train, micro_batch_size=1, gpu=False)):
+        assert not is_deepspeed_zero3_enabled()
+    with ds_engine.zero3_init(None):
+        assert not is_deepspeed_zero3_enabled()
+    three = ds_engine.ds_config(config.load("tiny", overrides=["train.zero_stage=3"]).train,
+                                micro_batch_size=1, gpu=False)
+    with ds_engine.zero3_init(three):
+        assert is_deepspeed_zero3_enabled()
+    assert not is_deepspeed_zero3_enabled()       # later loads are whole again
