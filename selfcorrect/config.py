@@ -283,6 +283,9 @@ class TrainConfig:
         report_to: Where per-step metrics go: tensorboard, mlflow, wandb (comma-separated,
             e.g. tensorboard,mlflow) or none; MLflow and W&B need selfcorrect[tracking] and
             write locally/offline unless MLFLOW_TRACKING_URI / WANDB_API_KEY say otherwise.
+        reference_offload: ZeRO-3 only: keep the frozen reference's partitions in host
+            memory (DeepSpeed offload_param), fetched layer by layer for its forward; frees
+            its 1/W share of GPU memory for a slower reference pass (unverified on GPU).
     """
     stage1_steps: int = 10
     stage2_steps: int = 10
@@ -313,9 +316,14 @@ class TrainConfig:
     rollout_backend: str = choice("hf", "hf", "vllm")
     vllm_gpu_memory_utilization: float = 0.3
     report_to: str = "tensorboard"
+    reference_offload: bool = False
 
     def __post_init__(self):
         report_targets(self.report_to)
+        if self.reference_offload and self.zero_stage != 3:
+            raise ConfigError(f"train.reference_offload: offloads ZeRO-3 partitions, but "
+                              f"train.zero_stage is {self.zero_stage}; set train.zero_stage=3 "
+                              "or train.reference_offload=false")
         if not 0 < self.vllm_gpu_memory_utilization < 1:
             raise ConfigError("train.vllm_gpu_memory_utilization: must be between 0 and 1 "
                               "(a share of each GPU's memory), e.g. 0.3")

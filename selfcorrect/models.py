@@ -94,13 +94,18 @@ def load(cfg: ModelConfig, path: str | None = None):
     """(model, tokenizer) on the right device and dtype, in eval mode.
 
     `path` (a saved folder or its URI, e.g. a pipeline Model artifact) wins over the config's
-    source.
+    source. A saved folder loads without a second copy in host memory: straight onto this
+    process's device (device_map), or, inside train.engine.zero3_init, partitioned over the
+    ranks as it loads (each rank holds 1/W of it; the tiny and GGUF models are built whole
+    and partitioned by deepspeed.initialize).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
     if path or cfg.source == "hf":
         source = local_source(path, "model folder") if path else local_source(cfg.path)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype(cfg))
+        placed = {} if is_deepspeed_zero3_enabled() else {"device_map": {"": device()}}
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype(cfg), **placed)
         tok = AutoTokenizer.from_pretrained(source)
     elif cfg.source == "tiny":
         model, tok = tiny_model(cfg)
@@ -120,9 +125,15 @@ def load(cfg: ModelConfig, path: str | None = None):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    model.to(device=device(), dtype=dtype(cfg))
+    if not partitioned(model):      # ZeRO-3 partitions live where zero.Init put them
+        model.to(device=device(), dtype=dtype(cfg))
     model.eval()
     return model, tok
+
+
+def partitioned(model) -> bool:
+    """Whether the model's parameters are ZeRO-3 partitions (built inside zero.Init)."""
+    return any(hasattr(p, "ds_id") for p in model.parameters())
 
 
 def save(model, tokenizer, path: str) -> None:

@@ -189,3 +189,36 @@ def test_a_generation_backend_gets_the_turn2_prompts_as_ids(tiny):
     assert all(isinstance(p, list) and all(isinstance(i, int) for i in p) for b in got for p in b)
     assert got[1] == [e.second.prompt_ids for e in eps]
     scoring.pack_episodes(eps, tok.pad_token_id)      # one row per episode: the prefix holds
+
+
+@pytest.mark.slow
+def test_zero3_scores_in_chunks_with_the_whole_models_log_probs_and_gradients(tiny):
+    """Under ZeRO-3 the head's weight is partitioned: the projection still runs in chunks
+    (the head module called per chunk, its hooks gathering the weight), never the whole
+    [rows, tokens, vocab] block the forward's own logits were, with the same numbers."""
+    import copy
+
+    from deepspeed.utils import safe_get_full_grad
+
+    from selfcorrect.train import engine as ds_engine
+
+    model, tok = tiny
+    cfg = config.load("tiny", overrides=["train.zero_stage=3"])
+    packed, _, _ = scoring.pack_episodes(episodes(model, tok), tok.pad_token_id)
+    plain = copy.deepcopy(model)
+    want = scoring.score(plain, packed, 0.7)
+    want.sum().backward()
+    engine = ds_engine.build(copy.deepcopy(model), cfg.train, micro_batch_size=3)
+    assert scoring._partitioned(engine.module)
+    made = []
+    engine.module.get_output_embeddings().register_forward_hook(
+        lambda _m, _a, out: made.append(out.numel()))
+    vocab = model.config.vocab_size
+    got = scoring.score(engine, packed, 0.7, chunk_bytes=3 * 4 * vocab)
+    engine.backward(got.sum())
+    assert torch.allclose(got, want, atol=1e-5)
+    for name in ("transformer.h.0.mlp.c_fc.weight", "transformer.wte.weight"):  # wte: the head
+        grad = safe_get_full_grad(engine.module.get_parameter(name))
+        assert torch.allclose(grad, plain.get_parameter(name).grad, atol=1e-4), name
+    assert max(made) == 3 * vocab < packed.mask.numel() * vocab     # one 3-token chunk at most
+    assert len(made) >= 1 + 2 * -(-int(packed.mask.sum()) // 3)      # each recomputed backward

@@ -5,9 +5,18 @@ Kubeflow Trainer) builds the same config as the one-process CPU run. On one mach
 a launcher, `single_process_env` fills in the torch.distributed rendezvous for world size 1.
 The first initialize on CPU JIT-builds DeepSpeed's shared-memory comm op (~40 s, cached
 under ~/.cache/torch_extensions).
+
+Memory at real sizes (`policy_and_reference`): under ZeRO-3 both models are built inside
+deepspeed.zero.Init while loading (each rank holds its 1/W partition from the start; only
+rank 0 reads the weight files, memory-mapped), and the frozen reference runs in an engine of
+its own with no optimizer (`reference`, as TRL and DeepSpeed-Chat do), partitioned like the
+policy, or with train.reference_offload its partitions in host memory. Off ZeRO-3 the weights
+load straight onto the rank's device (models.load). Tested on CPU with 2 gloo ranks
+(tests/test_zero3_memory.py); unverified on GPU.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -97,6 +106,79 @@ def build(model: torch.nn.Module, train: TrainConfig, *, micro_batch_size: int,
     return engine
 
 
+def reference_config(train: TrainConfig, *, micro_batch_size: int, gpu: bool) -> dict:
+    """The frozen reference's DeepSpeed config under ZeRO-3: no optimizer, its parameters
+    partitioned like the policy's, in host memory with train.reference_offload."""
+    zero = {"stage": 3}
+    if train.reference_offload:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": gpu}
+    return {"train_micro_batch_size_per_gpu": micro_batch_size,
+            "gradient_accumulation_steps": train.gradient_accumulation_steps,
+            "zero_optimization": zero, "bf16": {"enabled": gpu},
+            "steps_per_print": 10**9, "wall_clock_breakdown": False}
+
+
+@contextlib.contextmanager
+def zero3_init(config: dict | None):
+    """While open, transformers' from_pretrained builds models inside deepspeed.zero.Init with
+    `config` (its HfDeepSpeedConfig route): parameters are partitioned as each layer is
+    created and filled from rank 0's memory-mapped weights, so no rank holds the whole model.
+    None, or a config below stage 3: nothing changes."""
+    if not config or config["zero_optimization"]["stage"] != 3:
+        yield
+        return
+    extension_cache()
+    single_process_env()
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    held = HfDeepSpeedConfig(config)    # transformers keeps only a weak reference to it
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
+        del held
+
+
+def reference(model: torch.nn.Module, train: TrainConfig, *, micro_batch_size: int):
+    """The frozen reference. Under ZeRO-3: a DeepSpeed engine around it with no optimizer
+    (its forward gathers each layer's weights from the ranks, as the policy's does; scoring
+    takes the engine, generation its .module). Otherwise the model itself, frozen."""
+    freeze(model)
+    if train.zero_stage != 3:
+        return model
+    extension_cache()
+    import deepspeed
+
+    single_process_env()
+    engine, *_ = deepspeed.initialize(model=model, config=reference_config(
+        train, micro_batch_size=micro_batch_size, gpu=torch.cuda.is_available()))
+    engine.module.eval()
+    return engine
+
+
+def policy_and_reference(cfg, init_path: str | None, reference_path: str | None, *,
+                         micro_batch_size: int, warmup_steps: int = 0, total_steps: int = 0):
+    """(policy engine, reference, tokenizer), each model loaded as its config partitions it
+    (zero3_init) and on this rank's device: what run_stage trains with."""
+    from selfcorrect import models
+
+    train = cfg.train
+    gpu = torch.cuda.is_available()
+    policy_config = ds_config(train, micro_batch_size=micro_batch_size, gpu=gpu,
+                              warmup_steps=warmup_steps, total_steps=total_steps)
+    with zero3_init(policy_config):
+        policy, tok = models.load(cfg.model, init_path)
+    with zero3_init(reference_config(train, micro_batch_size=micro_batch_size, gpu=gpu)
+                    if train.zero_stage == 3 else None):
+        ref = reference(models.load(cfg.model, reference_path)[0], train,
+                        micro_batch_size=micro_batch_size)
+    engine = build(policy, train, micro_batch_size=micro_batch_size,
+                   warmup_steps=warmup_steps, total_steps=total_steps)
+    if train.zero_stage != 3:
+        ref.to(engine.device)
+    return engine, ref, tok
+
+
 def gradient_checkpointing(model: torch.nn.Module) -> None:
     """Recompute each decoder layer's activations in the backward pass (train.gradient_checkpointing).
 
@@ -115,8 +197,6 @@ def gradient_checkpointing(model: torch.nn.Module) -> None:
 
 def save(engine, tokenizer, path: str) -> None:
     """models.save on the unwrapped policy, gathering ZeRO-3 partitions first; rank 0 writes."""
-    import contextlib
-
     import deepspeed
 
     from selfcorrect import models

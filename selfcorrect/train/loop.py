@@ -103,11 +103,13 @@ def rollout_step(policy, reference, tok, batch: list[Problem], cfg: RunConfig, *
     generate_policy = backend or rollout.generate
     jobs = [(p, s) for p in batch for s in range(train.samples_per_problem)]
     firsts: dict[int, rollout.Turn] = {}
+    reference = getattr(reference, "module", reference)       # a ZeRO-3 engine: its model
     for model, picked in ((reference, [i for i, (_, s) in enumerate(jobs) if s < offline]),
                           (policy, [i for i, (_, s) in enumerate(jobs) if s >= offline])):
         ids = [rollout.first_prompt(tok, jobs[i][0], cfg.prompts) for i in picked]
-        # the reference is a full copy on each rank: nothing to keep in step
-        opts = {k: v for k, v in kw.items() if k != "synced_gpus" or model is policy}
+        # a whole reference on each rank (below ZeRO-3) has nothing to keep in step
+        partitioned = model is policy or models.partitioned(model)
+        opts = {k: v for k, v in kw.items() if k != "synced_gpus" or partitioned}
         generate = generate_policy if model is policy else rollout.generate
         firsts.update(zip(picked, generate(model, tok, ids, desc="attempt 1", **opts)))
     seconds = generate_policy(policy, tok, [rollout.second_prompt(tok, p, firsts[i], cfg.prompts)
@@ -261,12 +263,10 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     train_dict = cfg.to_dict()["train"]
 
     # Models: policy in a DeepSpeed engine, reference frozen beside it (models.device(): this
-    # rank's GPU, made current before anything is built on it)
-    policy, tok = models.load(cfg.model, init_path)
-    reference = ds_engine.freeze(models.load(cfg.model, reference_path)[0])
-    engine = ds_engine.build(policy, train,
-                             micro_batch_size=n_episodes // train.gradient_accumulation_steps)
-    reference.to(engine.device)
+    # rank's GPU, made current before anything is built on it); under ZeRO-3 both partitioned
+    engine, reference, tok = ds_engine.policy_and_reference(
+        cfg, init_path, reference_path,
+        micro_batch_size=n_episodes // train.gradient_accumulation_steps)
     rank = engine.global_rank
     if engine.world_size != world:
         raise RuntimeError(f"WORLD_SIZE={world} but DeepSpeed runs {engine.world_size} processes")

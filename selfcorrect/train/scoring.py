@@ -9,8 +9,9 @@ p), in chunks of at most `chunk_bytes` of float32 logits, each recomputed in the
 (torch.utils.checkpoint) instead of kept: a 150k-token vocabulary at 1,024 tokens needs one
 chunk's logits at a time (64 MiB by default), not 0.6 GB per row. The model's own head runs
 inside its forward on nothing (a pre-hook hands it an empty slice and keeps its input).
-Under ZeRO-3 the head's weight is partitioned and only the model's own forward may gather it:
-there the logits come from the forward (`logits_to_keep`) and only the log-softmax is chunked.
+The same holds under ZeRO-3, where the head's weight is partitioned: each chunk calls the head
+module itself (final_logits), so DeepSpeed's module hooks gather its weight for that call and
+for the chunk's recomputation in the backward pass, and its gradient is reduced as any other.
 
 Shared prompts (`pack_episodes(..., share_prompts=True)`): the k episodes of a problem start
 with the same prompt x, so it is encoded once per problem (a KV cache, with its gradient when
@@ -92,12 +93,13 @@ def pack_episodes(episodes, pad_id: int, *, share_prompts: bool = False
 
 
 def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = False,
-          chunk_bytes: int = CHUNK_BYTES):
+          chunk_bytes: int | None = None):
     """log pi_T of each row's last L tokens, [R, L], 0 where packed.mask is 0.
 
     model: a causal LM or a DeepSpeed engine around one. entropy=True: (log pi_T, entropy of
-    pi_T at the same positions, no gradient), both [R, L].
+    pi_T at the same positions, no gradient), both [R, L]. chunk_bytes: None: CHUNK_BYTES.
     """
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     module = getattr(model, "module", model)
     if packed.prefix is not None and (_partitioned(module)
                                        or getattr(module, "is_activation_checkpointing", False)):
@@ -108,16 +110,12 @@ def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = Fals
         kw.update(_continuing(model, packed))
     picked = packed.mask.bool()
     targets = packed.targets[picked]
-    if _partitioned(module):
-        inputs = model(**kw).logits[:, :-1][picked]
-        project = lambda x: x.float()  # noqa: E731
-        vocab = inputs.shape[-1]
-    else:
-        with _head_input(module) as seen:
-            model(**kw)
-        inputs = seen["hidden"][:, :-1][picked]
-        project = lambda h: final_logits(module, h)  # noqa: E731
-        vocab = module.get_output_embeddings().weight.shape[0]
+    with _head_input(module) as seen:
+        model(**kw)
+    inputs = seen["hidden"][:, :-1][picked]
+    project = lambda h: final_logits(module, h)  # noqa: E731
+    head = module.get_output_embeddings().weight
+    vocab = getattr(head, "ds_shape", head.shape)[0]     # a ZeRO-3 partition: its full shape
     per = max(1, chunk_bytes // (4 * vocab))
     pieces = []
     for start in range(0, len(targets), per):
@@ -181,5 +179,5 @@ def _head_input(model):
 
 
 def _partitioned(model) -> bool:
-    """ZeRO-3: the head's weight is a partition that only the model's forward gathers."""
+    """ZeRO-3: the model's weights are partitions, gathered module by module as it runs."""
     return hasattr(model.get_output_embeddings().weight, "ds_id")
