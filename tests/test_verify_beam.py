@@ -223,13 +223,28 @@ def test_cpu_count_follows_the_cgroup_quota(tmp_path, files, cores, want):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert cpus.available(tmp_path, cores=cores) == want
+    assert cpus.available(tmp_path, cores=cores, proc_cgroup=tmp_path / "no-such-file") == want
+
+
+def test_cpu_quota_of_this_process_cgroup_and_those_above_it(tmp_path):
+    """cgroup v2 without a cgroup namespace: the process's own folder (named in
+    /proc/self/cgroup) and its parents count; the smallest quota holds."""
+    from selfcorrect.verify import cpus
+
+    (tmp_path / "kubepods/pod1/ctr").mkdir(parents=True)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "kubepods/pod1/cpu.max").write_text("300000 100000\n")      # the pod: 3
+    (tmp_path / "kubepods/pod1/ctr/cpu.max").write_text("max 100000\n")     # the container: none
+    (tmp_path / "cgroup").write_text("0::/kubepods/pod1/ctr\n")
+    assert cpus.available(tmp_path, cores=32, proc_cgroup=tmp_path / "cgroup") == 3
+    (tmp_path / "kubepods/pod1/ctr/cpu.max").write_text("100000 100000\n")  # tighter: 1
+    assert cpus.available(tmp_path, cores=32, proc_cgroup=tmp_path / "cgroup") == 1
 
 
 def test_cpu_count_defaults_to_this_process_affinity(tmp_path):
     from selfcorrect.verify import cpus
 
-    assert cpus.available(tmp_path) == len(os.sched_getaffinity(0))
+    assert cpus.available(tmp_path, proc_cgroup=tmp_path / "x") == len(os.sched_getaffinity(0))
 
 
 def test_cpus_doctest():

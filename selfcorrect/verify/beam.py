@@ -428,8 +428,9 @@ def _staging_dir(output_uri: str, options) -> str:
     if runner == _DASK:
         raise ValueError("verify: the Dask workers need a location they share with this "
                          "process for their output: pass --temp_location PATH (a local path "
-                         "when the scheduler and workers share this filesystem, else gs://"
-                         "BUCKET/tmp or s3://BUCKET/tmp), or write the verdicts to gs://...")
+                         "when the workers share this filesystem: one machine, or a volume "
+                         "mounted at the same path; else gs://BUCKET/tmp), or write the "
+                         "verdicts to gs://...")
     raise ValueError(f"verify: runner {runner} needs a shared location for its output: write "
                      "the verdicts to gs://... or pass --temp_location gs://BUCKET/tmp")
 
