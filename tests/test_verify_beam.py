@@ -162,15 +162,22 @@ def test_short_runner_names_and_workers_follow_the_cpu_quota(monkeypatch):
         StandardOptions).runner == "DataflowRunner"                          # Beam's own names stay
 
 
-def test_dask_partitions_default_to_the_batches_unless_given():
+def test_dask_partitions_default_to_four_per_worker_thread_unless_given(monkeypatch):
+    """(No scheduler named: Beam's LocalCluster, one worker thread per usable CPU; a named
+    scheduler is asked for its threads, see tests/test_verify_dask.py.)"""
     pytest.importorskip("distributed")
     from apache_beam.runners.dask.dask_runner import DaskOptions
 
-    def dask(args):
-        opts = vbeam.pipeline_options(["--runner=DaskRunner", *args], partitions=7)
+    from selfcorrect.verify import cpus
+
+    monkeypatch.setattr(cpus, "available", lambda: 3)
+
+    def dask(args, batches=100):
+        opts = vbeam.pipeline_options(["--runner=DaskRunner", *args], partitions=batches)
         return opts.view_as(DaskOptions).npartitions, opts.view_as(DaskOptions).partition_size
 
-    assert dask([]) == (7, None)
+    assert dask([]) == (12, None)
+    assert dask([], batches=5) == (5, None)          # never more partitions than batches
     assert dask(["--dask_npartitions=3"]) == (3, None)
     assert dask(["--dask_partition_size=10"]) == (None, 10)
 

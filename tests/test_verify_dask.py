@@ -66,6 +66,7 @@ def _sorted_lines(path: Path) -> list[str]:
     return sorted(path.read_text().splitlines())
 
 
+@pytest.mark.slow
 def test_direct_and_dask_give_the_same_verdicts_and_dead_letters(tmp_path, capsys):
     problems, attempts = workload()
     p, a = _inputs(tmp_path, problems, attempts)
@@ -95,6 +96,7 @@ def test_direct_and_dask_give_the_same_verdicts_and_dead_letters(tmp_path, capsy
     assert list((tmp_path / "shared").iterdir()) == []     # the parts were removed
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_step_loses_and_doubles_no_verdict(tmp_path):
     slow = "import time\ndef inc(x):\n    time.sleep(0.3)\n    return x + 1\n"
     attempts = [Attempt(problem_id=CODE.id, sample=i, turn=t, completion=slow, model="m")
@@ -154,9 +156,14 @@ def _alive(procs):
 
 
 def test_the_local_cluster_leaves_no_process_behind():
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
     with local_cluster(workers=1) as cluster:
         procs = [cluster.scheduler, *cluster.workers.values()]
         assert all(p.poll() is None for p in procs)
+        options = vbeam.pipeline_options(["--runner=DaskRunner",
+                                          f"--dask_client_address={cluster.address}"], 100)
+        assert options.view_as(DaskOptions).npartitions == 4    # 4 per worker thread
     assert all(p.poll() is not None for p in procs)
     assert not any(psutil.pid_exists(p.pid) and psutil.Process(p.pid).status() != "zombie"
                    for p in procs)

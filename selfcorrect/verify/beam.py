@@ -274,8 +274,12 @@ def pipeline_options(args: list[str], partitions: int = 0):
     - a short runner name Beam does not resolve (DaskRunner) becomes its class path;
     - --direct_num_workers=0 becomes the CPUs this container may use (its cgroup CPU quota,
       selfcorrect.verify.cpus), not the node's core count Beam would take;
-    - on Dask, without --dask_npartitions/--dask_partition_size: `partitions` partitions
-      (Beam's default puts up to 128 elements in one, a single task for a small step);
+    - on Dask, without --dask_npartitions/--dask_partition_size: 4 partitions per worker
+      thread of the cluster (asked of its scheduler; on a LocalCluster, per usable CPU), at
+      most `partitions`. Beam's default puts up to 128 elements in one partition (a single
+      task for a small step); one per batch is worse: Dask's task-based shuffle (three
+      GroupByKeys here) costs partitions x min(partitions, 32) tasks each, which grew the
+      step's fixed cost from 6 s at 100 attempts to over a minute at 1,000 on one worker;
     - on Dataflow, workers run the verifier image unless --sdk_container_image names another.
     """
     from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -294,7 +298,7 @@ def pipeline_options(args: list[str], partitions: int = 0):
 
         dask = options.view_as(DaskOptions)
         if not dask.npartitions and not dask.partition_size:
-            dask.npartitions = partitions
+            dask.npartitions = min(partitions, 4 * _dask_threads(dask))
     _default_worker_image(options)
     return options
 
@@ -433,6 +437,25 @@ def _staging_dir(output_uri: str, options) -> str:
                          "verdicts to gs://...")
     raise ValueError(f"verify: runner {runner} needs a shared location for its output: write "
                      "the verdicts to gs://... or pass --temp_location gs://BUCKET/tmp")
+
+
+def _dask_threads(dask) -> int:
+    """Worker threads of the Dask cluster the options name (the usable CPUs for the
+    LocalCluster Beam starts without one); 1 when the scheduler does not answer in 30 s
+    (the DaskRunner then reports the connection error itself)."""
+    from selfcorrect.verify import cpus
+
+    if not dask.address and not dask.scheduler_file:
+        return cpus.available()
+    from distributed import Client
+
+    try:
+        with Client(dask.address, scheduler_file=dask.scheduler_file, timeout=dask.timeout or 30,
+                    set_as_default=False) as client:
+            workers = client.scheduler_info(n_workers=-1)["workers"].values()
+            return max(1, sum(w.get("nthreads", 1) for w in workers))
+    except (OSError, TimeoutError):
+        return 1
 
 
 def _dask_local(options) -> bool:
