@@ -72,7 +72,7 @@ schemas: $(STAMP) ## regenerate the GX suites schemas/*.suite.json from the reco
 bench: setup assets ## time setup and the demo pipeline; prints figures
 	$(PY) scripts/bench_run.py
 
-bench-verify: setup ## verification throughput: sequential loop vs Beam (1 worker, 1 per core)
+bench-verify: setup ## verification throughput: a loop vs Beam on Direct (1, 1 per CPU) and Dask (1, 2 workers)
 	$(PY) scripts/bench_verify.py
 
 bench-train: setup ## generation and training tokens/s, FLOP/s against this machine's matmul peak

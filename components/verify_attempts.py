@@ -18,14 +18,16 @@ def verify_attempts(problems: Input[Dataset], attempts: Input[Dataset], verdicts
         problems: Problem records (JSONL or Parquet): the references the attempts are checked
             against.
         attempts: Attempt records (JSONL or Parquet), e.g. sample_attempts' output.
-        runner: Beam runner: DirectRunner on one machine; DataflowRunner, FlinkRunner, ...
-            with their options in beam_args.
-        direct_num_workers: DirectRunner worker processes; 0: one per core.
+        runner: Beam runner: DirectRunner on one machine; DaskRunner (a Dask cluster),
+            DataflowRunner, FlinkRunner, ... with their options in beam_args.
+        direct_num_workers: DirectRunner worker processes; 0: one per CPU of the step's
+            CPU limit (cgroup quota), not of the node.
         direct_running_mode: DirectRunner mode: multi_processing, multi_threading or in_memory.
         timeout_s: Seconds one answer check may take.
         code_concurrency: Code sandboxes run at once in each Beam worker.
         beam_args: Passed straight to Beam after the options above, e.g.
-            ["--project=my-project", "--region=us-central1"].
+            ["--dask_client_address=tcp://dask-scheduler:8786", "--temp_location=gs://B/tmp"]
+            or ["--project=my-project", "--region=us-central1"].
 
     Returns:
         verdicts: One Verdict per attempt (JSONL, sorted); its metadata counts
@@ -37,8 +39,7 @@ def verify_attempts(problems: Input[Dataset], attempts: Input[Dataset], verdicts
     v = build(VerifyConfig, {"runner": runner, "direct_num_workers": direct_num_workers,
                              "direct_running_mode": direct_running_mode, "timeout_s": timeout_s,
                              "code_concurrency": code_concurrency}, "verify.")
-    args = [f"--runner={v.runner}", f"--direct_num_workers={v.direct_num_workers}",
-            f"--direct_running_mode={v.direct_running_mode}", *beam_args]
-    counts = beam.run(problems.path, attempts.path, verdicts.path, pipeline_args=args,
+    counts = beam.run(problems.path, attempts.path, verdicts.path,
+                      pipeline_args=beam.pipeline_args(v, beam_args),
                       timeout_s=v.timeout_s, code_concurrency=v.code_concurrency)
     verdicts.metadata.update({k: float(c) for k, c in counts.items()})

@@ -11,6 +11,9 @@
 #    an explicit --sdk_container_image wins.
 #  - Flink / Spark portable runners: pass `--environment_type=DOCKER
 #    --environment_config=<that same name>`.
+#  - Dask (Beam's DaskRunner): the scheduler and the workers run this image with the command
+#    `dask scheduler` / `dask worker tcp://SCHEDULER:8786 --nthreads 1` (dask and distributed
+#    come from the lock: the package's `dask` extra, which scripts/lock_images.py locks).
 # The BASE_IMAGE tag must equal the apache-beam version pinned in requirements.lock: Dataflow
 # refuses an SDK image whose Beam version differs from the submitting client's.
 # `make images-local` builds it on the local Debian base instead (no registry here): that
@@ -59,6 +62,8 @@ RUN pip wheel --no-deps --wheel-dir /wheel /src
 FROM runtime
 COPY --from=wheel /wheel /tmp/wheel
 RUN pip install --no-deps /tmp/wheel/selfcorrect-*.whl && rm -rf /tmp/wheel
+# The image can run a Dask worker that executes the Beam step (checked at build time).
+RUN dask worker --help >/dev/null && python3 -c "import apache_beam.runners.dask.dask_runner"
 # KFP sets no working directory: the image's must hold nothing importable.
 WORKDIR /
 # The tag the compiled pipeline names this image by, recorded for selfcorrect.images.tag()

@@ -1,11 +1,16 @@
-"""Verification throughput: a plain sequential loop vs the Beam step (1 worker, 1 per core).
+"""Verification throughput: a plain sequential loop vs the Beam step on the DirectRunner
+(1 worker, 1 per usable CPU) and on a Dask cluster (1 and 2 worker processes on loopback).
 
 Attempts are generated offline: arithmetic problems (selfcorrect.data.arithmetic) answered
 right or wrong in the SCoRe final-answer format, and HumanEval canonical or mutated
-solutions. Prints verdicts/s for each way, the speed-up over the loop, and the per-attempt
-cost of each part of a math verdict (answer extraction, math-verify parse, math-verify verify).
+solutions run in the sandbox. Prints attempts/s for each way, the ratio to the loop, and the
+per-attempt cost of each part of a math verdict (answer extraction, math-verify parse,
+math-verify verify). The Dask runs are code only; their clusters (selfcorrect.verify.
+dask_cluster: `dask scheduler` + `dask worker` processes) are started and warmed up by a
+2-attempt run before the clock starts, as a cluster that is already there.
 
-Usage: python scripts/bench_verify.py [--math 10000] [--code 1000] [--workers N]
+Usage: python scripts/bench_verify.py [--math 10000] [--code 100,1000] [--workers N]
+                                      [--dask-workers 1,2]
 Figures depend on the machine and on what else runs on it.
 """
 from __future__ import annotations
@@ -92,8 +97,10 @@ def sequential(problems, attempts, timeout_s) -> tuple[float, list[Verdict]]:
     return time.perf_counter() - start, verdicts
 
 
-def beam_step(problems, attempts, workers: int, timeout_s, code_concurrency: int = 2) -> tuple[float, int]:
-    """The Beam step as `selfcorrect verify` runs it: DirectRunner, multi_processing."""
+def beam_step(problems, attempts, args: list[str], timeout_s,
+              code_concurrency: int = 2) -> tuple[float, int]:
+    """The Beam step as `selfcorrect verify` runs it, with these Beam options (default:
+    DirectRunner, multi_processing)."""
     from selfcorrect.verify import beam as vbeam
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-verify-"))
@@ -103,8 +110,8 @@ def beam_step(problems, attempts, workers: int, timeout_s, code_concurrency: int
         start = time.perf_counter()
         counts = vbeam.run(str(tmp / "problems.jsonl"), str(tmp / "attempts.jsonl"),
                            str(tmp / "verdicts.jsonl"),
-                           pipeline_args=[f"--direct_num_workers={workers}",
-                                          "--default_sdk_harness_log_level=WARNING"],
+                           pipeline_args=[*args, "--default_sdk_harness_log_level=WARNING",
+                                          f"--temp_location={tmp}/shared"],
                            timeout_s=timeout_s, code_concurrency=code_concurrency)
         elapsed = time.perf_counter() - start
         assert counts["verdicts"] == len(attempts), counts
@@ -142,41 +149,76 @@ def math_cost_split(problems, attempts, n: int = 2000) -> dict[str, float]:
     return out
 
 
+def _sizes(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip() and int(x) > 0]
+
+
+def ways(task: str, workers: int, dask_workers: list[int]):
+    """(label, Beam options or a Dask worker count) of each Beam run for one task."""
+    for w in sorted({1, workers}):
+        yield f"Direct, {w} worker{'s' if w > 1 else ''}", [f"--direct_num_workers={w}"]
+    if task == "code":
+        for w in dask_workers:
+            yield f"Dask, {w} worker{'s' if w > 1 else ''}", w
+
+
+def dask_step(problems, attempts, workers: int, timeout_s, code_concurrency) -> tuple[float, int]:
+    """The step on a fresh Dask cluster of `workers` processes, timed once it is up."""
+    from selfcorrect.verify.dask_cluster import local_cluster
+
+    with local_cluster(workers=workers) as cluster:
+        args = ["--runner=DaskRunner", f"--dask_client_address={cluster.address}"]
+        # warm-up: the workers import Beam, math-verify and sympy once, as a standing cluster has
+        beam_step(problems, attempts[:2 * workers], args, timeout_s, code_concurrency)
+        return beam_step(problems, attempts, args, timeout_s, code_concurrency)
+
+
 def main(argv=None) -> int:
+    from selfcorrect.verify import cpus
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--math", type=int, default=10_000, help="math attempts (default 10000)")
-    ap.add_argument("--code", type=int, default=1_000, help="code attempts (default 1000)")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                    help="workers for the 'one per core' run (default: cores)")
+    ap.add_argument("--code", default="100,1000",
+                    help="code attempts: one size or several, comma-separated (default 100,1000)")
+    ap.add_argument("--workers", type=int, default=cpus.available(),
+                    help="DirectRunner workers for the 'one per CPU' run (default: the CPUs "
+                         "this process may use, cgroup quota included)")
+    ap.add_argument("--dask-workers", default="1,2",
+                    help="Dask cluster sizes for the code runs, comma-separated; '' for none "
+                         "(default 1,2)")
     ap.add_argument("--timeout-s", type=float, default=10.0)
     ap.add_argument("--code-concurrency", type=int, default=2,
                     help="code sandboxes each Beam worker runs at once (default 2, as the step)")
     args = ap.parse_args(argv)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     from selfcorrect.verify import code as vcode
 
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; "
-          f"code sandbox: {vcode.verifier_name()}")
+    print(f"machine: {os.cpu_count()} cores, {cpus.available()} usable (cgroup quota), load "
+          f"average {os.getloadavg()[0]:.2f} at start; code sandbox: {vcode.verifier_name()}")
     rows = []
-    for task, n, make in (("math", args.math, math_workload), ("code", args.code, code_workload)):
-        if n <= 0:
-            continue
+    work = [("math", args.math, math_workload)] if args.math > 0 else []
+    work += [("code", n, code_workload) for n in _sizes(args.code)]
+    for task, n, make in work:
         problems, attempts = make(n)
         t_seq, verdicts = sequential(problems, attempts, args.timeout_s)
         right = sum(v.correct for v in verdicts)
         rows.append((task, n, "sequential loop", t_seq, right, 1.0))
-        print(f"  {task}: sequential {t_seq:.1f} s", flush=True)
-        for workers in sorted({1, args.workers}):
-            t, correct = beam_step(problems, attempts, workers, args.timeout_s,
-                                   args.code_concurrency)
-            label = f"Beam, {workers} worker{'s' if workers > 1 else ''}"
+        print(f"  {task} x{n}: sequential {t_seq:.1f} s", flush=True)
+        for label, how in ways(task, args.workers, _sizes(args.dask_workers)):
+            if isinstance(how, int):
+                t, correct = dask_step(problems, attempts, how, args.timeout_s,
+                                       args.code_concurrency)
+            else:
+                t, correct = beam_step(problems, attempts, how, args.timeout_s,
+                                       args.code_concurrency)
             rows.append((task, n, label, t, correct, t_seq / t))
-            print(f"  {task}: {label} {t:.1f} s", flush=True)
+            print(f"  {task} x{n}: {label} {t:.1f} s", flush=True)
             if correct != right:
                 print(f"  !! {task}: Beam counted {correct} correct, the loop {right}")
     print(f"\n(each Beam worker runs up to {args.code_concurrency} code sandboxes at once; "
-          "the loop runs one)")
-    print(f"{'task':<5} {'attempts':>8}  {'way':<18} {'seconds':>8} {'verdicts/s':>11} "
+          "the loop runs one; Dask clusters are started and warmed up before the clock)")
+    print(f"{'task':<5} {'attempts':>8}  {'way':<18} {'seconds':>8} {'attempts/s':>11} "
           f"{'correct':>8} {'vs loop':>8}")
     for task, n, way, t, correct, speedup in rows:
         print(f"{task:<5} {n:>8}  {way:<18} {t:>8.1f} {n / t:>11.1f} {correct:>8} {speedup:>7.2f}x")

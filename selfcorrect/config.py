@@ -491,9 +491,10 @@ class VerifyConfig:
     """The Beam verification step (selfcorrect.verify.beam).
 
     Attributes:
-        runner: Beam runner (DirectRunner here; DataflowRunner, FlinkRunner, ... with
-            their options in beam_args).
-        direct_num_workers: DirectRunner workers; 0: one per core.
+        runner: Beam runner (DirectRunner here; DaskRunner, DataflowRunner, FlinkRunner,
+            ... with their options in beam_args).
+        direct_num_workers: DirectRunner workers; 0: one per CPU the container may use
+            (its cgroup CPU quota, not the node's cores).
         direct_running_mode: DirectRunner mode: multi_processing, multi_threading or
             in_memory.
         timeout_s: Seconds one answer check may take.

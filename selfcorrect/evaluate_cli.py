@@ -56,10 +56,8 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
         attempts_uri = storage.join(output_dir, name, "attempts.jsonl")
         verdicts_uri = storage.join(output_dir, name, "verdicts.jsonl")
         write_jsonl(attempts_uri, [a for ep in episodes for a in ep.attempts(name)])
-        beam.run(problems_uri, attempts_uri, verdicts_uri,
-                 pipeline_args=[f"--runner={v.runner}", f"--direct_num_workers={v.direct_num_workers}",
-                                f"--direct_running_mode={v.direct_running_mode}"],
-                 timeout_s=v.timeout_s)
+        beam.run(problems_uri, attempts_uri, verdicts_uri, pipeline_args=beam.pipeline_args(v),
+                 timeout_s=v.timeout_s, code_concurrency=v.code_concurrency)
         verdicts, attempts = read(verdicts_uri, Verdict), read(attempts_uri, Attempt)
         out[name] = ev.evaluate_model(verdicts, attempts, todo, samples=e.bootstrap_samples,
                                       confidence=e.confidence, seed=e.seed)

@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -141,3 +143,121 @@ def test_dataflow_workers_get_the_verifier_image_unless_told_otherwise():
     assert not image("selfcorrect-verifier").endswith(":latest")
     assert chosen(["--runner=DataflowRunner", "--sdk_container_image=r/x:1"]) == "r/x:1"
     assert chosen([]) is None and chosen(["--runner=FlinkRunner"]) is None
+
+
+# --- options: the runner's short name, workers by CPU quota, the Dask defaults -------------
+
+def test_short_runner_names_and_workers_follow_the_cpu_quota(monkeypatch):
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    from selfcorrect.verify import cpus
+
+    monkeypatch.setattr(cpus, "available", lambda: 3)
+    options = vbeam.pipeline_options(vbeam.DEFAULT_ARGS + ["--runner", "DaskRunner"], partitions=5)
+    assert options.view_as(StandardOptions).runner == "apache_beam.runners.dask.dask_runner.DaskRunner"
+    assert options.view_as(DirectOptions).direct_num_workers == 3           # 0: per usable CPU
+    assert vbeam.pipeline_options(["--direct_num_workers=2"]).view_as(
+        DirectOptions).direct_num_workers == 2                               # a number stays
+    assert vbeam.pipeline_options(["--runner=DataflowRunner"]).view_as(
+        StandardOptions).runner == "DataflowRunner"                          # Beam's own names stay
+
+
+def test_dask_partitions_default_to_four_per_worker_thread_unless_given(monkeypatch):
+    """(No scheduler named: Beam's LocalCluster, one worker thread per usable CPU; a named
+    scheduler is asked for its threads, see tests/test_verify_dask.py.)"""
+    pytest.importorskip("distributed")
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    from selfcorrect.verify import cpus
+
+    monkeypatch.setattr(cpus, "available", lambda: 3)
+
+    def dask(args, batches=100):
+        opts = vbeam.pipeline_options(["--runner=DaskRunner", *args], partitions=batches)
+        return opts.view_as(DaskOptions).npartitions, opts.view_as(DaskOptions).partition_size
+
+    assert dask([]) == (12, None)
+    assert dask([], batches=5) == (5, None)          # never more partitions than batches
+    assert dask(["--dask_npartitions=3"]) == (3, None)
+    assert dask(["--dask_partition_size=10"]) == (None, 10)
+
+
+def test_dask_needs_a_shared_location_which_may_be_a_local_path(tmp_path):
+    pytest.importorskip("distributed")
+    remote = ["--runner=DaskRunner", "--dask_client_address=tcp://10.0.0.1:8786"]
+    with pytest.raises(ValueError, match="--temp_location PATH .*local path"):
+        vbeam._staging_dir(str(tmp_path / "v.jsonl"), vbeam.pipeline_options(remote))
+    shared = vbeam._staging_dir(str(tmp_path / "v.jsonl"), vbeam.pipeline_options(
+        remote + [f"--temp_location={tmp_path}/shared"]))
+    assert shared.startswith(f"{tmp_path}/shared/verify-parts-")
+    # no scheduler named: Beam starts a LocalCluster on this machine, a local folder will do
+    local = vbeam._staging_dir("/x/v.jsonl", vbeam.pipeline_options(["--runner=DaskRunner"]))
+    assert Path(local).is_dir()
+    Path(local).rmdir()
+
+
+def test_one_argument_list_for_the_component_and_evaluate():
+    from selfcorrect.config import VerifyConfig
+
+    v = VerifyConfig(runner="DaskRunner", direct_num_workers=0)
+    assert vbeam.pipeline_args(v, ["--dask_client_address=tcp://h:8786"]) == [
+        "--runner=DaskRunner", "--direct_num_workers=0", "--direct_running_mode=multi_processing",
+        "--dask_client_address=tcp://h:8786"]
+
+
+def test_a_shard_rewritten_by_a_retry_holds_its_lines_once(tmp_path):
+    lines = ['["verdict", {"a": 2}]', '["verdict", {"a": 1}]']
+    for _ in range(2):   # a bundle retried after its worker died: the same file again
+        assert vbeam._write_shard((3, lines), str(tmp_path)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["part-00003.jsonl"]
+    assert vbeam._read_shards(str(tmp_path)) == sorted(lines)
+
+
+@pytest.mark.parametrize("files, cores, want", [
+    ({"cpu.max": "max 100000\n"}, 8, 8),                        # v2, no limit
+    ({"cpu.max": "150000 100000\n"}, 8, 2),                     # v2, 1.5 CPUs -> 2 workers
+    ({"cpu.max": "50000 100000\n"}, 8, 1),                      # v2, half a CPU -> 1
+    ({"cpu.max": "800000 100000\n"}, 4, 4),                     # quota above the cores
+    ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, 6, 6),   # v1, none
+    ({"cpu/cpu.cfs_quota_us": "300000", "cpu/cpu.cfs_period_us": "100000"}, 16, 3),
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "200000", "cpu,cpuacct/cpu.cfs_period_us": "100000"}, 16, 2),
+    ({"cpu.max": "garbage"}, 5, 5),                             # unreadable: the cores
+    ({}, 5, 5),                                                 # no cgroup files at all
+])
+def test_cpu_count_follows_the_cgroup_quota(tmp_path, files, cores, want):
+    from selfcorrect.verify import cpus
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpus.available(tmp_path, cores=cores, proc_cgroup=tmp_path / "no-such-file") == want
+
+
+def test_cpu_quota_of_this_process_cgroup_and_those_above_it(tmp_path):
+    """cgroup v2 without a cgroup namespace: the process's own folder (named in
+    /proc/self/cgroup) and its parents count; the smallest quota holds."""
+    from selfcorrect.verify import cpus
+
+    (tmp_path / "kubepods/pod1/ctr").mkdir(parents=True)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "kubepods/pod1/cpu.max").write_text("300000 100000\n")      # the pod: 3
+    (tmp_path / "kubepods/pod1/ctr/cpu.max").write_text("max 100000\n")     # the container: none
+    (tmp_path / "cgroup").write_text("0::/kubepods/pod1/ctr\n")
+    assert cpus.available(tmp_path, cores=32, proc_cgroup=tmp_path / "cgroup") == 3
+    (tmp_path / "kubepods/pod1/ctr/cpu.max").write_text("100000 100000\n")  # tighter: 1
+    assert cpus.available(tmp_path, cores=32, proc_cgroup=tmp_path / "cgroup") == 1
+
+
+def test_cpu_count_defaults_to_this_process_affinity(tmp_path):
+    from selfcorrect.verify import cpus
+
+    assert cpus.available(tmp_path, proc_cgroup=tmp_path / "x") == len(os.sched_getaffinity(0))
+
+
+def test_cpus_doctest():
+    import doctest
+
+    from selfcorrect.verify import cpus
+
+    result = doctest.testmod(cpus)
+    assert result.attempted > 0 and result.failed == 0
