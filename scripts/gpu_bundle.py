@@ -162,7 +162,8 @@ def plan(pins: dict[str, str]) -> list[tuple[str, str, str]]:
             + [(n, pins[canonical(n)], "download") for n in WHEELS])
 
 
-def commands(items, dest: Path, src: Path, python: str = sys.executable) -> list[tuple[list[str], dict]]:
+def commands(items, dest: Path, src: Path, python: str = sys.executable,
+             python_version: str = PYTHON) -> list[tuple[list[str], dict]]:
     """(argv, extra environment) per pip call that puts the planned wheels in `dest`; sources
     are downloaded once into `src` (a cache kept between builds)."""
     pip = [python, "-m", "pip", "--disable-pip-version-check"]
@@ -184,7 +185,7 @@ def commands(items, dest: Path, src: Path, python: str = sys.executable) -> list
         else:
             platforms = [a for p in PLATFORMS for a in ("--platform", p)]
             out.append((pip + ["download", "--no-deps", "--only-binary", ":all:", "--python-version",
-                               PYTHON, "--implementation", "cp", *platforms, "--dest", str(dest),
+                               python_version, "--implementation", "cp", *platforms, "--dest", str(dest),
                                f"{name}=={version}"], {}))
     return out
 
@@ -218,7 +219,7 @@ def check_complete(items, dest: Path) -> None:
     """Each planned name has exactly one wheel in dest (two versions would stop the install)."""
     have = [canonical(n.split("-")[0]) for n in wheel_names(dest)]
     for name, _, _ in items:
-        count = have.count(canonical(name).replace("-", "_")) + have.count(canonical(name))
+        count = have.count(canonical(name))
         if count != 1:
             raise SystemExit(f"gpu-bundle: {count} wheels of {name} in {dest}; expected one "
                              "(delete the folder and run `make gpu-bundle` again)")
@@ -232,13 +233,15 @@ def main(argv=None) -> int:
     p.add_argument("--testbed", default=str(ROOT / ".cache" / "assets" / "testbed"),
                    help="the pretrained testbed model folder (`make testbed`); copied when present")
     p.add_argument("--limit-mib", type=float, default=LIMIT / 2**20)
+    p.add_argument("--python-version", default=PYTHON,
+                   help=f"the target machine's Python (default {PYTHON}, the GPU machine's)")
     args = p.parse_args(argv)
     dest, src = Path(args.dest), Path(args.src)
     items = plan(lock_pins(LOCK.read_text()))
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     src.mkdir(parents=True, exist_ok=True)
-    for argv_, env in commands(items, dest, src):
+    for argv_, env in commands(items, dest, src, python_version=args.python_version):
         print("+", " ".join(f"{k}={v}" for k, v in env.items()), " ".join(argv_[1:]), flush=True)
         done = subprocess.run(argv_, env={**os.environ, **env}, cwd=ROOT)
         if done.returncode:
@@ -253,7 +256,7 @@ def main(argv=None) -> int:
         print(f"gpu-bundle: no testbed model at {testbed} (`make testbed` pretrains it): the "
               "check will skip the testbed rows", flush=True)
     manifest = {"wheels": {n: (dest / n).stat().st_size for n in wheel_names(dest)},
-                "testbed": (dest / "testbed").is_dir(), "python": PYTHON}
+                "testbed": (dest / "testbed").is_dir(), "python": args.python_version}
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
     fits, line = size_report(folder_bytes(dest), tree_bytes(), int(args.limit_mib * 2**20))
     for name, size in manifest["wheels"].items():
