@@ -29,8 +29,11 @@ On one GPU, bf16, no download and no GGUF file (docs/gpu.md has the exact `run` 
 --no-deps and runs the check again on them. --dry takes the same code path on CPU in fp32 with
 tiny sizes (a 2-layer Qwen2 shape, a stand-in testbed pretrained for a few steps) and imports
 only what the GPU machine has or the bundle brings (gpu_bundle.only_machine_imports).
-Other issues add their parts behind flags (EXTENSIONS): each is a function of the same
-settings loop, inside the same budget. UNVERIFIED ON GPU until it has run on one.
+Extension points for other issues, inside the same budget: a setting is a list of config
+overrides (SETTINGS), so a new code path behind a config key is measured by adding a setting
+(e.g. issue 21's LoRA: "z2-lora": [..., "train.<its key>=..."]) or by --set KEY=VALUE on every
+setting (e.g. a gathered-generation switch once one exists); no such path exists today, so no
+such flag is accepted. UNVERIFIED ON GPU until it has run on one.
 """
 from __future__ import annotations
 
@@ -46,16 +49,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"z2": (2, False), "z2-gc": (2, True), "z3": (3, False), "z3-gc": (3, True)}
+# name -> the config overrides of the setting (after the check's own sizes)
+SETTINGS = {"z2": ["train.zero_stage=2", "train.gradient_checkpointing=false"],
+            "z2-gc": ["train.zero_stage=2", "train.gradient_checkpointing=true"],
+            "z3": ["train.zero_stage=3", "train.gradient_checkpointing=false"],
+            "z3-gc": ["train.zero_stage=3", "train.gradient_checkpointing=true"]}
 DRY_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=64, vocab_size=50304, tie_word_embeddings=True)
 # --flag: (GPU default, dry default); warmup-tokens: the new tokens of the untimed first step
 SIZES = {"steps": (2, 2), "problems": (4, 2), "samples": (4, 2), "new-tokens": (128, 8),
          "warmup-tokens": (16, 4)}
 KL_TOLERANCE = 1e-6     # per token; identical weights and inputs give 0 up to kernel choice
-# Flags other issues fill in (issue 21: LoRA; gathered generation under ZeRO-3): accepted only
-# once a code path exists; today none does, so they are listed, not parsed.
-EXTENSIONS: dict[str, str] = {}
 
 
 def pseudo_reward(problem, completion: str) -> float:
@@ -178,16 +182,16 @@ def optimizer_choice(choice: str, dry: bool, report: Report) -> None:
     report.data["optimizer"] = {"name": "torch Adam (FusedAdam not used)"}
 
 
-def run_config(args, zero: int, checkpointing: bool):
+def run_config(args, setting: list[str]):
     from selfcorrect import config
 
     return config.load(None, overrides=[
-        f"model.dtype={'float32' if args.dry else 'bfloat16'}", f"train.zero_stage={zero}",
-        f"train.gradient_checkpointing={str(checkpointing).lower()}", "train.temperature=1.0",
+        f"model.dtype={'float32' if args.dry else 'bfloat16'}", "train.temperature=1.0",
         f"train.max_new_tokens={args.new_tokens}", f"train.problems_per_step={args.problems}",
         f"train.samples_per_problem={args.samples}",
         f"generate.batch_size={args.problems * args.samples}",
-        f"data.n_train={args.problems * (args.steps + 2)}", "data.n_eval=2"])
+        f"data.n_train={args.problems * (args.steps + 2)}", "data.n_eval=2",
+        *setting, *args.set])
 
 
 def new_model(shape: dict, dtype, device, seed: int):
@@ -315,8 +319,8 @@ def run_setting(name: str, args, report: Report, reference, tok, problems, peak:
 
     from selfcorrect.train import engine as ds_engine
 
-    zero, checkpointing = SETTINGS[name]
-    cfg = run_config(args, zero, checkpointing)
+    cfg = run_config(args, SETTINGS[name])
+    zero, checkpointing = cfg.train.zero_stage, cfg.train.gradient_checkpointing
     device, dtype = next(reference.parameters()).device, next(reference.parameters()).dtype
     policy = new_model(args.shape, dtype, device, seed=1)
     policy.load_state_dict(reference.state_dict())
@@ -372,6 +376,8 @@ def main(argv=None) -> int:
         p.add_argument(f"--{flag}", type=int, help=f"default {gpu} (dry: {dry})")
     p.add_argument("--optimizer", choices=("auto", "fused", "torch"), default="auto",
                    help="auto: FusedAdam, torch's Adam if it cannot be built")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every setting (a switch another issue adds)")
     p.add_argument("--no-checkpoint", action="store_true", help="skip the round trip")
     p.add_argument("--testbed", help="testbed model folder (default: BUNDLE/testbed; dry: a "
                                      "stand-in pretrained for a few steps); 'none' skips")
@@ -400,6 +406,14 @@ def main(argv=None) -> int:
         import gpu_bundle
 
         gpu_bundle.only_machine_imports()
+    from selfcorrect import config
+
+    try:
+        for name in names:
+            run_config(args, SETTINGS[name])
+    except config.ConfigError as e:
+        print(f"gpu-check: {e}", file=sys.stderr)
+        return 2
     import torch
 
     if not args.dry and not torch.cuda.is_available():
@@ -424,10 +438,11 @@ def main(argv=None) -> int:
     report.write()
     tok = models.gpt2_tokenizer()
     tok.padding_side = "left"
-    problems = [q for q in prepare(run_config(args, 2, False).data)[0] if q.split == "train"]
+    problems = [q for q in prepare(run_config(args, []).data)[0] if q.split == "train"]
     device, dtype = models.device(), torch.float32 if args.dry else torch.bfloat16
     reference = ds_engine.freeze(new_model(args.shape, dtype, device, seed=0))
-    round_trip = None if args.no_checkpoint else next((n for n in names if SETTINGS[n][0] == 2), None)
+    round_trip = None if args.no_checkpoint else next(
+        (n for n in names if run_config(args, SETTINGS[n]).train.zero_stage == 2), None)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         for name in names:
             run_setting(name, args, report, reference, tok, problems, peak,

@@ -143,6 +143,14 @@ def test_without_a_gpu_the_real_check_exits_2_and_says_so(tmp_path):
     assert done.returncode == 2 and "no CUDA device" in done.stderr
 
 
+def test_a_bad_override_is_refused_before_anything_runs(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--dry", "--set",
+                           "train.zero_stage=5", "--out", str(tmp_path)], capture_output=True,
+                          text=True, cwd=REPO)
+    assert done.returncode == 2 and "train.zero_stage" in done.stderr
+    assert not (tmp_path / "gpu_check.json").exists()
+
+
 def test_testbed_comparison_uses_the_cpu_intervals():
     table = {"rows": {"score": {mode: {m: {"ci_low": 0.5, "ci_high": 0.6} for m in gpu_testbed.METRICS}
                                 for mode in ("greedy", "sampled")}}}
