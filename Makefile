@@ -97,7 +97,7 @@ bench-compare: $(BENCH_VENV)/.installed assets ## one SCoRe Stage II step vs one
 gpu-bundle: $(STAMP) ## wheels (project, DeepSpeed from source, ...) + testbed for the offline GPU check
 	$(PY) scripts/gpu_bundle.py $(ARGS)
 
-gpu-check: $(STAMP) ## the GPU check in this venv (a GPU here; --dry: the same path on CPU, tiny)
+gpu-check: $(STAMP) ## the GPU check here (needs a GPU; ARGS=--dry: same path on CPU); docs/gpu.md
 	$(PY) scripts/gpu_check.py $(ARGS)
 
 REGISTRY ?= ghcr.io/selfcorrect

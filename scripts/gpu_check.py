@@ -159,6 +159,7 @@ def optimizer_choice(choice: str, dry: bool, report: Report) -> None:
         report.data["optimizer"] = {"name": "torch Adam (CPU path)"}
         return
     if choice != "torch":
+        ds_engine.extension_cache()     # where ds_engine.build will look for it again
         t0 = time.perf_counter()
         try:
             from deepspeed.ops.op_builder import FusedAdamBuilder
@@ -420,6 +421,8 @@ def main(argv=None) -> int:
         print("gpu-check: no CUDA device here; run it on a GPU machine, or --dry for the CPU "
               "path", file=sys.stderr)
         return 2
+    if not args.dry:    # JIT-built ops in a folder that is surely writable, one for the run
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(args.site, "torch_extensions"))
     from selfcorrect import models
     from selfcorrect.data.prepare import prepare
     from selfcorrect.train import engine as ds_engine
