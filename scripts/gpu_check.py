@@ -113,6 +113,16 @@ def markdown(data: dict) -> str:
     env = data["env"]
     lines = [f"# GPU check ({'dry: CPU, fp32, tiny sizes' if env['dry'] else env['device']})", "",
              ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("dry", "device")), ""]
+    if "matmul_peak_flops" in data:
+        opt = data.get("optimizer", {})
+        lines += [f"Matmul peak {data['matmul_peak_flops'] / 1e12:.1f} TFLOP/s; optimizer: "
+                  f"{opt.get('name', '?')}" + (f" (built in {opt['build_s']:.0f} s)"
+                                                if "build_s" in opt else ""), ""]
+    if "model" in data:
+        m = data["model"]
+        lines += [f"Qwen2 shape {m['shape']}; {m['problems']} problems x {m['samples']} samples x 2 "
+                  f"attempts of {m['new_tokens']} new tokens, {m['timed_steps']} timed steps after "
+                  f"a {m['warmup_tokens']}-token warm-up; update FLOP/s = 8 N T / update s", ""]
     if data["settings"]:
         lines += ["| setting | s/step | generation s | update s | generated tok/s | update TFLOP/s "
                   "| of peak | peak GPU GiB | KL at step 0 |", "|---" * 9 + "|"]
