@@ -243,6 +243,8 @@ def main(argv=None) -> int:
     dest, src = Path(args.dest), Path(args.src)
     items = plan(lock_pins(LOCK.read_text()))
     shutil.rmtree(dest, ignore_errors=True)
+    # setuptools' scratch folder: a stale copy there would put deleted modules in the wheel
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     dest.mkdir(parents=True)
     src.mkdir(parents=True, exist_ok=True)
     for argv_, env in commands(items, dest, src, python_version=args.python_version):
