@@ -1,25 +1,31 @@
 """Memory per rank, by arithmetic: what a SCoRe update holds on one GPU for a model and config.
 
 The model is built on the meta device (no weights allocated), so a 7B shape costs nothing here;
-its parameter count and shapes feed the sums below. Per rank, in bytes:
+its parameter count and shapes feed the sums below (`per_rank`). Per rank, in bytes:
 
     weights        bf16 policy weights: whole under ZeRO 0-2, 1/W under ZeRO-3
     gradients      bf16 gradients of the trainable parameters: whole under ZeRO 0-1, 1/W under 2-3
     optimizer      Adam under bf16: fp32 master weights + 2 fp32 moments (12 B per trainable
                    parameter): whole under ZeRO 0, 1/W from ZeRO-1 on
-    reference      the frozen pi_ref in bf16: whole, or 1/W when partitioned under ZeRO-3
-    activations    what the backward pass keeps, for micro_batch rows of seq_len tokens:
-                   without checkpointing each decoder layer keeps its inputs and intermediates
-                   (ACT_PER_TOKEN_LAYER bytes per token, from the layer's shapes); with it, one
-                   bf16 hidden state per layer plus one layer's intermediates (recomputed)
+    reference      the frozen pi_ref in bf16: whole, 1/W when partitioned under ZeRO-3, or 0
+                   when its partitions are offloaded to host memory
+    zero_buffers   DeepSpeed's default communication buckets; under ZeRO-3 also the largest
+                   module gathered whole, twice (the one in use and the one prefetched)
+    activations    what the backward pass keeps for micro_batch rows of seq_len tokens: without
+                   checkpointing every decoder layer's saved tensors (shape_counts'
+                   act_per_token_layer, from the layer's shapes); with it, one bf16 hidden state
+                   per layer plus one layer's saved tensors while it is recomputed
     logits         float32 logits of the scored tokens, twice (the values and their softmax in
-                   the backward pass): whole rows, or chunked to `logit_chunk_bytes` at a time
-                   (selfcorrect.train.scoring does the chunking: scoring.CHUNK_BYTES)
+                   the backward pass): whole rows, or one chunk of LOGIT_CHUNK_BYTES
+                   (selfcorrect.train.scoring.CHUNK_BYTES) at a time
+    overhead       a flat allowance for the CUDA context, NCCL and allocator slack
+    kv_cache       generation's KV cache for one generate call (generate_rows x seq_len); freed
+                   before the update, so `peak` is the larger of the update's `total` and the
+                   resident parts + kv_cache
 
 A trainable fraction below 1 (e.g. LoRA adapters, issue 21) scales gradients and optimizer
-state; the weights stay whole. What is not counted: the CUDA context and allocator slack
-(OVERHEAD_BYTES, a flat allowance), generation's KV cache (freed before the update), and a
-colocated vLLM engine.
+state; the weights stay whole. Not counted: a colocated vLLM engine (its
+train.vllm_gpu_memory_utilization share comes on top), fragmentation beyond the allowance.
 """
 from __future__ import annotations
 
