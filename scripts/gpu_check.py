@@ -324,6 +324,20 @@ def checkpoint_round_trip(engine, reference, tok, cfg, last: dict, report: Repor
                  f"restored bit for bit: {restored}")
 
 
+def training_reference(reference, cfg, args, micro_batch: int):
+    """The reference as run_stage holds it: where the engine module can wrap it (ZeRO-3: a
+    partitioned no-optimizer engine, issue 20's memory part), a wrapped copy; else as is."""
+    from selfcorrect.train import engine as ds_engine
+
+    wrap = getattr(ds_engine, "reference", None)
+    if wrap is None or cfg.train.zero_stage != 3:
+        return reference
+    first = next(reference.parameters())
+    copy = new_model(args.shape, first.dtype, first.device, seed=2)
+    copy.load_state_dict(reference.state_dict())
+    return wrap(copy, cfg.train, micro_batch_size=micro_batch)
+
+
 def run_setting(name: str, args, report: Report, reference, tok, problems, peak: float,
                 checkpoint_dir: Path | None) -> None:
     import torch
@@ -338,13 +352,14 @@ def run_setting(name: str, args, report: Report, reference, tok, problems, peak:
     n_params = matmul_params(reference)
     P = args.problems
     engine = ds_engine.build(policy, cfg.train, micro_batch_size=P * args.samples)
+    ref = training_reference(reference, cfg, args, P * args.samples)
     started = time.perf_counter()
-    first = one_step(engine, reference, tok, problems[:P], cfg, args.warmup_tokens)
+    first = one_step(engine, ref, tok, problems[:P], cfg, args.warmup_tokens)
     kl0 = max(abs(first["stats"]["kl_t1"]), abs(first["stats"]["kl_t2"]))
     before = local_weights(engine)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    steps = [one_step(engine, reference, tok, problems[P * (i + 1):P * (i + 2)], cfg,
+    steps = [one_step(engine, ref, tok, problems[P * (i + 1):P * (i + 2)], cfg,
                       args.new_tokens) for i in range(args.steps)]
     peak_gib = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     moved = not same(before, local_weights(engine))
@@ -365,11 +380,12 @@ def run_setting(name: str, args, report: Report, reference, tok, problems, peak:
           f"{flops / 1e12:.3f} TFLOP/s = {flops / peak:.1%} of peak, peak "
           f"{'-' if peak_gib is None else f'{peak_gib:.1f} GiB'}", flush=True)
     if checkpoint_dir is not None and zero == 2:
-        checkpoint_round_trip(engine, reference, tok, cfg, steps[-1], report, checkpoint_dir)
+        checkpoint_round_trip(engine, ref, tok, cfg, steps[-1], report, checkpoint_dir)
     report.write()
-    if hasattr(engine, "destroy"):
-        engine.destroy()
-    del engine, policy, steps, first
+    for held in (engine, ref):
+        if held is not reference and hasattr(held, "destroy"):
+            held.destroy()
+    del engine, ref, policy, steps, first
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
