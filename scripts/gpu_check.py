@@ -17,8 +17,8 @@ On one GPU, bf16, no download and no GGUF file (docs/gpu.md has the exact `run` 
      (PSEUDO_REWARD); the work per step is the same.
   3. a checkpoint round trip on the ZeRO-2 engine (selfcorrect.train.checkpoint save, one more
      update, load): weights and Adam state must come back bit for bit
-  4. the testbed's base and SCoRe rows for one seed (scripts/gpu_testbed.py), compared with the
-     CPU run's 95% intervals in results/repro/table.json
+  4. the testbed's base and SCoRe rows for one seed (scripts/gpu_testbed.py): each metric's 95%
+     interval must overlap the CPU run's in results/repro/table.json
   It writes gpu_check.json and gpu_check.md (to --out, default $OUT or .) after every part, so
   a run stopped at its time limit still leaves what it measured; exit 1 when a check fails.
 
@@ -138,10 +138,11 @@ def markdown(data: dict) -> str:
         lines += [f"Checkpoint round trip (ZeRO-2): save {c['save_s']:.1f} s, load {c['load_s']:.1f} "
                   f"s, {c['bytes'] / 2**30:.2f} GiB, restored bit for bit: {c['restored']}", ""]
     if "testbed" in data:
-        lines += ["| testbed row | decoding | metric | GPU | CPU 95% interval | in range |",
-                  "|---" * 6 + "|"]
+        lines += ["| testbed row | decoding | metric | this run [95%] | CPU run's 95% interval | "
+                  "overlap |", "|---" * 6 + "|"]
         for r in data["testbed"]["compared"]:
-            lines.append(f"| {r['row']} | {r['mode']} | {r['metric']} | {100 * r['value']:.1f} | "
+            lines.append(f"| {r['row']} | {r['mode']} | {r['metric']} | {100 * r['value']:.1f} "
+                         f"[{100 * r['value_low']:.1f}, {100 * r['value_high']:.1f}] | "
                          f"[{100 * r['low']:.1f}, {100 * r['high']:.1f}] | {r['ok']} |")
         lines.append("")
     lines += ["| check | result | detail |", "|---|---|---|"]

@@ -151,14 +151,19 @@ def test_a_bad_override_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "gpu_check.json").exists()
 
 
-def test_testbed_comparison_uses_the_cpu_intervals():
+def test_testbed_comparison_wants_the_intervals_to_overlap():
     table = {"rows": {"score": {mode: {m: {"ci_low": 0.5, "ci_high": 0.6} for m in gpu_testbed.METRICS}
                                 for mode in ("greedy", "sampled")}}}
     inside = {m: 0.55 for m in gpu_testbed.METRICS}
-    out = gpu_testbed.compare("score", {"greedy": inside, "sampled": {**inside, "delta": 0.7}}, table)
-    assert [r["ok"] for r in out] == [True] * 5 + [False]
-    assert out[-1] == {"row": "score", "mode": "sampled", "metric": "delta", "value": 0.7,
-                       "low": 0.5, "high": 0.6, "ok": False}
+    near = {"accuracy_t1": 0.62, "accuracy_t1_ci_low": 0.58, "accuracy_t1_ci_high": 0.66,
+            "accuracy_t2": 0.7, "accuracy_t2_ci_low": 0.65, "accuracy_t2_ci_high": 0.75,
+            "delta": 0.45}                                      # no interval: the point itself
+    out = gpu_testbed.compare("score", {"greedy": inside, "sampled": near}, table)
+    assert [r["ok"] for r in out] == [True] * 3 + [True, False, False]
+    assert [r["inside"] for r in out] == [True] * 3 + [False] * 3
+    assert out[4] == {"row": "score", "mode": "sampled", "metric": "accuracy_t2", "value": 0.7,
+                      "value_low": 0.65, "value_high": 0.75, "low": 0.5, "high": 0.6,
+                      "inside": False, "ok": False}
     with pytest.raises(KeyError, match="no row 'base'"):
         gpu_testbed.compare("base", {"greedy": inside}, table)
     real = json.loads(gpu_testbed.TABLE.read_text())      # the CPU run holds both rows
