@@ -10,7 +10,7 @@ TESTBED := $(ASSETS)/testbed/config.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets testbed repro repro-long run demo test test-fast compile bench bench-verify bench-train bench-gains bench-compare gpu-check images images-local test-containers lock docs clean
+.PHONY: help setup assets testbed repro repro-long run demo test test-fast compile bench bench-verify bench-train bench-gains bench-compare gpu-check gpu-bundle images images-local test-containers lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -92,7 +92,12 @@ $(BENCH_VENV)/.installed: pyproject.toml containers/requirements.lock
 bench-compare: $(BENCH_VENV)/.installed assets ## one SCoRe Stage II step vs one TRL GRPO step, same model
 	$(BENCH_VENV)/bin/python scripts/bench_compare.py $(ARGS)
 
-gpu-check: setup assets ## on a GPU machine: bf16 ZeRO-2 Stage II steps of the demo model, bench figures
+# The GPU check runs on an offline GPU machine: `make gpu-bundle` here puts what it needs beyond
+# that machine's own torch/transformers into .gpu-bundle/ (docs/gpu.md: the one `run` command).
+gpu-bundle: $(STAMP) ## wheels (project, DeepSpeed from source, ...) + testbed for the offline GPU check
+	$(PY) scripts/gpu_bundle.py $(ARGS)
+
+gpu-check: $(STAMP) ## the GPU check here (needs a GPU; ARGS=--dry: same path on CPU); docs/gpu.md
 	$(PY) scripts/gpu_check.py $(ARGS)
 
 REGISTRY ?= ghcr.io/selfcorrect

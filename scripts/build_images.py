@@ -34,7 +34,8 @@ WHEELS = ROOT / ".cache" / "wheels"
 
 
 def commands(registry: str | None, names: list[str], push: bool, platform: str | None,
-             engine: str = "docker", extra: list[str] = ()) -> list[list[str]]:
+             engine: str = "docker", extra: list[str] = (),
+             trainer_extra: list[str] = ()) -> list[list[str]]:
     if registry:
         os.environ["SELFCORRECT_REGISTRY"] = registry
     from selfcorrect import images
@@ -45,7 +46,8 @@ def commands(registry: str | None, names: list[str], push: bool, platform: str |
             raise SystemExit(f"unknown image {name!r}; images: {', '.join(images.IMAGES)}")
         tag = images.image(name)
         build = [engine, "build", "-f", images.IMAGES[name], "-t", tag,
-                 "--build-arg", f"IMAGE_TAG={images.tag()}", *extra]
+                 "--build-arg", f"IMAGE_TAG={images.tag()}", *extra,
+                 *(trainer_extra if name == "selfcorrect-trainer" else ())]
         cmds.append(build + (["--platform", platform] if platform else []) + ["."])
         if push:
             cmds.append([engine, "push", tag])
@@ -69,10 +71,17 @@ def local_torch_wheel(dest: Path = WHEELS) -> Path:
 def local_args(base: str, wheel: Path) -> list[str]:
     return ["--build-arg", f"BASE_IMAGE={base}",
             "--build-arg", "TORCH_SOURCE=--find-links /wheels",
-            "--build-arg", "DS_CPU_OPS=1",
+            "--build-arg", "DS_CPU_OPS=1", "--build-arg", "DS_GPU_OPS=0",
             "-v", f"{wheel.parent}:/wheels:ro",
             "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
             "--network", "host", "--layers"]
+
+
+def cuda_args(base: str, arch_list: str) -> list[str]:
+    """The trainer's build on a CUDA devel image: DeepSpeed's GPU ops prebuilt (required) for
+    these architectures (containers/trainer.Dockerfile; unverified until built on one)."""
+    return ["--build-arg", f"BASE_IMAGE={base}", "--build-arg", "DS_GPU_OPS=1",
+            "--build-arg", f"TORCH_CUDA_ARCH_LIST={arch_list}"]
 
 
 def engine_problem(engine: str) -> str | None:
@@ -98,16 +107,23 @@ def main(argv=None) -> int:
                    help="build with podman on the local Debian base and the CPU torch wheel "
                         "on this disk (no registry needed)")
     p.add_argument("--base-image", default=LOCAL_BASE, help=f"with --local (default {LOCAL_BASE})")
+    p.add_argument("--cuda-base", help="the trainer's CUDA devel base image (its GPU ops are "
+                                       "prebuilt for --cuda-arch-list; default: the Dockerfile's)")
+    p.add_argument("--cuda-arch-list", default="8.0;9.0",
+                   help="TORCH_CUDA_ARCH_LIST with --cuda-base (8.0: A100, 9.0: H100/H200)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = p.parse_args(argv)
     engine, extra = "docker", []
+    if args.cuda_base and args.local:
+        raise SystemExit("--cuda-base builds the GPU trainer; --local builds CPU images here")
+    trainer = cuda_args(args.cuda_base, args.cuda_arch_list) if args.cuda_base else []
     if args.local:
         if args.push:
             raise SystemExit("--local images are for this machine (CPU torch, local base): "
                              "not pushed")
         wheel = WHEELS / "torch-2.13.0+cpu.whl" if args.dry_run else local_torch_wheel()
         engine, extra = "podman", local_args(args.base_image, wheel)
-    cmds = commands(args.registry, args.only, args.push, args.platform, engine, extra)
+    cmds = commands(args.registry, args.only, args.push, args.platform, engine, extra, trainer)
     from selfcorrect import images
 
     if args.push and images.tag().endswith(".dirty"):
