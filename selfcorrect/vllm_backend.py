@@ -69,7 +69,10 @@ def engine_kwargs(model_path: str, *, rank: int, seed: int, gpu_memory_utilizati
                 distributed_executor_backend="external_launcher",
                 seed=seed + rank // tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                enable_sleep_mode=True, enable_prefix_caching=True)
+                enable_sleep_mode=True, enable_prefix_caching=True,
+                # the sampled token's log-prob after temperature (V1's default, raw_logprobs, is
+                # before it): what the trainer scores at train.temperature, for TIS
+                logprobs_mode="processed_logprobs")
 
 
 def build_llm(**kwargs):

@@ -141,6 +141,7 @@ def test_engine_kwargs_put_one_engine_per_rank_on_the_external_launcher():
         assert kw["distributed_executor_backend"] == "external_launcher"
         assert kw["tensor_parallel_size"] == 1 and kw["enable_sleep_mode"] is True
         assert kw["enable_prefix_caching"] is True and kw["model"] == "/m"
+        assert kw["logprobs_mode"] == "processed_logprobs"    # tempered, as the trainer scores
     assert [kw["seed"] for kw in ranks] == [7, 8, 9, 10]          # a seed per rank
     tp2 = [vb.engine_kwargs("/m", rank=r, seed=7, gpu_memory_utilization=0.3, dtype="bfloat16",
                             tensor_parallel_size=2)["seed"] for r in range(4)]
