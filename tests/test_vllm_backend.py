@@ -341,5 +341,9 @@ def test_vllm_lock_pins_vllm_and_the_torch_it_requires():
     assert "selfcorrect" not in pins
     docker = (ROOT / "containers/trainer-vllm.Dockerfile").read_text()
     assert "requirements-vllm.lock" in docker and f"torch=={pins['torch']}" in docker
+    allowed = {line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    for src in re.findall(r"^COPY (?!--from)(\S+)", docker, re.M):
+        assert src in allowed, f".dockerignore keeps {src} out of the build context"
     extra = re.search(r'^vllm = \[(.*)\]$', (ROOT / "pyproject.toml").read_text(), re.M)
     assert extra and f"vllm=={pins['vllm']}" in extra.group(1)
