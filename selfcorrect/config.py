@@ -276,10 +276,14 @@ class TrainConfig:
         gradient_checkpointing: Recompute each layer's activations in the backward pass:
             less memory for long rows, about a third more compute.
         rollout_backend: hf (Hugging Face generate, continuing attempt 2 from attempt 1's KV
-            cache) or vllm (colocated vLLM on GPUs, weights synced after each update;
-            unverified: no GPU has run it).
+            cache) or vllm (EXPERIMENTAL, unverified on GPU: one colocated vLLM engine per
+            rank, external launcher, slept during the update and synced from the policy one
+            parameter at a time after it; needs the trainer-vllm image; docs/vllm.md).
         vllm_gpu_memory_utilization: With rollout_backend vllm, the share of each GPU's
             memory vLLM may take (weights and KV cache).
+        vllm_tis_cap: With rollout_backend vllm, truncated importance weighting: each token's
+            policy-gradient term times min(pi_train / pi_vllm, cap), for the gap between the
+            sampler's and the trainer's log-probs (e.g. 2); 0: off.
         report_to: Where per-step metrics go: tensorboard, mlflow, wandb (comma-separated,
             e.g. tensorboard,mlflow) or none; MLflow and W&B need selfcorrect[tracking] and
             write locally/offline unless MLFLOW_TRACKING_URI / WANDB_API_KEY say otherwise.
@@ -315,6 +319,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     rollout_backend: str = choice("hf", "hf", "vllm")
     vllm_gpu_memory_utilization: float = 0.3
+    vllm_tis_cap: float = 0.0
     report_to: str = "tensorboard"
     reference_offload: bool = False
 
@@ -327,6 +332,10 @@ class TrainConfig:
         if not 0 < self.vllm_gpu_memory_utilization < 1:
             raise ConfigError("train.vllm_gpu_memory_utilization: must be between 0 and 1 "
                               "(a share of each GPU's memory), e.g. 0.3")
+        if self.vllm_tis_cap < 0 or (self.vllm_tis_cap and self.rollout_backend != "vllm"):
+            raise ConfigError(f"train.vllm_tis_cap: {self.vllm_tis_cap!r} must be 0 (off) or a cap "
+                              "> 0 (e.g. 2) with train.rollout_backend=vllm (the weights need "
+                              "vLLM's sampler log-probs)")
         _positive(self, "problems_per_step", "max_new_tokens", "gradient_accumulation_steps",
                   "keep_checkpoints", prefix="train")
         if not 0 <= self.offline_first_attempts <= self.samples_per_problem:

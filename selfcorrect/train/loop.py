@@ -153,8 +153,14 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
         logp, entropy = scoring.score(engine, packed, train.temperature, entropy=True)
         if offline is not None:   # attempt 1 of these episodes is the base model's: no loss
             mask1 = mask1 * (~offline[picked]).to(mask1)[:, None]
+        tis = None
+        if train.vllm_tis_cap:      # truncated importance weights: sampler vs trainer log-probs
+            from selfcorrect.vllm_backend import sampler_logprobs
+            tis = obj.tis_weights(logp, sampler_logprobs([episodes[i] for i in picked], mask1,
+                                                         mask2).to(logp.device), train.vllm_tis_cap)
         loss, kl = obj.episode_loss(logp, ref_logp, mask1, mask2, terms, picked,
-                                    normaliser=train.max_new_tokens, kl_estimator=train.kl_estimator)
+                                    normaliser=train.max_new_tokens, kl_estimator=train.kl_estimator,
+                                    token_weights=tis)
         engine.backward(loss)   # DeepSpeed scales by 1 / gas
         engine.step()           # updates at the accumulation boundary only
         loss_total += loss.item() / gas
@@ -271,11 +277,14 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     if engine.world_size != world:
         raise RuntimeError(f"WORLD_SIZE={world} but DeepSpeed runs {engine.world_size} processes")
     synced = train.zero_stage == 3 and world > 1
-    backend = vllm_backend(cfg, init_path, rank) if train.rollout_backend == "vllm" else None
+    backend = vllm_backend(cfg, init_path, rank, engine.device) \
+        if train.rollout_backend == "vllm" else None
     source = checkpoint_dir
     if train.resume_from and checkpoint.latest(checkpoint_dir) is None:
         source = checkpoint.resume_source(train.resume_from, stage)
     done, history = checkpoint.load(engine, source, stage=stage, train=train_dict) or (0, [])
+    if backend is not None:
+        backend.update(engine.module)       # the engine samples from the (resumed) policy
     if done and rank == 0:
         print(f"SCoRe stage {stage}: resuming after step {done} of {steps} from {source}",
               flush=True)
@@ -301,12 +310,14 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         # 2. Rewards per turn, [P, k]
         r1, r2 = (r.view(P, train.samples_per_problem)
                   for r in rewards(reward_fn, episodes, workers=cfg.verify.code_concurrency))
-        # 3. Update
+        # 3. Update (the vLLM engine asleep: its KV cache off the GPU meanwhile)
+        if backend is not None:
+            backend.sleep()
         stats = train_step(engine, reference, episodes, r1, r2, stage=stage, train=train,
                            pad_id=tok.pad_token_id,
                            offline=torch.tensor([e.sample < offline for e in episodes]))
         if backend is not None:
-            backend.sync(engine.module)     # the next rollout samples from the updated policy
+            backend.update(engine.module)   # the next rollout samples from the updated policy
         # 4. Log: sums and counts added over the ranks, then divided
         record = step_record(step, reduce_totals(step_totals(episodes, r1, r2, stats)),
                              seconds=reduce_max(time.perf_counter() - t0))
@@ -337,9 +348,11 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     return summary
 
 
-def vllm_backend(cfg: RunConfig, init_path: str | None, rank: int):
-    """train.rollout_backend=vllm: a colocated vLLM engine on this rank's GPU, loaded from the
-    policy's starting folder (unverified: no GPU has run it)."""
+def vllm_backend(cfg: RunConfig, init_path: str | None, rank: int, device=None):
+    """train.rollout_backend=vllm: a colocated vLLM engine on this rank's GPU (external
+    launcher), its config and tokenizer from the policy's starting folder; the caller loads
+    the policy into it (VLLMBackend.update) once any checkpoint is loaded. Experimental,
+    unverified on GPU (docs/vllm.md)."""
     from selfcorrect.config import ConfigError
     from selfcorrect.vllm_backend import VLLMBackend
 
@@ -347,7 +360,7 @@ def vllm_backend(cfg: RunConfig, init_path: str | None, rank: int):
     if not source:
         raise ConfigError("train.rollout_backend: vllm loads the policy from a save_pretrained "
                           f"folder; model.source={cfg.model.source!r} has none (use model.source=hf)")
-    return VLLMBackend(models.local_source(source), seed=cfg.train.seed + rank,
+    return VLLMBackend(models.local_source(source), rank=rank, seed=cfg.train.seed, device=device,
                        gpu_memory_utilization=cfg.train.vllm_gpu_memory_utilization,
                        dtype="bfloat16" if models.dtype(cfg.model) == torch.bfloat16 else "float32")
 

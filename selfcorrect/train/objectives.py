@@ -208,18 +208,32 @@ def reinforce_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, advantage: Tens
     return (per_token * mask).sum(-1) / normaliser, kl_per_token(logp.detach(), ref_logp, "k3")
 
 
+def tis_weights(logp: Tensor, sampler_logp: Tensor, cap: float) -> Tensor:
+    """Truncated importance weights min(pi_train / pi_sampler, cap) per token, detached: they
+    correct for the sampler (vLLM) and the trainer scoring the same tokens slightly
+    differently. 1 where the sampler's log-prob is unknown (NaN)."""
+    if not cap > 0:
+        raise ValueError(f"train.vllm_tis_cap: must be > 0 to weight (0 turns TIS off), got {cap!r}")
+    w = torch.exp(logp.detach().float() - sampler_logp.float()).clamp(max=cap)
+    return torch.where(torch.isnan(sampler_logp), torch.ones_like(w), w).to(logp.dtype)
+
+
 def episode_loss(logp: Tensor, ref_logp: Tensor, mask1: Tensor, mask2: Tensor, terms: StageTerms,
-                 episodes: slice | Tensor, *, normaliser: float, kl_estimator: str = "k2") -> tuple[Tensor, Tensor]:
+                 episodes: slice | Tensor, *, normaliser: float, kl_estimator: str = "k2",
+                 token_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Mean over episodes of the SCoRe loss; one row per episode [x, y1, p, y2], mask1 / mask2
     [n, L] marking attempt 1's and attempt 2's tokens (each attempt gets its advantage and KL
     weight).
 
     `episodes` (a slice or an index tensor) selects the episodes, in flattened [P * k] order,
     whose rows these are, so a step can be split into micro-batches that share the step's
-    advantages. Returns (loss, kl [n, L]).
+    advantages. token_weights [n, L] (tis_weights) scale each token's policy-gradient term.
+    Returns (loss, kl [n, L]).
     """
     a1, a2 = (a.flatten()[episodes].to(logp)[:, None] for a in (terms.adv1, terms.adv2))
     adv = a1 * mask1 + a2 * mask2
+    if token_weights is not None:
+        adv = adv * token_weights.detach()
     beta = terms.beta1 * mask1 + terms.beta2 * mask2
     rows, kl = reinforce_loss(logp, ref_logp, mask1 + mask2, adv, beta.to(logp),
                               normaliser=normaliser, kl_estimator=kl_estimator)
