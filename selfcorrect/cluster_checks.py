@@ -18,8 +18,8 @@ from pathlib import Path
 from selfcorrect.config import ConfigError, RunConfig
 
 # Every key naming a location steps read or write (where "" derives from output_dir).
-LOCATIONS = ("output_dir", "promotion.registry", "data.path", "train.checkpoint_uri",
-             "gates.report_uri", "model.path")
+LOCATIONS = ("output_dir", "promotion.registry", "data.path", "data.eval_path", "data.dev_path",
+             "train.checkpoint_uri", "train.resume_from", "gates.report_uri", "model.path")
 AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
