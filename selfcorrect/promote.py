@@ -146,8 +146,8 @@ def model_card(entry: dict, base: dict | None = None) -> str:
         f"Trained to correct its own answers with SCoRe (Kumar et al., arXiv:2409.12917: Stage I "
         f"then Stage II multi-turn RL) by selfcorrect {entry.get('pipeline_version', '')}, from "
         f"`{base_model}` on `{source}` ({data.get('source', '')} format). Registry id "
-        f"`{entry.get('id', '')}`; created {entry.get('created', '')}; run "
-        f"`{entry.get('run_id', '') or '-'}`.", "",
+        f"`{entry.get('id', '')}`; created {entry.get('created', '')}; run `{config.get('name', '')}` "
+        f"(pipeline run `{entry.get('run_id', '') or '-'}`).", "",
         "## How to load", "", "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",

@@ -353,9 +353,12 @@ def upload_tree(local_dir: str, uri: str, skip=None) -> list[str]:
             out.append(dest)
         return out
     def ignored(folder: str, names: list[str]) -> set[str]:
+        """Skipped files, and folders skip() rejects as a whole ("logs/" for "logs/*")."""
+        if skip is None:
+            return set()
         rel = Path(folder).relative_to(src)
-        return {n for n in names if skip and (Path(folder, n).is_file() or Path(folder, n).is_symlink())
-                and skip((rel / n).as_posix())}
+        return {n for n in names if skip((rel / n).as_posix()
+                                         + ("/" if Path(folder, n).is_dir() else ""))}
 
     return _replace_tree(Path(uri), lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True,
                                                                 ignore=ignored),

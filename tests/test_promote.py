@@ -169,6 +169,8 @@ def test_the_registered_model_is_what_from_pretrained_loads_with_a_card_and_no_t
              if p.is_file()}
     assert {"config.json", "model.safetensors", "README.md", "manifest.json"} <= names
     assert not {n for n in names if promote.training_state(n)}, names
+    assert not {p.name for p in __import__("pathlib").Path(uri).iterdir()} & {"logs", "checkpoints",
+                                                                            "global_step4"}
     card = (__import__("pathlib").Path(uri) / "README.md").read_text()
     assert "| Accuracy@t2 | 50.0 | 66.7 | [33.3, 100.0] |" in card
     assert "from_pretrained" in card and "6 problems" in card
