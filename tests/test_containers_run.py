@@ -13,7 +13,6 @@ is gone before it asks for the exit status, assumes success; podman 4.3 also ans
 instead of 404 for a removed container, which the Docker client raises. The harness keeps
 every container until the test ends, so each step's real exit status is read, then removes them.
 """
-from __future__ import annotations
 
 import json
 import os

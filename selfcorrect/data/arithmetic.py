@@ -20,7 +20,7 @@ def split_of(problem_id: str, eval_fraction: float = 0.5, dev_fraction: float = 
     hashes are eval, the next `dev_fraction` dev (with dev_fraction 0, ids keep the sides they
     had before dev existed).
 
-    >>> [split_of("p1"), split_of("p1", 0.25, 0.5)]
+    >>> [split_of("p4"), split_of("p4", 0.25, 0.5)]
     ['train', 'dev']
     """
     h = int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "big") / 2**64
