@@ -35,8 +35,8 @@ def _library():
     try:
         import datasets
     except ImportError:
-        raise ImportError("reading a Hugging Face dataset needs the `datasets` package: "
-                          "pip install 'selfcorrect[data]'") from None
+        raise ImportError("reading a Hugging Face dataset needs the `datasets` package (a "
+                          "dependency of selfcorrect): pip install datasets") from None
     datasets.disable_progress_bars()
     return datasets
 
@@ -67,6 +67,11 @@ def open_dataset(path: str, config: str = ""):
 
 def split_names(dataset) -> list[str]:
     return list(dataset.keys()) if hasattr(dataset, "keys") else []
+
+
+def has_splits(path: str, config: str = "") -> bool:
+    """True for a dataset with named splits (not a data file, not one table)."""
+    return is_dataset(path) and bool(split_names(open_dataset(path, config)))
 
 
 def rows(path: str, split: str | None, config: str = "") -> tuple[str, list[tuple[int, dict]]]:

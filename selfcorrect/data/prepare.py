@@ -57,8 +57,8 @@ def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
     kept: list[list[Problem]] = [[] for _ in parts]
     dupes = read = 0
     # eval and dev parts first: a prompt in both a test file and the train file stays in eval
-    first = {"eval": 0, "dev": 1}
-    for index in sorted(range(len(parts)), key=lambda i: (first.get(parts[i][0], 2), i)):
+    order = {"eval": 0, "dev": 1}
+    for index in sorted(range(len(parts)), key=lambda i: (order.get(parts[i][0], 2), i)):
         fixed, loaded, eval_share, dev_share = parts[index]
         read += len(loaded)
         for uri, row, p in loaded:
@@ -86,12 +86,12 @@ def prepare(cfg: DataConfig) -> tuple[list[Problem], dict]:
             kept[index].append(dataclasses.replace(p, split=split))
     want = {"train": cfg.n_train, "eval": cfg.n_eval, "dev": cfg.n_dev}
     left = {k: v or -1 for k, v in want.items()}          # -1: no cap
+    found = [p for part in kept for p in part]
     out = []
-    for p in (p for part in kept for p in part):
+    for p in found:
         if left[p.split]:
             left[p.split] -= 1
             out.append(p)
-    found = [p for part in kept for p in part]
     return out, {"read": read, "duplicate_prompts": dupes, "over_cap": len(found) - len(out),
                  "written": len(out), "splits": _split_counts(out, {
                      s: sum(p.split == s for p in found) - sum(p.split == s for p in out)
@@ -122,27 +122,24 @@ def _parts(cfg: DataConfig) -> list[tuple[str, list, float, float]]:
 
     if cfg.source == "humaneval":
         return [("", sources.load("humaneval"), cfg.eval_fraction, cfg.dev_fraction)]
-    named = hf.is_dataset(cfg.path) and bool(hf.split_names(hf.open_dataset(cfg.path,
-                                                                            cfg.dataset_config)))
+    def rows_of(path: str, split: str):
+        """All rows of a file or a dataset without splits, else the dataset's `split`."""
+        return load(path, split if hf.has_splits(path, cfg.dataset_config) else None)
+
+    named = hf.has_splits(cfg.path, cfg.dataset_config)
     extra = []
     if cfg.eval_path:
-        extra.append(("eval", _whole(cfg, cfg.eval_path, cfg.eval_split, load)))
+        extra.append(("eval", rows_of(cfg.eval_path, cfg.eval_split)))
     elif named:
         extra.append(("eval", load(cfg.path, cfg.eval_split)))
     if cfg.dev_path:
-        extra.append(("dev", _whole(cfg, cfg.dev_path, cfg.dev_split or cfg.train_split, load)))
+        extra.append(("dev", rows_of(cfg.dev_path, cfg.dev_split or cfg.train_split)))
     elif named and cfg.dev_split:
         extra.append(("dev", load(cfg.path, cfg.dev_split)))
     eval_share = 0.0 if any(s == "eval" for s, _ in extra) else cfg.eval_fraction
     dev_share = 0.0 if any(s == "dev" for s, _ in extra) else cfg.dev_fraction
-    main = load(cfg.path, cfg.train_split if named else None)
+    main = rows_of(cfg.path, cfg.train_split)
     return [("", main, eval_share, dev_share)] + [(s, rows, 0.0, 0.0) for s, rows in extra]
-
-
-def _whole(cfg: DataConfig, path: str, split: str, load) -> list:
-    """All rows of an eval or dev source: a file, a dataset without splits, or its `split`."""
-    named = hf.is_dataset(path) and bool(hf.split_names(hf.open_dataset(path, cfg.dataset_config)))
-    return load(path, split if named else None)
 
 
 def _split_counts(rows: list[Problem], over_cap: dict[str, int]) -> dict[str, dict[str, int]]:

@@ -86,14 +86,16 @@ def run_key(cfg, problems) -> str:
     return f"{safe}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
-def default_uri(cfg, stage: int, problems) -> str:
-    """Where a stage's checkpoints go: `<base>/<run_key>/stage<N>` under the run's store.
+def store(cfg) -> str:
+    """The run's checkpoint store: train.checkpoint_uri, else <output_dir>/checkpoints (a gs://,
+    s3://, any fsspec URL or a local folder; a pipeline step on a cluster needs a URL there:
+    submit refuses a local one)."""
+    return (cfg.train.checkpoint_uri or f"{cfg.output_dir.rstrip('/')}/checkpoints").rstrip("/")
 
-    base: train.checkpoint_uri, else <output_dir>/checkpoints (a gs://, s3://, any fsspec URL or
-    a local folder; a pipeline step on a cluster needs a URL there: submit refuses a local one).
-    """
-    base = cfg.train.checkpoint_uri or f"{cfg.output_dir.rstrip('/')}/checkpoints"
-    return f"{base.rstrip('/')}/{run_key(cfg, problems)}/stage{stage}"
+
+def default_uri(cfg, stage: int, problems) -> str:
+    """Where a stage's checkpoints go: `<store>/<run_key>/stage<N>`."""
+    return f"{store(cfg)}/{run_key(cfg, problems)}/stage{stage}"
 
 
 def resume_source(uri: str, stage: int) -> str:

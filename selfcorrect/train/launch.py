@@ -94,16 +94,14 @@ class NotRetryable(RuntimeError):
 def failure_marker(cfg: RunConfig, stage: int, output_dir: str) -> str:
     """Where a step records a deterministic failure: beside the run's checkpoints, keyed by the
     step's model folder (the same on a retry of the task, new in a resubmitted run)."""
-    base = cfg.train.checkpoint_uri or f"{cfg.output_dir.rstrip('/')}/checkpoints"
+    from selfcorrect.train.checkpoint import store
+
     key = hashlib.sha256(str(output_dir).encode()).hexdigest()[:16]
-    return f"{base.rstrip('/')}/failures/{key}-stage{stage}.json"
+    return f"{store(cfg)}/failures/{key}-stage{stage}.json"
 
 
-@contextlib.contextmanager
-def no_retry_after_deterministic_failure(cfg: RunConfig, stage: int, output_dir: str):
-    """KFP retries a failed step whatever the error (its retry policy has no filter): a retry
-    that finds an earlier attempt's deterministic failure (a config, data or code error, out of
-    memory) fails at once with that error instead of loading models and failing again."""
+def raise_recorded_failure(cfg: RunConfig, stage: int, output_dir: str) -> None:
+    """NotRetryable when an earlier attempt of this step recorded a deterministic failure."""
     from selfcorrect import folders
 
     marker = failure_marker(cfg, stage, output_dir)
@@ -113,10 +111,21 @@ def no_retry_after_deterministic_failure(cfg: RunConfig, stage: int, output_dir:
         raise NotRetryable(f"an earlier attempt of this step failed with {earlier['error']}: "
                            f"{earlier['message']} -- a retry cannot fix that; fix it and "
                            f"resubmit (recorded in {marker})")
+
+
+@contextlib.contextmanager
+def no_retry_after_deterministic_failure(cfg: RunConfig, stage: int, output_dir: str):
+    """KFP retries a failed step whatever the error (its retry policy has no filter): a retry
+    that finds an earlier attempt's deterministic failure (a config, data or code error, out of
+    memory) fails at once with that error instead of loading models and failing again."""
+    from selfcorrect import folders
+
+    raise_recorded_failure(cfg, stage, output_dir)
     try:
         yield
-    except DETERMINISTIC + (NotRetryable,) as e:
-        if int(os.environ.get("RANK", "0")) == 0 and not isinstance(e, NotRetryable):
+    except DETERMINISTIC as e:
+        if int(os.environ.get("RANK", "0")) == 0:
+            fs, path = folders.filesystem(failure_marker(cfg, stage, output_dir))
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             fs.pipe_file(path, json.dumps({"error": type(e).__name__, "message": str(e)}).encode())
         raise
@@ -154,8 +163,7 @@ def train_stage(cfg: RunConfig, stage: int, *, problems_path: str, output_dir: s
             json.dump(cfg.to_dict(), f)
         args = stage_args(config_path=config_path, stage=stage, problems=problems_path,
                           output_dir=output_dir, init_path=init_path, reference_path=reference_path)
-        with no_retry_after_deterministic_failure(cfg, stage, output_dir):
-            pass                                    # an earlier attempt's recorded failure
+        raise_recorded_failure(cfg, stage, output_dir)     # the ranks record new ones
         subprocess.run(launch_command(cfg.resources, num_gpus=processes, args=args,
                                       master_port=free_port()), check=True)
     if steps_path:

@@ -12,7 +12,8 @@
 Resume: when the checkpoint folder (checkpoint.default_uri: <train.checkpoint_uri or
 output_dir/checkpoints>/<name>-<fingerprint of settings and data>/stage<N>) holds a checkpoint,
 or else train.resume_from names one, run_stage restores model, optimizer, LR schedule, RNG
-streams and the problem cursor from the newest one and continues the same trajectory. train.single_turn trains attempt 1 on r1 only.
+streams and the problem cursor from the newest one and continues the same trajectory.
+train.single_turn trains attempt 1 on r1 only.
 train.offline_first_attempts (Stage II, paper 5.3): that many of each problem's k samples take
 attempt 1 from the base model (pi_ref); attempt 2 is the policy's, and only it carries loss.
 

@@ -21,12 +21,13 @@ from pathlib import Path
 
 from selfcorrect.config import report_targets
 
+
 class Tracker:
     """The configured reporters of one stage on rank 0 (a no-op elsewhere)."""
 
     def __init__(self, cfg, *, stage: int, log_dir: str | None, start_step: int = 0,
                  rank: int = 0):
-        self.stage, self.writers = stage, []
+        self.writers = []
         if rank != 0 or not log_dir:
             return
         names = report_targets(cfg.train.report_to)
@@ -44,10 +45,9 @@ class Tracker:
                 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
                 mlflow.set_tracking_uri(Path(log_dir, "mlruns").resolve().as_uri())
             mlflow.set_experiment(cfg.name)
-            run = mlflow.start_run(run_name=run_name)
+            mlflow.start_run(run_name=run_name)
             mlflow.log_params(_flat(cfg))
-            self.writers.append((lambda m, s: mlflow.log_metrics(m, step=s),
-                                 lambda run=run: mlflow.end_run()))
+            self.writers.append((lambda m, s: mlflow.log_metrics(m, step=s), mlflow.end_run))
         if "wandb" in names:
             wandb = _optional("wandb")
             mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY")
