@@ -10,7 +10,7 @@ TESTBED := $(ASSETS)/testbed/config.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets testbed repro repro-long run demo test test-fast compile bench bench-verify bench-train bench-gains bench-compare gpu-check gpu-bundle images images-local test-containers lock docs clean
+.PHONY: help setup assets testbed repro repro-long run demo test test-fast compile bench bench-verify bench-install bench-train bench-gains bench-compare gpu-check gpu-bundle images images-local test-containers lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ bench: setup assets ## time setup and the demo pipeline; prints figures
 bench-verify: setup ## verification throughput: a loop vs Beam on Direct (1, 1 per CPU) and Dask (1, 2 workers)
 	$(PY) scripts/bench_verify.py
 
+bench-install: setup ## installed size of `pip install selfcorrect` (light core) and of [all]
+	$(PY) scripts/install_sizes.py
+
 bench-train: setup ## generation and training tokens/s, FLOP/s against this machine's matmul peak
 	$(PY) scripts/bench_train.py
 
@@ -86,7 +89,7 @@ BENCH_VENV := .venv-bench
 $(BENCH_VENV)/.installed: pyproject.toml containers/requirements.lock
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/pip install --quiet -c containers/requirements.lock -e '.[bench]'
+	$(BENCH_VENV)/bin/pip install --quiet -c containers/requirements.lock -e '.[all,bench]'
 	touch $@
 
 bench-compare: $(BENCH_VENV)/.installed assets ## one SCoRe Stage II step vs one TRL GRPO step, same model

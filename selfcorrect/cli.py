@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from selfcorrect import __version__
+from selfcorrect import __version__, extras
 from selfcorrect.config import ConfigError
 
 
@@ -96,7 +96,7 @@ def registry_arg(p: argparse.ArgumentParser) -> None:
 
 
 SUBCOMMANDS = {
-    "verify": ("selfcorrect.verify.beam:main", "verify attempts with the Beam step"),
+    "verify": ("selfcorrect.verify.cli:main", "verify attempts (on Beam, or in process)"),
     "validate": ("selfcorrect.validate:main", "check a dataset with its GX suite"),
     "submit": ("selfcorrect.pipelines.cluster:main_submit", "upload this version and start a run on KFP or Vertex"),
     "schedule": ("selfcorrect.pipelines.cluster:main_schedule", "create a recurring run pinned to this version"),
@@ -106,6 +106,13 @@ SUBCOMMANDS = {
     "pretrain": ("selfcorrect.testbed:main", "pretrain the testbed model from scratch (chain task)"),
     "repro": ("selfcorrect.repro:main", "the paper's rows on the testbed: table and plots"),
 }
+
+
+#: the extras each command needs before it starts (selfcorrect.extras); verify runs in process
+#: without Beam, prepare's sources name their own
+NEEDS = {"run": ("kfp", "train", "beam", "gx"), "compile": ("kfp",), "validate": ("gx",),
+         "submit": ("kfp",), "schedule": ("kfp",), "schedules": ("kfp",),
+         "evaluate": ("train", "beam"), "pretrain": ("train",), "repro": ("train",)}
 
 
 def _delegate(name: str, argv: list[str]) -> int:
@@ -130,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(comp)
     for name, (_, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, add_help=False, help=help_text)
+    if argv and argv[0] in NEEDS and not {"-h", "--help"} & set(argv):
+        lacking = extras.missing(*NEEDS[argv[0]])
+        if lacking:
+            print(extras.MissingExtra(f"selfcorrect {argv[0]}", lacking), file=sys.stderr)
+            return 2
     if argv and argv[0] in SUBCOMMANDS:   # these parse their own options
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)

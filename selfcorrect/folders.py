@@ -37,8 +37,8 @@ def filesystem(uri: str):
             return GCSFileSystem(**anon), str(uri)[len("gs://"):]
         return fsspec.core.url_to_fs(uri)
     except (ImportError, ValueError) as e:
-        raise ValueError(f"{uri}: no filesystem for this URL ({e}); gs:// needs gcsfs, s3:// "
-                         "s3fs") from None
+        raise ValueError(f"{uri}: no filesystem for this URL ({e}); gs:// and s3:// need "
+                         "pip install 'selfcorrect[cloud]'") from None
 
 
 def listing(uri: str) -> dict[str, int]:

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import TypeVar
 
-from selfcorrect import contract, storage
+from selfcorrect import contract, extras, storage
 
 _PYTHON_TYPES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
 
@@ -261,6 +261,7 @@ def _read_parquet(uri: str, data: bytes, cls: type[R]) -> list[R]:
 
 def read_parquet_table(uri: str, data: bytes):
     """The pyarrow Table of a Parquet file's bytes; unreadable: RecordError for the file."""
+    extras.require(f"{uri}: reading Parquet", "parquet")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -349,6 +350,7 @@ def arrow_schema(cls: type):
 
 
 def parquet_bytes(rows: list, cls: type) -> bytes:
+    extras.require("writing Parquet records", "parquet")
     import pyarrow as pa
     import pyarrow.parquet as pq
 

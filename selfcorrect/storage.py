@@ -91,7 +91,8 @@ def _fs_class(uri: str, proto: str):
         raise StorageError(f"{uri}: unsupported location '{proto}:' ({_FORMS})") from None
     except ImportError as e:
         raise StorageError(f"{uri}: {proto}:// needs a package that is not installed: "
-                           f"{e or e.__cause__}") from None
+                           f"{e or e.__cause__} (gs:// and s3://: pip install "
+                           "'selfcorrect[cloud]')") from None
 
 
 def split_gcs(uri: str) -> tuple[str, str]:
@@ -130,6 +131,9 @@ def _gcs_errors(uri: str, doing: str):
 
 @lru_cache(maxsize=1)
 def _client():
+    from selfcorrect import extras
+
+    extras.require("gs:// storage", "cloud")
     from google.cloud import storage
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):

@@ -24,7 +24,12 @@ def _pins(reqs) -> dict:
     return {canonicalize_name(Requirement(text).name): Requirement(text).specifier for text in reqs}
 
 
-PINS = _pins(PYPROJECT["project"]["dependencies"])
+sys.path.insert(0, str(REPO / "scripts"))
+from lock_images import IMAGE_EXTRAS, extras  # noqa: E402
+
+#: what the images install: the core and the extras they carry
+PINS = _pins(PYPROJECT["project"]["dependencies"]
+             + extras(PYPROJECT["project"]["optional-dependencies"], IMAGE_EXTRAS))
 LOCK = {canonicalize_name(n): v for n, v in re.findall(
     r"^([A-Za-z0-9_.\-]+)==(\S+)$", (REPO / "containers/requirements.lock").read_text(), re.M)}
 DOCKERFILES = {name: (REPO / path).read_text() for name, path in images.IMAGES.items()}

@@ -279,11 +279,11 @@ def _help(main) -> list[str]:
 
 
 def test_verify_reads_parquet_inputs(tmp_path):
-    from selfcorrect.verify import beam
+    from selfcorrect.verify import cli as vcli
 
     records.write(tmp_path / "problems", ROWS[Problem], format="parquet")
     records.write(tmp_path / "attempts.parquet", ROWS[Attempt])
-    problems, attempts = beam.read_inputs(str(tmp_path / "problems"), str(tmp_path / "attempts.parquet"), True)
+    problems, attempts = vcli.read_inputs(str(tmp_path / "problems"), str(tmp_path / "attempts.parquet"), True)
     assert (problems, attempts) == (ROWS[Problem], ROWS[Attempt])
 
 

@@ -31,6 +31,9 @@ def generate(dataset: str, n_train: int, n_eval: int, *, seed: int = 0,
     if dataset not in GYM_DATASETS:
         raise ValueError(f"data.gym_dataset: {dataset!r} is not offered; offered: "
                          f"{', '.join(GYM_DATASETS)}")
+    from selfcorrect import extras
+
+    extras.require("data.source reasoning_gym", "data")
     import reasoning_gym
 
     pool = 4 * (n_train + n_eval + n_dev) + 64          # splits are drawn by hash: leave slack

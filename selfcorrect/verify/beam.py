@@ -25,14 +25,13 @@ Beam option passes through, e.g. `--runner DaskRunner --dask_client_address tcp:
 verdicts as JSONL sorted by (problem_id, sample, turn).
 
 CLI: `selfcorrect verify --problems PATH --attempts PATH --output PATH [Beam options...]`
+(selfcorrect.verify.cli; without Beam installed it verifies in process).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
 import tempfile
 import uuid
 import zlib
@@ -41,7 +40,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from selfcorrect import records, storage
-from selfcorrect.records import Attempt, Problem, Verdict
+from selfcorrect.records import Attempt, Verdict
+from selfcorrect.verify.cli import dead_letter, join_error, read_inputs, write_results
 
 NAMESPACE = "selfcorrect.verify"
 DEAD_LETTERS = "dead_letters"
@@ -52,12 +52,6 @@ RUNNERS = {"daskrunner": "apache_beam.runners.dask.dask_runner.DaskRunner",
            "dask": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 _LOCAL_RUNNERS = {"directrunner", "direct", "bundlebaseddirectrunner", "switchingdirectrunner"}
 _DASK = RUNNERS["dask"]
-
-
-def dead_letter(stage: str, error: str, attempt: Attempt) -> dict:
-    """A record of an attempt the step could not judge, with enough to replay it."""
-    return {"stage": stage, "error": error, "problem_id": attempt.problem_id,
-            "sample": attempt.sample, "turn": attempt.turn, "attempt": dataclasses.asdict(attempt)}
 
 
 class JoinFn(beam.DoFn):
@@ -77,8 +71,7 @@ class JoinFn(beam.DoFn):
             for attempt in attempts:
                 yield PAIR, (problem, attempt)
             return
-        why = (f"no problem with id {problem_id!r}" if not problems
-               else f"{len(problems)} different problems share the id {problem_id!r}")
+        why = join_error(problem_id, problems)
         for attempt in attempts:
             self.unmatched.inc()
             yield DEAD, dead_letter("join", why, attempt)
@@ -251,13 +244,7 @@ def run(problems_uri: str, attempts_uri: str, output_uri: str,
                 dead.append(record)
     finally:
         _remove(staging)
-    verdicts.sort(key=lambda v: (v.problem_id, v.sample, v.turn))
-    dead.sort(key=lambda d: (d["problem_id"], d["sample"], d["turn"]))
-    records.write(output_uri, verdicts, cls=Verdict)   # Parquet for a .parquet name
-    if dead_letter_uri:
-        storage.write_text(dead_letter_uri, "".join(json.dumps(d) + "\n" for d in dead))
-    return {"verdicts": len(verdicts), "correct": sum(v.correct for v in verdicts),
-            "dead_letters": len(dead)}
+    return write_results(output_uri, verdicts, dead, dead_letter_uri)
 
 
 def pipeline_args(v, extra: list[str] | tuple = ()) -> list[str]:
@@ -303,64 +290,11 @@ def pipeline_options(args: list[str], partitions: int = 0):
     return options
 
 
-def read_inputs(problems_uri: str, attempts_uri: str, strict: bool = False):
-    """The problems and attempts (JSONL or Parquet); bad rows raise RecordError naming file,
-    row and field. strict: empty files and one id for two different problems are errors too."""
-    problems = records.read(problems_uri, Problem)
-    attempts = records.read(attempts_uri, Attempt)
-    if not strict:
-        return problems, attempts
-    for uri, rows in ((problems_uri, problems), (attempts_uri, attempts)):
-        if not rows:
-            raise records.RecordError(uri, None, None, "no records: the file is empty")
-    first: dict[str, int] = {}
-    for row, p in enumerate(problems, start=1):
-        if p.id in first and p != problems[first[p.id] - 1]:
-            raise records.RecordError(problems_uri, row, "id", f"duplicate id {p.id!r} with other "
-                                                               f"content (first at row {first[p.id]})")
-        first.setdefault(p.id, row)
-    return problems, attempts
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`selfcorrect verify --problems PATH --attempts PATH --output PATH [Beam options...]`"""
-    parser = argparse.ArgumentParser(
-        prog="selfcorrect verify", description="Verify attempts with the Beam step. Options "
-        "not listed here go to Beam, e.g. --direct_num_workers 4 (default: one per CPU the "
-        "container may use); --runner DaskRunner --dask_client_address tcp://HOST:8786 "
-        "--temp_location /shared/tmp (a path the client, scheduler and workers share); "
-        "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp.")
-    parser.add_argument("--problems", required=True, help="Problem records (JSONL or Parquet, path or gs://)")
-    parser.add_argument("--attempts", required=True, help="Attempt records (JSONL or Parquet)")
-    parser.add_argument("--output", required=True, help="where to write Verdict records (JSONL; Parquet for a .parquet name)")
-    parser.add_argument("--dead-letters", default=None,
-                        help="where to write attempts the verifier could not judge (JSONL)")
-    parser.add_argument("--timeout-s", type=float, default=10.0,
-                        help="wall-clock limit per code run (default: 10)")
-    parser.add_argument("--code-concurrency", type=int, default=2,
-                        help="code sandboxes each Beam worker runs at once (default: 2)")
-    args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    try:
-        _distinct_outputs({"problems": args.problems, "attempts": args.attempts},
-                          {"output": args.output, "dead letters": args.dead_letters})
-        counts = run(args.problems, args.attempts, args.output, beam_args,
-                     dead_letter_uri=args.dead_letters, timeout_s=args.timeout_s,
-                     code_concurrency=args.code_concurrency, strict=True)
-    except (ValueError, OSError) as e:  # a bad record, a missing file, a missing location
-        print(f"verify: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(counts))
-    return 0
+    """`selfcorrect verify` on Beam (selfcorrect.verify.cli has the options)."""
+    from selfcorrect.verify import cli
 
-
-def _distinct_outputs(inputs: dict[str, str], outputs: dict[str, str | None]) -> None:
-    """ValueError when an output file is an input file or the other output."""
-    given = [(k, u) for k, u in outputs.items() if u]
-    for i, (label, uri) in enumerate(given):
-        for other, other_uri in [*inputs.items(), *given[:i]]:
-            if storage.same_location(uri, other_uri):
-                raise ValueError(f"{uri}: --{label.replace(' ', '-')} is the same file as --"
-                                 f"{other.replace(' ', '-')}; it would be replaced")
+    return cli.main(argv, in_process=False)
 
 
 def _default_worker_image(options) -> None:
