@@ -202,3 +202,13 @@ def test_without_a_network_namespace_it_still_runs_and_says_so(monkeypatch):
     v = verify(problem("HumanEval/0"), canonical("HumanEval/0"))
     assert v.correct and v.verifier == "code-sandbox[network]"
     assert not code.run_program("print(1)\n").network_isolated
+
+
+def test_the_harness_is_a_module_whose_folder_never_shadows_the_standard_library():
+    # run by path with -P: `import math` in a completion is the standard library's, not
+    # selfcorrect/verify/math.py beside the harness
+    assert Path(code.HARNESS).parent == Path(code.__file__).parent
+    prompt = "import math\n\ndef root(x):\n    '''the square root'''\n"
+    test = "def check(f):\n    assert f(9) == 3.0\n    assert math.pi > 3\n"
+    result = code.run_tests(prompt, "    return math.sqrt(x)\n", test, "root", timeout_s=10)
+    assert result.passed, result.reason
