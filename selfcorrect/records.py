@@ -1,8 +1,9 @@
 """The records that cross pipeline steps, and their reading and writing as JSONL or Parquet.
 
 The records' fields are the boundary contract: other pipelines feed and read these. Each is
-written once, in schemas/<record>.schema.json (selfcorrect.contract): the classes here are
-built from those files, and so are the data gates' suites. A bad row is reported with file,
+written in schemas/<record>.schema.json (selfcorrect.contract); the classes here are plain
+frozen dataclasses that an editor can read, checked against those files when this module is
+imported (conforms), and the data gates' suites are built from the same files. A bad row is reported with file,
 row and field.
 
     rows = read(uri, Problem)           # JSONL or Parquet, told apart by content
@@ -32,7 +33,7 @@ _PYTHON_TYPES = {"string": "str", "integer": "int", "number": "float", "boolean"
 
 
 def record_type(schema: dict) -> type:
-    """The frozen dataclass of a record schema: one attribute per property, in its order, of
+    """The frozen dataclass a record schema describes (what `conforms` compares a class with): one attribute per property, in its order, of
     its JSON type ("str", "int", "float" or "bool", as postponed annotations read), with its
     "default"; the schema's required properties are those without one."""
     props = schema["properties"]
@@ -45,12 +46,96 @@ def record_type(schema: dict) -> type:
     return cls
 
 
-# The records: schemas/<name>.schema.json holds their fields (with what each means) and rules.
-Problem = record_type(contract.load("problem"))        # id, task, prompt, answer, test, ...
-Attempt = record_type(contract.load("attempt"))        # problem_id, sample, turn, completion, ...
-Verdict = record_type(contract.load("verdict"))        # problem_id, sample, turn, correct, reward, ...
-EvalRow = record_type(contract.load("eval_row"))       # model, problem_id, sample, task, ...
-TrainStep = record_type(contract.load("train_step"))   # stage, step, reward_t1, reward_t2, loss, ...
+def conforms_to(record: str):
+    """Class decorator: conforms(cls, record)."""
+    return lambda cls: conforms(cls, record)
+
+
+def conforms(cls: type, record: str) -> type:
+    """`cls` when its fields (names, order, types, defaults) are those schemas/<record>.schema.json
+    gives; else ValueError naming the first difference. The schema is the one contract: the
+    classes below are written out for editors and type checkers, and checked against it here."""
+    schema = contract.load(record)
+    want, have = (tuple((f.name, getattr(f.type, "__name__", f.type),
+                         "required" if f.default is dataclasses.MISSING else f.default)
+                        for f in fields(c)) for c in (record_type(schema), cls))
+    if want != have or cls.__doc__ != schema["description"]:
+        diff = next(((w, h) for w, h in zip(want, have) if w != h), (want[len(have):], have[len(want):]))
+        raise ValueError(f"selfcorrect.records.{cls.__name__} differs from schemas/{record}.schema.json: "
+                         f"schema {diff[0]}, class {diff[1]}" if want != have else
+                         f"selfcorrect.records.{cls.__name__}: its docstring is not the schema's description")
+    return cls
+
+
+# The records, field for field as schemas/<name>.schema.json gives them (with what each means).
+
+@conforms_to("problem")
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One problem (a JSONL line or Parquet row)."""
+    id: str
+    task: str
+    prompt: str
+    answer: str = ""
+    test: str = ""
+    entry_point: str = ""
+    source: str = ""
+    split: str = "train"
+
+
+@conforms_to("attempt")
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One model attempt at a problem (a JSONL line or Parquet row)."""
+    problem_id: str
+    sample: int
+    turn: int
+    completion: str
+    model: str
+    truncated: bool = False
+
+
+@conforms_to("verdict")
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The verifier's decision on one attempt (a JSONL line or Parquet row)."""
+    problem_id: str
+    sample: int
+    turn: int
+    correct: bool
+    reward: float
+    reason: str = ""
+    verifier: str = ""
+
+
+@conforms_to("eval_row")
+@dataclasses.dataclass(frozen=True)
+class EvalRow:
+    """One (problem, sample) episode of one evaluated model, both turns judged (a JSONL line or Parquet row). The evaluate step's metrics are computed from these rows."""  # noqa: E501
+    model: str
+    problem_id: str
+    sample: int
+    task: str
+    difficulty: str
+    correct_t1: bool
+    correct_t2: bool
+    edit_ratio: float
+    same_answer: bool
+
+
+@conforms_to("train_step")
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """One RL step of a SCoRe stage, as the training step reports it (a JSONL line or Parquet row): means over the step's episodes."""  # noqa: E501
+    stage: int
+    step: int
+    reward_t1: float
+    reward_t2: float
+    loss: float
+    kl_t1: float
+    kl_t2: float
+    truncated: float
+    edit_ratio: float
 
 
 R = TypeVar("R", Problem, Attempt, Verdict, EvalRow, TrainStep)

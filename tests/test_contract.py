@@ -102,3 +102,21 @@ def test_required_must_be_the_properties_without_a_default():
     schema["required"].remove("reward")
     with pytest.raises(ValueError, match="Verdict: required must list"):
         records.record_type(schema)
+
+
+def test_a_record_class_that_drifts_from_its_schema_is_refused_at_import():
+    @dataclasses.dataclass(frozen=True)
+    class Verdict:
+        """The verifier's decision on one attempt (a JSONL line or Parquet row)."""
+        problem_id: str
+        sample: int
+        turn: int
+        correct: bool
+        reward: int              # the schema says number
+        reason: str = ""
+        verifier: str = ""
+
+    with pytest.raises(ValueError, match=r"Verdict differs from schemas/verdict.schema.json: "
+                                         r"schema \('reward', 'float'"):
+        records.conforms(Verdict, "verdict")
+    assert records.conforms(records.Verdict, "verdict") is records.Verdict
