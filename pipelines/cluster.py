@@ -169,7 +169,7 @@ def _prepare(args):
 
     arguments = pipeline_arguments(cfg)
     if args.backend == "vertex":
-        from selfcorrect.train.resources import vertex_drops
+        from selfcorrect.pipelines.placement import vertex_drops
 
         dropped = vertex_drops(cfg)
         if dropped:

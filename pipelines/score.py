@@ -18,7 +18,7 @@ problems, the base model's attempts and their verdicts cached. The training step
 sampling study take a `config` mapping of the keys they read (dotted, e.g.
 {"train.learning_rate": ...}), assembled here from the same parameters.
 
-Placement (fixed at compile time from config.resources; selfcorrect.train.resources.place):
+Placement (fixed at compile time from config.resources; selfcorrect.pipelines.placement.place):
 every step that loads the model (prepare_model, sample_attempts, the training steps, the
 sampling study) runs in the trainer image with the configured accelerator: one device for
 the one-process steps ("generate"), all resources.accelerator_count for training; Beam
@@ -45,7 +45,7 @@ from selfcorrect.components import (data_fingerprint, decide_promotion, evaluate
                                     sample_attempts, sampling_study, train_stage1, train_stage2,
                                     validate_data, verify_attempts)
 from selfcorrect.config import RunConfig
-from selfcorrect.train.resources import place
+from selfcorrect.pipelines.placement import place
 
 PIPELINE_NAME = "selfcorrect-score"
 RETRY = {"num_retries": 2, "backoff_duration": "60s"}
@@ -99,7 +99,7 @@ def _keys():
 
 
 class Placement:
-    """Places each task by step kind (selfcorrect.train.resources.place); compile-time."""
+    """Places each task by step kind (selfcorrect.pipelines.placement.place); compile-time."""
 
     def __init__(self, requests: RunConfig, kubernetes_platform: bool):
         self.requests, self.kubernetes_platform = requests, kubernetes_platform

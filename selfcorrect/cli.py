@@ -81,7 +81,7 @@ def _warn(line: str) -> None:
 def _vertex_drops(cfg: dict | None) -> None:
     """Warn which resources.* keys a Vertex AI compile leaves out."""
     from selfcorrect import config
-    from selfcorrect.train.resources import vertex_drops
+    from selfcorrect.pipelines.placement import vertex_drops
 
     dropped = vertex_drops(config.build(config.RunConfig, cfg))
     if dropped:

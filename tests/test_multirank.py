@@ -165,7 +165,7 @@ def stage1(runs):
     problems = [p for p in read(str(root / "problems.jsonl"), Problem) if p.split == "train"]
     store_uri = checkpoint.default_uri(two, 1, problems)
     killed_at = kill_after_first_checkpoint(two, root, "two-s1", store_uri)
-    stored = sorted(checkpoint.folders.listing(f"{store_uri}/step{killed_at}"))
+    stored = sorted(checkpoint.storage.listing(f"{store_uri}/step{killed_at}"))
     summary = stage(two, 1, root, "two-s1", "base")     # the retried task: resumes from the store
     return root, killed_at, stored, summary, store_uri
 

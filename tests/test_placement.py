@@ -9,7 +9,7 @@ import pytest
 
 from selfcorrect import config
 from selfcorrect.pipelines.compile import compile_pipeline, read_platform_spec, read_spec
-from selfcorrect.train.resources import SCRATCH_ENV, vertex_drops
+from selfcorrect.pipelines.placement import SCRATCH_ENV, vertex_drops
 
 SETS = ["resources.accelerator_type=nvidia.com/gpu", "resources.accelerator_count=8",
         "resources.cpu_limit=64", "resources.memory_limit=900G",

@@ -15,8 +15,10 @@ from selfcorrect import storage
 
 
 def _gcs_names(prefix: str) -> list[str]:
+    from conftest import gcs_client
+
     bucket, name = storage.split_gcs(prefix)
-    return sorted(b.name for b in storage._client().list_blobs(bucket, prefix=name + "/"))
+    return sorted(b.name for b in gcs_client().list_blobs(bucket, prefix=name + "/"))
 
 
 # --- local ------------------------------------------------------------------
@@ -465,30 +467,27 @@ def test_upload_and_download_tree_s3(tmp_path, s3_prefix):
     assert out == [storage.join(s3_prefix, "model", rel) for rel in sorted(files)]
     key = s3_prefix[len("s3://selfcorrect-test/"):]
     assert _s3_names(s3_prefix) == [f"{key}/model/{rel}" for rel in sorted(files)]
-    dest = _make_tree(tmp_path / "dest", {"stale.txt": b"old"})
-    got = storage.download_tree(storage.join(s3_prefix, "model"), str(dest))
-    assert got == [str(dest / rel) for rel in sorted(files)]
+    got = storage.download(storage.join(s3_prefix, "model"), str(tmp_path / "dest"))
+    assert got == sorted(files)
+    dest = tmp_path / "dest"
     assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()} == files
-    assert sorted(os.listdir(tmp_path)) == ["dest", "src"]
     with pytest.raises(FileNotFoundError, match="nothing/: no objects"):
-        storage.download_tree(storage.join(s3_prefix, "nothing") + "/", str(tmp_path / "x"))
+        storage.download(storage.join(s3_prefix, "nothing") + "/", str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
 
 
-def test_download_tree_gcs_and_local(tmp_path, gs_prefix):
+def test_download_gcs(tmp_path, gs_prefix):
     files = {"a.txt": b"A", "sub/b.json": b'{"b": 1}'}
     src = _make_tree(tmp_path / "src", files)
     storage.upload_tree(str(src), storage.join(gs_prefix, "m"))
     storage.write_text(storage.join(gs_prefix, "m-other", "x.txt"), "not under m/")
-    got = storage.download_tree(storage.join(gs_prefix, "m"), str(tmp_path / "from-gs"))
-    assert got == [str(tmp_path / "from-gs" / rel) for rel in sorted(files)]
+    assert storage.download(storage.join(gs_prefix, "m"), str(tmp_path / "from-gs")) == sorted(files)
     assert (tmp_path / "from-gs" / "sub" / "b.json").read_bytes() == b'{"b": 1}'
-    got = storage.download_tree(str(src), str(tmp_path / "from-local"))
-    assert got == [str(tmp_path / "from-local" / rel) for rel in sorted(files)]
+    assert storage.listing(storage.join(gs_prefix, "m")) == {"a.txt": 1, "sub/b.json": 8}
     with pytest.raises(FileNotFoundError, match="no objects"):
-        storage.download_tree(storage.join(gs_prefix, "none"), str(tmp_path / "y"))
+        storage.download(storage.join(gs_prefix, "none"), str(tmp_path / "y"))
     with pytest.raises(FileNotFoundError, match="gs://no-such-bucket-xyz/m: no objects"):
-        storage.download_tree("gs://no-such-bucket-xyz/m", str(tmp_path / "y"))
+        storage.download("gs://no-such-bucket-xyz/m", str(tmp_path / "y"))
     assert not (tmp_path / "y").exists()
 
 
@@ -570,4 +569,4 @@ def test_upload_tree_into_a_missing_s3_bucket_names_the_object(tmp_path, s3):
     with pytest.raises(storage.StorageError, match=r"s3://no-such-bucket-xyz/m/a.txt: cannot write: no such bucket"):
         storage.upload_tree(str(src), "s3://no-such-bucket-xyz/m")
     with pytest.raises(FileNotFoundError, match="no-such-bucket-xyz/m: no objects"):
-        storage.download_tree("s3://no-such-bucket-xyz/m", str(tmp_path / "d"))
+        storage.download("s3://no-such-bucket-xyz/m", str(tmp_path / "d"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfcorrect import config, folders, models
+from selfcorrect import config, models, storage
 from selfcorrect.config import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def same_weights(model, state) -> bool:
 def test_a_gs_folder_is_copied_and_loaded_in_the_step(saved, gs_prefix, tmp_path, monkeypatch):
     path, state = saved
     uri = f"{gs_prefix}/models/tiny"
-    folders.upload(str(path), uri)
+    storage.upload_tree(str(path), uri)
     monkeypatch.setenv("SELFCORRECT_CACHE", str(tmp_path / "cache"))
     cfg = config.load("tiny", overrides=["model.source=hf", f"model.path={uri}"])
     assert cfg.model.path == uri

@@ -13,7 +13,7 @@ from selfcorrect import config
 from selfcorrect.config import ConfigError
 from selfcorrect.records import Problem, write_jsonl
 from selfcorrect.train import launch
-from selfcorrect.train.resources import apply_resources
+from selfcorrect.pipelines.placement import apply_resources
 
 REPO = Path(__file__).resolve().parents[1]
 

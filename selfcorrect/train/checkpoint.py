@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from selfcorrect import folders
+from selfcorrect import storage
 
 # Train keys that may change between a run and its resume without changing the trajectory
 RESUMABLE_CHANGES = {"stage1_steps", "stage2_steps", "checkpoint_every", "keep_checkpoints",
@@ -106,7 +106,7 @@ def resume_source(uri: str, stage: int) -> str:
 
 def staging(directory: str) -> str:
     """The local folder DeepSpeed reads and writes for `directory` (itself when local)."""
-    if not folders.is_remote(directory):
+    if not storage.is_remote(directory):
         return directory
     key = hashlib.sha256(directory.encode()).hexdigest()[:16]
     return str(Path(tempfile.gettempdir(), "selfcorrect-checkpoints", key))
@@ -125,8 +125,8 @@ def _first_on_machine() -> bool:
 
 def latest(directory: str) -> str | None:
     """The newest checkpoint's tag in `directory` (a folder or URI), or None when there is none."""
-    if folders.is_remote(directory):
-        fs, root = folders.filesystem(directory)
+    if storage.is_remote(directory):
+        fs, root = storage.filesystem(directory)
         fs.invalidate_cache()
         name = f"{root.rstrip('/')}/latest"
         return fs.cat_file(name).decode().strip() if fs.exists(name) else None
@@ -135,8 +135,8 @@ def latest(directory: str) -> str | None:
 
 
 def _tags(directory: str) -> list[str]:
-    if folders.is_remote(directory):
-        names = {name.split("/", 1)[0] for name in folders.listing(directory)}
+    if storage.is_remote(directory):
+        names = {name.split("/", 1)[0] for name in storage.listing(directory)}
     else:
         names = {p.name for p in Path(directory).glob("step*") if p.is_dir()}
     return sorted((n for n in names if n.startswith("step") and n[4:].isdigit()),
@@ -200,9 +200,9 @@ class Uploader:
 
     def _upload(self, tag: str) -> None:
         node, nodes = _node()
-        if not folders.upload(str(Path(self.local, tag)), f"{self.directory}/{tag}"):
+        if not storage.upload_tree(str(Path(self.local, tag)), f"{self.directory}/{tag}"):
             raise FileNotFoundError(f"{Path(self.local, tag)}: no checkpoint files to upload")
-        fs, root = folders.filesystem(self.directory)
+        fs, root = storage.filesystem(self.directory)
         root = root.rstrip("/")
         fs.pipe_file(f"{root}/{tag}/.complete-node{node}", b"")
         if int(os.environ.get("RANK", "0")) == 0:
@@ -218,7 +218,7 @@ class Uploader:
                 time.sleep(2.0)
             fs.pipe_file(f"{root}/latest", tag.encode())
             for old in _tags(self.directory)[:-self.keep]:
-                folders.remove(f"{self.directory}/{old}")
+                storage.remove(f"{self.directory}/{old}")
         with self._cv:
             keep_local = {self.pending, tag}
         for old in _tags(self.local):
@@ -241,7 +241,7 @@ def save(engine, directory: str, *, stage: int, step: int, history: list[dict],
     engine.save_checkpoint(local, tag=tag, client_state={
         "stage": stage, "step": step, "history": history, "train": train})
     torch.save(rng_state(), Path(local) / tag / f"rng_rank{engine.global_rank}.pt")
-    if folders.is_remote(directory):
+    if storage.is_remote(directory):
         _barrier()                              # every rank's files are on its machine's disk
         if _first_on_machine():
             key = directory.rstrip("/")
@@ -269,7 +269,7 @@ def _fetch(directory: str) -> str | None:
     if _first_on_machine():
         shutil.rmtree(local, ignore_errors=True)
         if tag is not None:
-            folders.download(f"{directory.rstrip('/')}/{tag}", str(Path(local, tag)))
+            storage.download(f"{directory.rstrip('/')}/{tag}", str(Path(local, tag)))
             Path(local, "latest").write_text(tag)
     _barrier()
     return tag
@@ -281,7 +281,7 @@ def load(engine, directory: str, *, stage: int, train: dict) -> tuple[int, list[
     Every rank calls it. Call it after every model is built (building the tiny model draws
     from torch's RNG).
     """
-    tag = _fetch(directory) if folders.is_remote(directory) else latest(directory)
+    tag = _fetch(directory) if storage.is_remote(directory) else latest(directory)
     if tag is None:
         return None
     local = staging(directory)

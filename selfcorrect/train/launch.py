@@ -102,10 +102,10 @@ def failure_marker(cfg: RunConfig, stage: int, output_dir: str) -> str:
 
 def raise_recorded_failure(cfg: RunConfig, stage: int, output_dir: str) -> None:
     """NotRetryable when an earlier attempt of this step recorded a deterministic failure."""
-    from selfcorrect import folders
+    from selfcorrect import storage
 
     marker = failure_marker(cfg, stage, output_dir)
-    fs, path = folders.filesystem(marker)
+    fs, path = storage.filesystem(marker)
     if fs.exists(path):
         earlier = json.loads(fs.cat_file(path))
         raise NotRetryable(f"an earlier attempt of this step failed with {earlier['error']}: "
@@ -118,14 +118,14 @@ def no_retry_after_deterministic_failure(cfg: RunConfig, stage: int, output_dir:
     """KFP retries a failed step whatever the error (its retry policy has no filter): a retry
     that finds an earlier attempt's deterministic failure (a config, data or code error, out of
     memory) fails at once with that error instead of loading models and failing again."""
-    from selfcorrect import folders
+    from selfcorrect import storage
 
     raise_recorded_failure(cfg, stage, output_dir)
     try:
         yield
     except DETERMINISTIC as e:
         if int(os.environ.get("RANK", "0")) == 0:
-            fs, path = folders.filesystem(failure_marker(cfg, stage, output_dir))
+            fs, path = storage.filesystem(failure_marker(cfg, stage, output_dir))
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             fs.pipe_file(path, json.dumps({"error": type(e).__name__, "message": str(e)}).encode())
         raise
