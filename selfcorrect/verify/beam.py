@@ -1,12 +1,13 @@
 """The Beam step: verify every attempt against its problem with the shared verifier.
 
     {"problems": PCollection[Problem], "attempts": PCollection[Attempt]}
-        | VerifyAttempts(timeout_s)
+        | VerifyAttempts(timeout_s, custom="mypkg.checks:exact_match")   # custom: optional
     -> {"verdicts": PCollection[Verdict], "dead_letters": PCollection[dict]}
 
 A wrong answer, a crashing or hostile completion is a Verdict (reward 0, with its reason).
-What is the verifier's own fault (verify() raising, an attempt naming an unknown problem) goes
-to the dead letters, counted by a Beam counter, and the pipeline goes on.
+What is the verifier's own fault (verify() raising, a custom check raising or returning no
+verdict, an attempt naming an unknown problem) goes to the dead letters, counted by a Beam
+counter, and the pipeline goes on.
 
 Written for every runner: DirectRunner, DaskRunner (tested here), Dataflow, Flink and Spark
 (by options). It uses only one-output ParDos, GroupByKey, CoGroupByKey and Flatten: a verdict
@@ -37,11 +38,22 @@ import tempfile
 import uuid
 import zlib
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
+import logging
 
-from selfcorrect import records, storage
-from selfcorrect.records import Attempt, Problem, Verdict
+
+def _not_apitools(record: logging.LogRecord) -> bool:
+    """Beam warns "apitools not found" on the root logger when it first imports its BigQuery
+    client; no step here uses BigQuery, so the warning only misleads (the Dataflow runner
+    brings apitools with apache-beam[gcp])."""
+    return not record.getMessage().startswith("apitools not found")
+
+
+logging.getLogger().addFilter(_not_apitools)   # before Beam's first import
+import apache_beam as beam  # noqa: E402
+from apache_beam.metrics import Metrics  # noqa: E402
+
+from selfcorrect import records, storage  # noqa: E402
+from selfcorrect.records import Attempt, Problem, Verdict  # noqa: E402
 
 NAMESPACE = "selfcorrect.verify"
 DEAD_LETTERS = "dead_letters"
@@ -93,10 +105,11 @@ class VerifyFn(beam.DoFn):
     a child process's time, not this one's.
     """
 
-    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2):
+    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, custom: str = ""):
         super().__init__()
         self.timeout_s = timeout_s
         self.code_concurrency = max(1, int(code_concurrency))
+        self.custom = custom
         self.verified = Metrics.counter(NAMESPACE, "verdicts")
         self.correct = Metrics.counter(NAMESPACE, "correct")
         self.errors = Metrics.counter(NAMESPACE, "verifier_errors")
@@ -112,6 +125,10 @@ class VerifyFn(beam.DoFn):
         from selfcorrect.verify import code
 
         code.network_isolation_available()
+        if self.custom:
+            from selfcorrect.verify.custom import load_check
+
+            load_check(self.custom)
         if self.code_concurrency > 1:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 self.code_concurrency, thread_name_prefix="selfcorrect-sandbox")
@@ -126,7 +143,8 @@ class VerifyFn(beam.DoFn):
 
         problem, attempt = pair
         try:
-            return verify_attempt(problem, attempt, timeout_s=self.timeout_s), None
+            return verify_attempt(problem, attempt, timeout_s=self.timeout_s,
+                                  custom=self.custom), None
         except Exception as e:  # the verifier's own failure: never the attempt's
             return None, dead_letter("verify", f"{type(e).__name__}: {e}", attempt)
 
@@ -169,11 +187,13 @@ class TagVerdicts(beam.PTransform):
     group is what a worker verifies at once, code_concurrency sandboxes at a time).
     """
 
-    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, batches: int = 64):
+    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, batches: int = 64,
+                 custom: str = ""):
         super().__init__()
         self.timeout_s = timeout_s
         self.code_concurrency = code_concurrency
         self.batches = max(1, int(batches))
+        self.custom = custom
 
     def expand(self, inputs):
         batches = self.batches
@@ -188,7 +208,7 @@ class TagVerdicts(beam.PTransform):
             # spreads one problem's many attempts over many workers, and batches them
             | "KeyBatches" >> beam.Map(lambda pair: (batch_key(pair[1], batches), pair))
             | "Batch" >> beam.GroupByKey()
-            | "Verify" >> beam.ParDo(VerifyFn(self.timeout_s, self.code_concurrency)))
+            | "Verify" >> beam.ParDo(VerifyFn(self.timeout_s, self.code_concurrency, self.custom)))
         unjoined = joined | "Unjoined" >> beam.Filter(lambda r: r[0] == DEAD)
         return (unjoined, verified) | "Tagged" >> beam.Flatten()
 
@@ -197,12 +217,14 @@ class VerifyAttempts(beam.PTransform):
     """{"problems": PCollection[Problem], "attempts": PCollection[Attempt]} ->
     {"verdicts": PCollection[Verdict], "dead_letters": PCollection[dict]}.
 
-    code_concurrency: sandboxes a worker runs at once (default 2); batches: see TagVerdicts.
+    code_concurrency: sandboxes a worker runs at once (default 2); batches: see TagVerdicts;
+    custom: "module:function" of your check (verify.custom; selfcorrect.verify.custom).
     """
 
-    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, batches: int = 64):
+    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, batches: int = 64,
+                 custom: str = ""):
         super().__init__()
-        self.tag = TagVerdicts(timeout_s, code_concurrency, batches)
+        self.tag = TagVerdicts(timeout_s, code_concurrency, batches, custom)
 
     def expand(self, inputs):
         tagged = inputs | "Verify" >> self.tag
@@ -213,15 +235,20 @@ class VerifyAttempts(beam.PTransform):
 def run(problems_uri: str, attempts_uri: str, output_uri: str,
         pipeline_args: list[str] | None = None, dead_letter_uri: str | None = None,
         timeout_s: float = 10.0, code_concurrency: int = 2, strict: bool = False,
-        max_batch: int = 16) -> dict:
+        max_batch: int = 16, custom: str = "") -> dict:
     """Verify the attempts in attempts_uri; write verdicts to output_uri (sorted JSONL).
 
     Returns counts: {"verdicts", "correct", "dead_letters"}. Dead letters are written to
     dead_letter_uri when given (JSONL), else only counted (and logged by Beam's counter).
     strict=True (the CLI): an input file without records, or two different problems with one
     id, is a RecordError before anything runs, instead of an empty run or dead letters.
-    max_batch: attempts per batch, on average (see TagVerdicts).
+    max_batch: attempts per batch, on average (see TagVerdicts). custom: your check
+    ("module:function"), imported here first: a bad one is a ConfigError before any work.
     """
+    if custom:
+        from selfcorrect.verify.custom import load_check
+
+        load_check(custom)
     problems, attempts = read_inputs(problems_uri, attempts_uri, strict)
     batches = max(1, math.ceil(len(attempts) / max(1, max_batch)))
     options = pipeline_options(DEFAULT_ARGS + list(pipeline_args or []), batches)
@@ -231,7 +258,7 @@ def run(problems_uri: str, attempts_uri: str, output_uri: str,
         p = beam.Pipeline(options=options)
         tagged = ({"problems": p | "ReadProblems" >> beam.Create(problems),
                    "attempts": p | "ReadAttempts" >> beam.Create(attempts)}
-                  | "VerifyAttempts" >> TagVerdicts(timeout_s, code_concurrency, batches))
+                  | "VerifyAttempts" >> TagVerdicts(timeout_s, code_concurrency, batches, custom))
         # the one sink, applied last (the DaskRunner computes the last transform's graph)
         (tagged | "Json" >> beam.Map(_json_line)
          | "KeyShards" >> beam.Map(lambda line: (zlib.crc32(line.encode()) % shards, line))
@@ -324,28 +351,52 @@ def read_inputs(problems_uri: str, attempts_uri: str, strict: bool = False):
 
 def main(argv: list[str] | None = None) -> int:
     """`selfcorrect verify --problems PATH --attempts PATH --output PATH [Beam options...]`"""
+    from selfcorrect import config
+    from selfcorrect.cli import _config_args
+
     parser = argparse.ArgumentParser(
-        prog="selfcorrect verify", description="Verify attempts with the Beam step. Options "
-        "not listed here go to Beam, e.g. --direct_num_workers 4 (default: one per CPU the "
+        prog="selfcorrect verify", description="Check each answer in a file of attempts "
+        "against its problem and write one verdict per answer (correct or not, and why). "
+        "Runs as an Apache Beam pipeline: on this machine by default, or on Dask, Dataflow, "
+        "Flink or Spark. Settings: the verify section of --preset/--config/--set (see "
+        "`selfcorrect config show`); a flag below, when given, wins over it. Options not "
+        "listed here go to Beam, e.g. --direct_num_workers 4 (default: one per CPU the "
         "container may use); --runner DaskRunner --dask_client_address tcp://HOST:8786 "
         "--temp_location /shared/tmp (a path the client, scheduler and workers share); "
         "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp.")
+    _config_args(parser)
     parser.add_argument("--problems", required=True, help="Problem records (JSONL or Parquet, path or gs://)")
     parser.add_argument("--attempts", required=True, help="Attempt records (JSONL or Parquet)")
     parser.add_argument("--output", required=True, help="where to write Verdict records (JSONL; Parquet for a .parquet name)")
     parser.add_argument("--dead-letters", default=None,
                         help="where to write attempts the verifier could not judge (JSONL)")
-    parser.add_argument("--timeout-s", type=float, default=10.0,
-                        help="wall-clock limit per code run (default: 10)")
-    parser.add_argument("--code-concurrency", type=int, default=2,
-                        help="code sandboxes each Beam worker runs at once (default: 2)")
+    parser.add_argument("--timeout-s", type=float,
+                        help="seconds one code answer may run (default: verify.timeout_s, 10)")
+    parser.add_argument("--code-concurrency", type=int,
+                        help="code answers each Beam worker runs at once (default: "
+                             "verify.code_concurrency, 2)")
+    parser.add_argument("--custom", metavar="MODULE:FUNCTION",
+                        help="your own check instead of the built-in ones, e.g. "
+                             "mypkg.checks:exact_match (default: verify.custom; docs/usage.md)")
     args, beam_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        flags = {"timeout_s": args.timeout_s, "code_concurrency": args.code_concurrency,
+                 "custom": args.custom}
+        settings = dataclasses.asdict(config.load(args.preset, args.config, args.overrides).verify)
+        v = config.build(config.VerifyConfig, {**settings, **{k: x for k, x in flags.items()
+                                                               if x is not None}}, "verify.")
+    except config.ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
     try:
         _distinct_outputs({"problems": args.problems, "attempts": args.attempts},
                           {"output": args.output, "dead letters": args.dead_letters})
-        counts = run(args.problems, args.attempts, args.output, beam_args,
-                     dead_letter_uri=args.dead_letters, timeout_s=args.timeout_s,
-                     code_concurrency=args.code_concurrency, strict=True)
+        counts = run(args.problems, args.attempts, args.output, pipeline_args(v, beam_args),
+                     dead_letter_uri=args.dead_letters, timeout_s=v.timeout_s,
+                     code_concurrency=v.code_concurrency, strict=True, custom=v.custom)
+    except config.ConfigError as e:      # the custom check does not import
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:  # a bad record, a missing file, a missing location
         print(f"verify: {e}", file=sys.stderr)
         return 2
