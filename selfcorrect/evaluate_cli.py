@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = evaluate_models(models, args.problems, args.output, cfg, split=args.split,
                               samples=args.samples, revision=args.revision)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:   # bad records, settings or files; a Hub id not found
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(markdown_ci_table({n: r["summary"] for n, r in out.items()}))

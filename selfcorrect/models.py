@@ -136,10 +136,16 @@ def load(cfg: ModelConfig, path: str | None = None):
         # model.revision picks among a Hub repo's commits: an artifact folder has one
         hub = cfg if not path else dataclasses.replace(cfg, revision="")
         placed = {} if is_deepspeed_zero3_enabled() else {"device_map": {"": device()}}
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype(cfg), **placed,
-                                                     **pretrained_kwargs(hub, source))
-        tok = AutoTokenizer.from_pretrained(source, **pretrained_kwargs(hub, source,
-                                                                        tokenizer=True))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype(cfg), **placed,
+                                                         **pretrained_kwargs(hub, source))
+            tok = AutoTokenizer.from_pretrained(source, **pretrained_kwargs(hub, source,
+                                                                            tokenizer=True))
+        except OSError as e:        # transformers' message names neither the id nor revision
+            if not is_hub_id(source):
+                raise
+            at = f" at revision {hub.revision}" if hub.revision else ""
+            raise OSError(f"the Hub model {source}{at} could not be loaded: {e}") from e
     elif cfg.source == "tiny":
         model, tok = tiny_model(cfg)
     else:                                           # gguf: a file, local or remote

@@ -51,8 +51,10 @@ def test_settings_reach_every_from_pretrained(folder, spy):
 
 def test_a_hub_revision_reaches_from_pretrained(spy, monkeypatch, tmp_path):
     """No network here: the offline Hub refuses the id, after the revision was passed."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     cfg = ModelConfig(source="hf", path="someorg/some-model", revision="v1.2")
     with pytest.raises(OSError):
         models.load(cfg)

@@ -58,7 +58,9 @@ from selfcorrect.records import Attempt, Problem, Verdict  # noqa: E402
 NAMESPACE = "selfcorrect.verify"
 DEAD_LETTERS = "dead_letters"
 PAIR, VERDICT, DEAD = "pair", "verdict", "dead"   # kinds of the step's tagged records
-DEFAULT_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]  # 0: per CPU
+# 0 workers: one per CPU; the workers' own INFO lines (dozens per run) stay out of the output
+DEFAULT_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=0",
+                "--default_sdk_harness_log_level=WARNING"]
 # short runner names Beam itself does not resolve (it knows Direct, Dataflow, Flink, Spark...)
 RUNNERS = {"daskrunner": "apache_beam.runners.dask.dask_runner.DaskRunner",
            "dask": "apache_beam.runners.dask.dask_runner.DaskRunner"}
