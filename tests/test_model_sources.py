@@ -136,3 +136,14 @@ def test_fp16_selects_deepspeeds_fp16_mode():
     assert ds_config(train, micro_batch_size=1, gpu=False, fp16=True)["bf16"] == {"enabled": False}
     cfg = config.load("tiny", overrides=["model.dtype=float16"])
     assert launch.gpu_ds_config(cfg, num_gpus=1)["fp16"]["enabled"]
+
+
+def test_the_fingerprint_step_runs_as_a_component(folder, tmp_path):
+    from kfp import local
+
+    from selfcorrect.components import model_fingerprint
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path),
+               raise_on_error=True)
+    cfg = ModelConfig(source="hf", path=str(folder))
+    assert model_fingerprint(model=dataclasses.asdict(cfg)).output == fingerprint(cfg)
