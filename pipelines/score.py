@@ -162,8 +162,10 @@ def _verified(p: Params, put: Placement, problems, model, label: str,
                                              "filter_samples", "filter_temperature")}
         probe["train_temperature"] = p["train.temperature"]
     attempts = sample_attempts(problems=problems, model=model, split="eval",
-                               dtype=p["model.dtype"], **p.templates(), **p.section("generate"),
-                               **probe)
+                               dtype=p["model.dtype"],
+                               trust_remote_code=p["model.trust_remote_code"],
+                               attn_implementation=p["model.attn_implementation"],
+                               **p.templates(), **p.section("generate"), **probe)
     if after is not None:       # the model's training steps passed their gate
         attempts.after(after)
     attempts.set_display_name(f"sample-attempts-{label}").set_retry(**RETRY)
