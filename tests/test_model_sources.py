@@ -147,3 +147,15 @@ def test_the_fingerprint_step_runs_as_a_component(folder, tmp_path):
                raise_on_error=True)
     cfg = ModelConfig(source="hf", path=str(folder))
     assert model_fingerprint(model=dataclasses.asdict(cfg)).output == fingerprint(cfg)
+
+
+def test_the_model_card_names_the_revision_remote_code_and_check():
+    from selfcorrect import promote
+
+    cfg = config.load("tiny", local=False).to_dict()
+    cfg["model"].update(source="hf", path="org/base", revision="v1.2", trust_remote_code=True)
+    cfg["verify"]["custom"] = "mypkg.checks:exact_match"
+    card = promote.model_card({"config": cfg, "metrics": {"n": 3}, "uri": "/r/m"})
+    assert "base_model: org/base" in card and "`org/base` at revision `v1.2`" in card
+    assert 'from_pretrained("/r/m", trust_remote_code=True)' in card
+    assert "the check `mypkg.checks:exact_match`" in card
