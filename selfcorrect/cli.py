@@ -1,8 +1,8 @@
 """selfcorrect: train a model to correct its own answers (SCoRe), locally or on Kubeflow.
 
-Start with `selfcorrect run --preset tiny` (a few minutes on a laptop CPU), then point
---config at your own settings: `selfcorrect config show --preset tiny` prints every
-setting with its value. `selfcorrect COMMAND --help` says what a command takes.
+Start with `selfcorrect run --preset tiny` (a tiny random model: checks that everything
+runs), then point --config at your own settings: `selfcorrect config show --preset tiny`
+prints every setting with its value. `selfcorrect COMMAND --help` says what a command takes.
 """
 # `run`, `compile` and `config` are defined here; the other commands parse their own options
 # and are found in SUBCOMMANDS (name -> "module:function", imported only when used).
