@@ -24,7 +24,8 @@ from selfcorrect.components.train import train_stage1, train_stage2
 from selfcorrect.components.validate_data import validate_data
 from selfcorrect.components.verify_attempts import verify_attempts
 
-__all__ = ["data_fingerprint", "prepare_problems", "model_fingerprint", "prepare_model", "validate_data", "filter_problems",
+__all__ = ["data_fingerprint", "prepare_problems", "model_fingerprint", "prepare_model",
+           "validate_data", "filter_problems",
            "sample_attempts", "verify_attempts", "train_stage1", "train_stage2", "evaluate",
            "decide_promotion", "promote_model", "sampling_study",
            "pretrain_testbed", "sft_baseline"]

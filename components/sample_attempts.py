@@ -57,9 +57,9 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
     templates = PromptConfig(attempt1=attempt1_template, correction=correction_template)
     every = read(problems.path, Problem)
     todo = [p for p in every if p.split == split]
-    net, tok = models.load(build(ModelConfig, {"dtype": dtype, "trust_remote_code": trust_remote_code,
-                                               "attn_implementation": attn_implementation},
-                                 "model."), path=model.path)
+    settings = {"dtype": dtype, "trust_remote_code": trust_remote_code,
+                "attn_implementation": attn_implementation}
+    net, tok = models.load(build(ModelConfig, settings, "model."), path=model.path)
     episodes = rollout.two_attempts(net, tok, todo, samples=1, temperature=g.temperature,
                                     max_new_tokens=g.max_new_tokens, batch_size=g.batch_size,
                                     templates=templates, seed=g.seed)

@@ -98,8 +98,8 @@ def test_prepare_and_verify_take_preset_config_and_set(tmp_path, capsys):
 
 
 def test_commands_with_settings_take_config_and_set(capsys):
-    for command in ("run", "compile", "evaluate", "prepare", "verify", "validate", "submit", "schedule",
-                    "repro", "pretrain"):
+    for command in ("run", "compile", "evaluate", "prepare", "verify", "validate", "submit",
+                    "schedule", "repro", "pretrain"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out
