@@ -145,3 +145,11 @@ def test_training_rewards_come_from_the_custom_check(checks, tmp_path):
                    output_dir=str(tmp_path / "stage1"), log_dir=str(tmp_path / "tb"))
     (step,) = json.loads((tmp_path / "stage1" / "metrics.json").read_text())["steps"]
     assert step["reward_t1"] == step["reward_t2"] == 1.0
+
+
+def test_a_cluster_run_is_reminded_to_install_the_check():
+    from selfcorrect import cluster_checks
+
+    cfg = config.load("tiny", overrides=["verify.custom=mypkg.checks:exact_match"], local=False)
+    (found,) = [f for f in cluster_checks.findings(cfg) if f.key == "verify.custom"]
+    assert not found.error and "install the package" in found.message
