@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = {f.name for f in dataclasses.fields(DataConfig)}
     given = {k: v for k, v in vars(args).items() if k in keys and v not in (None, False, "")}
     try:
-        settings = dataclasses.asdict(config.load(args.preset, args.config, args.overrides).data)
+        settings = dataclasses.asdict(config.load(args.preset, args.config, args.overrides,
+                                                  local=False).data)   # paths as given
         if given.get("source", settings["source"]) != settings["source"]:
             settings.update(path="", eval_path="", dev_path="")    # the other source's files
         cfg = build(DataConfig, {**settings, **given}, "data.")
