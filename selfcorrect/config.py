@@ -42,7 +42,7 @@ class ModelConfig:
         seed: tiny: initialisation seed.
         dtype: Weights' dtype: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16.
         revision: hf with a Hub id: the branch, tag or commit to load; "": the default
-            branch (the run records the commit it resolved to).
+            branch (the model step's cache key follows the commit it is at).
         trust_remote_code: hf: run the model's own Python code from its folder or Hub repo
             (needed by some architectures); only for code you trust.
         attn_implementation: hf: attention kernels: auto (what transformers picks), eager,
