@@ -13,7 +13,7 @@ STABILITY says what a user may rely on:
 """
 from selfcorrect.components.evaluate import evaluate
 from selfcorrect.components.filter_problems import filter_problems
-from selfcorrect.components.prepare_model import prepare_model
+from selfcorrect.components.prepare_model import model_fingerprint, prepare_model
 from selfcorrect.components.promote import decide_promotion, promote_model
 from selfcorrect.components.prepare_problems import data_fingerprint, prepare_problems
 from selfcorrect.components.pretrain import pretrain_testbed
@@ -24,13 +24,15 @@ from selfcorrect.components.train import train_stage1, train_stage2
 from selfcorrect.components.validate_data import validate_data
 from selfcorrect.components.verify_attempts import verify_attempts
 
-__all__ = ["data_fingerprint", "prepare_problems", "prepare_model", "validate_data", "filter_problems",
+__all__ = ["data_fingerprint", "prepare_problems", "model_fingerprint", "prepare_model",
+           "validate_data", "filter_problems",
            "sample_attempts", "verify_attempts", "train_stage1", "train_stage2", "evaluate",
            "decide_promotion", "promote_model", "sampling_study",
            "pretrain_testbed", "sft_baseline"]
 
 STABILITY = {"verify_attempts": "stable", "validate_data": "stable", "evaluate": "stable",
              "data_fingerprint": "beta", "prepare_problems": "beta", "prepare_model": "beta",
+             "model_fingerprint": "beta",
              "sample_attempts": "beta", "filter_problems": "beta", "decide_promotion": "beta",
              "promote_model": "beta", "train_stage1": "experimental",
              "train_stage2": "experimental", "sampling_study": "experimental",

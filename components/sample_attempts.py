@@ -11,7 +11,8 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
                     correction_template: str = "", dtype: str = "auto",
                     drop_always_solved: bool = False, drop_never_solved: bool = False,
                     filter_samples: int = 4, filter_temperature: float = 0.0,
-                    train_temperature: float = 1.0, seed: int = 0):
+                    train_temperature: float = 1.0, seed: int = 0,
+                    trust_remote_code: bool = False, attn_implementation: str = "auto"):
     """Two attempts per problem of `split`: an answer, then a self-correction of it.
 
     With a difficulty-filter flag on (drop_always_solved or drop_never_solved), also
@@ -29,7 +30,7 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
         attempt1_template: Template of the first attempt's prompt ({prompt}); "": the task's
             default.
         correction_template: The self-correction instruction; "": the task's default.
-        dtype: Weights' dtype: auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16.
+        dtype: Weights' dtype: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16.
         drop_always_solved: The difficulty filter will drop always-solved train problems:
             probe them.
         drop_never_solved: The difficulty filter will drop never-solved train problems:
@@ -38,6 +39,8 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
         filter_temperature: The probe's sampling temperature; 0: train_temperature.
         train_temperature: The training policy's sampling temperature.
         seed: Seed of sampled attempts and of the probe: the same inputs give the same rows.
+        trust_remote_code: Run the model's own code from its folder (as model.trust_remote_code).
+        attn_implementation: auto, eager, sdpa or flash_attention_2.
 
     Returns:
         attempts: Attempt records, two turns per problem (JSONL).
@@ -54,7 +57,9 @@ def sample_attempts(problems: Input[Dataset], model: Input[Model], attempts: Out
     templates = PromptConfig(attempt1=attempt1_template, correction=correction_template)
     every = read(problems.path, Problem)
     todo = [p for p in every if p.split == split]
-    net, tok = models.load(build(ModelConfig, {"dtype": dtype}, "model."), path=model.path)
+    settings = {"dtype": dtype, "trust_remote_code": trust_remote_code,
+                "attn_implementation": attn_implementation}
+    net, tok = models.load(build(ModelConfig, settings, "model."), path=model.path)
     episodes = rollout.two_attempts(net, tok, todo, samples=1, temperature=g.temperature,
                                     max_new_tokens=g.max_new_tokens, batch_size=g.batch_size,
                                     templates=templates, seed=g.seed)

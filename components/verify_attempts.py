@@ -8,7 +8,7 @@ from selfcorrect.images import image
 def verify_attempts(problems: Input[Dataset], attempts: Input[Dataset], verdicts: Output[Dataset],
                     runner: str = "DirectRunner", direct_num_workers: int = 0,
                     direct_running_mode: str = "multi_processing", timeout_s: float = 10.0,
-                    code_concurrency: int = 2, beam_args: list = []):
+                    code_concurrency: int = 2, custom: str = "", beam_args: list = []):
     """Verify every attempt with the shared verifier in an Apache Beam pipeline.
 
     The verifier is the one training rewards and evaluation use, so a reward and a metric
@@ -25,6 +25,9 @@ def verify_attempts(problems: Input[Dataset], attempts: Input[Dataset], verdicts
         direct_running_mode: DirectRunner mode: multi_processing, multi_threading or in_memory.
         timeout_s: Seconds one answer check may take.
         code_concurrency: Code sandboxes run at once in each Beam worker.
+        custom: Your own check as module:function (e.g. mypkg.checks:exact_match), called with
+            (problem, completion) instead of the built-in checks; it must be installed in
+            the verifier image. "": the built-in checks.
         beam_args: Passed straight to Beam after the options above, e.g.
             ["--dask_client_address=tcp://dask-scheduler:8786", "--temp_location=gs://B/tmp"]
             or ["--project=my-project", "--region=us-central1"].
@@ -38,8 +41,9 @@ def verify_attempts(problems: Input[Dataset], attempts: Input[Dataset], verdicts
 
     v = build(VerifyConfig, {"runner": runner, "direct_num_workers": direct_num_workers,
                              "direct_running_mode": direct_running_mode, "timeout_s": timeout_s,
-                             "code_concurrency": code_concurrency}, "verify.")
+                             "code_concurrency": code_concurrency, "custom": custom}, "verify.")
     counts = beam.run(problems.path, attempts.path, verdicts.path,
                       pipeline_args=beam.pipeline_args(v, beam_args),
-                      timeout_s=v.timeout_s, code_concurrency=v.code_concurrency)
+                      timeout_s=v.timeout_s, code_concurrency=v.code_concurrency,
+                      custom=v.custom)
     verdicts.metadata.update({k: float(c) for k, c in counts.items()})

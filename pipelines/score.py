@@ -29,7 +29,9 @@ resources.secret_env. Training is retried (it resumes from its last checkpoint).
 
 Caching: data_fingerprint (never cached) digests the data section and a file source's
 bytes; prepare_problems is cached on it, so a run over the same data and config reuses every
-step's output up to the promotion gate, which reads the registry and always runs.
+step's output up to the promotion gate, which reads the registry and always runs. Likewise
+model_fingerprint (never cached) digests the model section and what identifies its weights
+(a Hub commit, a bucket's object tags, a folder's file hashes); prepare_model is cached on it.
 """
 import dataclasses
 import inspect
@@ -41,7 +43,8 @@ from kfp.dsl import Dataset, Model
 from selfcorrect import __version__, images
 from selfcorrect import config as cfg_mod
 from selfcorrect.components import (data_fingerprint, decide_promotion, evaluate,
-                                    filter_problems, prepare_model, prepare_problems, promote_model,
+                                    filter_problems, model_fingerprint, prepare_model,
+                                    prepare_problems, promote_model,
                                     sample_attempts, sampling_study, train_stage1, train_stage2,
                                     validate_data, verify_attempts)
 from selfcorrect.config import RunConfig
@@ -59,7 +62,7 @@ SECTIONS = ("name", "task", "output_dir", "model", "data", "generate", "train", 
 # raw into JSON by kfp.local). Training also gets name, task and data.*, which change its
 # inputs anyway, so that its checkpoint records them (resolved_config.json).
 TRAIN_KEYS = ("name", "task", "output_dir", "model", "data", "train", "generate.batch_size",
-              "verify.timeout_s", "verify.code_concurrency")   # the rewards' checks
+              "verify.timeout_s", "verify.code_concurrency", "verify.custom")  # the rewards' checks
 STUDY_KEYS = ("model", "generate", "verify", "eval", "train.temperature")
 # The resources.* keys a training step reads (its launch); placement stays out of its cache key.
 TRAIN_RESOURCE_KEYS = ("accelerator_type", "accelerator_count", "launcher", "processes")
@@ -159,8 +162,10 @@ def _verified(p: Params, put: Placement, problems, model, label: str,
                                              "filter_samples", "filter_temperature")}
         probe["train_temperature"] = p["train.temperature"]
     attempts = sample_attempts(problems=problems, model=model, split="eval",
-                               dtype=p["model.dtype"], **p.templates(), **p.section("generate"),
-                               **probe)
+                               dtype=p["model.dtype"],
+                               trust_remote_code=p["model.trust_remote_code"],
+                               attn_implementation=p["model.attn_implementation"],
+                               **p.templates(), **p.section("generate"), **probe)
     if after is not None:       # the model's training steps passed their gate
         attempts.after(after)
     attempts.set_display_name(f"sample-attempts-{label}").set_retry(**RETRY)
@@ -237,7 +242,11 @@ def _dag(p: Params, put: Placement, promotion):
     problems_gate = _gate(p, put, "problems", problems.outputs["problems"], "problems")
     data = problems_gate.outputs["clean"]
 
-    base = prepare_model(**p.section("model"))
+    # Never cached either: a model replaced at the same model.path (a new upload, a new
+    # commit on the Hub branch) gives a new key, so prepare_model loads it again
+    model_key = model_fingerprint(model=p.section("model")).set_caching_options(False)
+    put(model_key, "cpu").set_display_name("model-fingerprint")
+    base = prepare_model(**p.section("model"), fingerprint=model_key.output)
     put(base, "generate")
     # the base model's attempts also probe the train split when data_drop_always_solved or
     # data_drop_never_solved is on

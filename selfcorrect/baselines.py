@@ -93,7 +93,8 @@ def sample_and_verify(cfg, model, tok, problems: list[Problem], episodes: int, n
         for a in e.attempts(name):
             a = Attempt(a.problem_id, sample, a.turn, a.completion, a.model, a.truncated)
             attempts.append(a)
-            verdicts.append(verify_attempt(by_id[a.problem_id], a, timeout_s=cfg.verify.timeout_s))
+            verdicts.append(verify_attempt(by_id[a.problem_id], a, timeout_s=cfg.verify.timeout_s,
+                                           custom=cfg.verify.custom))
     return attempts, verdicts
 
 

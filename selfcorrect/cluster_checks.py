@@ -119,10 +119,20 @@ def credential_checks(cfg: RunConfig, *, service_account: str | None = None,
     return out
 
 
+def custom_check(cfg: RunConfig) -> list[Finding]:
+    """verify.custom is imported in the pods, not here: a reminder that the images need it."""
+    if not cfg.verify.custom:
+        return []
+    return [Finding("verify.custom", cfg.verify.custom, "imported by the verification and "
+                    "training steps in their pods: install the package that holds it in the "
+                    "verifier and trainer images (containers/), else those steps stop at start",
+                    error=False)]
+
+
 def findings(cfg: RunConfig, *, service_account: str | None = None,
              backend: str = "kfp") -> list[Finding]:
     """Every cross-field finding for a cluster run of cfg (errors and warnings)."""
-    return (rank_checks(cfg) + location_checks(cfg)
+    return (rank_checks(cfg) + location_checks(cfg) + custom_check(cfg)
             + credential_checks(cfg, service_account=service_account, backend=backend))
 
 

@@ -40,7 +40,13 @@ class ModelConfig:
         tiny_hidden: tiny: hidden size (a multiple of tiny_heads).
         tiny_heads: tiny: attention heads.
         seed: tiny: initialisation seed.
-        dtype: Weights' dtype: auto (fp32 on CPU, bf16 on GPU), float32 or bfloat16.
+        dtype: Weights' dtype: auto (fp32 on CPU, bf16 on GPU), float32, bfloat16 or float16.
+        revision: hf with a Hub id: the branch, tag or commit to load; "": the default
+            branch (the model step's cache key follows the commit it is at).
+        trust_remote_code: hf: run the model's own Python code from its folder or Hub repo
+            (needed by some architectures); only for code you trust.
+        attn_implementation: hf: attention kernels: auto (what transformers picks), eager,
+            sdpa or flash_attention_2 (needs the flash-attn package and a GPU).
     """
     source: str = choice("tiny", "tiny", "gguf", "hf")
     path: str = ""
@@ -49,9 +55,15 @@ class ModelConfig:
     tiny_hidden: int = 64
     tiny_heads: int = 2
     seed: int = 0
-    dtype: str = choice("auto", "auto", "float32", "bfloat16")
+    dtype: str = choice("auto", "auto", "float32", "bfloat16", "float16")
+    revision: str = ""
+    trust_remote_code: bool = False
+    attn_implementation: str = choice("auto", "auto", "eager", "sdpa", "flash_attention_2")
 
     def __post_init__(self):
+        if self.revision and self.source != "hf":
+            raise ConfigError(f"model.revision: only read with model.source hf (a Hub id), "
+                              f"not '{self.source}'; remove it")
         if self.source in ("gguf", "hf") and not self.path:
             raise ConfigError(f"model.path: required when model.source is '{self.source}' "
                               "(a .gguf file, or a save_pretrained folder: gs://..., s3://..., "
@@ -508,6 +520,11 @@ class VerifyConfig:
             in_memory.
         timeout_s: Seconds one answer check may take.
         code_concurrency: Code sandboxes run at once in each Beam worker.
+        custom: Your own check instead of the built-in ones, as module:function (e.g.
+            mypkg.checks:exact_match): called with (problem, completion), it returns True or
+            False, a reward in [0, 1] (correct when 1), or either with a reason as a pair;
+            used for training rewards and evaluation alike (docs/usage.md). The module must
+            be importable where the steps run (installed in the images). "": built-in.
     """
     runner: str = "DirectRunner"
     direct_num_workers: int = 0
@@ -515,9 +532,13 @@ class VerifyConfig:
                                       "in_memory")
     timeout_s: float = 10.0
     code_concurrency: int = 2
+    custom: str = ""
 
     def __post_init__(self):
         _positive(self, "code_concurrency", prefix="verify")
+        if self.custom and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.custom):
+            raise ConfigError(f"verify.custom: {self.custom!r}; use module:function, e.g. "
+                              "mypkg.checks:exact_match")
         if self.timeout_s <= 0:
             raise ConfigError("verify.timeout_s: must be > 0 seconds, e.g. 10")
 
@@ -754,7 +775,8 @@ def build(cls, data: dict | None, prefix: str = ""):
     known = {f.name: f for f in fields(cls)}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{prefix}{key}: unknown key; accepted keys: {', '.join(known)}")
+            raise ConfigError(f"{prefix}{key}: unknown key{did_you_mean(str(key), known, prefix)}"
+                              f"; accepted keys: {', '.join(known)}")
     kwargs = {}
     for name, f in known.items():
         key = prefix + name
@@ -766,10 +788,23 @@ def build(cls, data: dict | None, prefix: str = ""):
         value = _coerce(key, data[name], f.type)
         choices = f.metadata.get("choices")
         if choices and value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not accepted; accepted values: "
+            raise ConfigError(f"{key}: {value!r} is not accepted"
+                              f"{did_you_mean(str(value), [str(c) for c in choices])}; accepted values: "
                               f"{', '.join(map(str, choices))}")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def did_you_mean(word: str, choices, prefix: str = "") -> str:
+    """"; did you mean train.learning_rate?" for the closest choice, or "" when none is close.
+
+    >>> did_you_mean("learning_rat", ["learning_rate", "seed"], "train.")
+    '; did you mean train.learning_rate?'
+    """
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 def preset_names() -> list[str]:
@@ -779,7 +814,8 @@ def preset_names() -> list[str]:
 
 def read_preset(name: str) -> dict:
     if name not in preset_names():
-        raise ConfigError(f"preset: {name!r} is not a preset; presets: {', '.join(preset_names())}")
+        raise ConfigError(f"preset: {name!r} is not a preset{did_you_mean(name, preset_names())}"
+                          f"; presets: {', '.join(preset_names())}")
     return yaml.safe_load(resources.files("selfcorrect.presets").joinpath(f"{name}.yaml").read_text()) or {}
 
 
@@ -820,7 +856,13 @@ def load(preset: str | None = None, config_file: str | None = None,
     for item in overrides:
         data = merge(data, parse_set(item))
     cfg = build(RunConfig, data)
-    return resolve_paths(cfg) if local else cfg
+    if not local:
+        return cfg
+    if cfg.verify.custom:   # a run here: the check must import before any work starts
+        from selfcorrect.verify.custom import load_check
+
+        load_check(cfg.verify.custom)
+    return resolve_paths(cfg)
 
 
 def _absolute(path: str) -> str:

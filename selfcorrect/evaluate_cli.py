@@ -1,10 +1,11 @@
 """`selfcorrect evaluate`: the pipeline's evaluation outside the pipeline.
 
-    selfcorrect evaluate --model PATH --problems PATH [--baseline PATH] [--output DIR]
+    selfcorrect evaluate --model MODEL --problems PATH [--baseline MODEL] [--output DIR]
                          [--split eval|train|all] [--samples K] [--preset tiny] [--set KEY=VALUE ...]
 
 For each model (a save_pretrained folder, e.g. a pipeline Model artifact or a registry
-entry, or a .gguf file): two attempts per problem (selfcorrect.rollout; greedy unless
+entry, as a local path, gs:// or s3:// URL; a Hub id such as Qwen/Qwen2.5-0.5B-Instruct,
+at --revision; or a .gguf file): two attempts per problem (selfcorrect.rollout; greedy unless
 generate.temperature > 0; --samples K episodes per problem, which adds the sampling study),
 verification with the Beam step (selfcorrect.verify.beam.run, options from `verify.*`),
 then the same metric and report functions as the evaluate component. Writes
@@ -20,14 +21,14 @@ from pathlib import Path
 
 
 def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, cfg,
-                    split: str = "eval", samples: int = 1) -> dict:
+                    split: str = "eval", samples: int = 1, revision: str = "") -> dict:
     """{name: model folder} -> {name: evaluate_model(...)}; writes attempts, verdicts, reports.
 
     samples > 1: that many episodes per problem (decode with generate.temperature > 0), and
     the summary adds the sampling study (majority over k first attempts vs k/2 corrections).
+    revision: the Hub revision of a model given as a Hub id.
     """
     from selfcorrect import evaluate as ev
-    from selfcorrect import models as model_io
     from selfcorrect import report, rollout, storage
     from selfcorrect.records import Attempt, Problem, Verdict, read, write_jsonl
     from selfcorrect.verify import beam
@@ -42,13 +43,7 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
     out: dict[str, dict] = {}
     training: dict[str, dict] = {}
     for name, path in models.items():
-        if path.endswith(".gguf") and Path(path).is_file():
-            net, tok = model_io.load(dataclasses.replace(cfg.model, source="gguf", path=path))
-        elif Path(path, "config.json").is_file():
-            net, tok = model_io.load(cfg.model, path=path)
-        else:
-            raise FileNotFoundError(f"--model/--baseline {path}: neither a save_pretrained "
-                                    "folder (no config.json) nor a .gguf file")
+        net, tok, folder = _load(cfg.model, path, revision)
         episodes = rollout.two_attempts(net, tok, todo, samples=samples, temperature=g.temperature,
                                         max_new_tokens=g.max_new_tokens,
                                         batch_size=g.batch_size, templates=cfg.prompts,
@@ -57,14 +52,15 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
         verdicts_uri = storage.join(output_dir, name, "verdicts.jsonl")
         write_jsonl(attempts_uri, [a for ep in episodes for a in ep.attempts(name)])
         beam.run(problems_uri, attempts_uri, verdicts_uri, pipeline_args=beam.pipeline_args(v),
-                 timeout_s=v.timeout_s, code_concurrency=v.code_concurrency)
+                 timeout_s=v.timeout_s, code_concurrency=v.code_concurrency,
+                 custom=v.custom)
         verdicts, attempts = read(verdicts_uri, Verdict), read(attempts_uri, Attempt)
         out[name] = ev.evaluate_model(verdicts, attempts, todo, samples=e.bootstrap_samples,
                                       confidence=e.confidence, seed=e.seed)
         if samples > 1:
             out[name]["summary"].update(ev.sampling_study(attempts, verdicts, samples))
-        if Path(path, "metrics.json").is_file():
-            training[name] = json.loads(Path(path, "metrics.json").read_text())
+        if folder and Path(folder, "metrics.json").is_file():
+            training[name] = json.loads(Path(folder, "metrics.json").read_text())
     storage.write_text(storage.join(output_dir, "results.json"),
                        json.dumps({n: r["summary"] for n, r in out.items()}, indent=2))
     storage.write_text(storage.join(output_dir, "details.json"), json.dumps(out, indent=2))
@@ -73,24 +69,53 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
     return out
 
 
+def _load(model_cfg, path: str, revision: str = ""):
+    """(model, tokenizer, local folder or None) of --model/--baseline: a .gguf file, a Hub id
+    (at `revision`), or a save_pretrained folder, local or remote (copied once to a cache)."""
+    from selfcorrect import models as model_io
+
+    if path.endswith(".gguf") and Path(path).is_file():
+        return (*model_io.load(dataclasses.replace(model_cfg, source="gguf", path=path,
+                                                   revision="")), None)
+    if model_io.is_hub_id(path):
+        return (*model_io.load(dataclasses.replace(model_cfg, source="hf", path=path,
+                                                   revision=revision)), None)
+    folder = model_io.local_source(path, "--model/--baseline")
+    if not Path(folder, "config.json").is_file():
+        raise FileNotFoundError(f"--model/--baseline {path}: neither a save_pretrained folder "
+                                "(no config.json) nor a .gguf file")
+    return (*model_io.load(model_cfg, path=folder), folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     from selfcorrect import config
+    from selfcorrect.cli import _config_args
     from selfcorrect.evaluate import markdown_ci_table
 
-    p = argparse.ArgumentParser(prog="selfcorrect evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="selfcorrect evaluate",
+        description="Measure how well a model answers and then corrects itself: two attempts "
+        "per problem (greedy unless generate.temperature > 0), each checked, then accuracy "
+        "at both attempts, how often a wrong answer is fixed or a right one broken, with "
+        "intervals. Writes results.json, report.md and report.html under --output; with "
+        "--baseline, compares two models. Settings: the generate, verify and eval sections "
+        "of --preset/--config/--set.")
     p.add_argument("--model", required=True,
-                   help="the model to evaluate: a save_pretrained folder or a .gguf file")
-    p.add_argument("--problems", required=True, help="problems JSONL (local path or gs://)")
-    p.add_argument("--baseline", help="a second model folder to compare with (e.g. the base)")
+                   help="the model to evaluate: a save_pretrained folder (local, gs:// or "
+                        "s3://), a Hugging Face Hub id, or a .gguf file")
+    p.add_argument("--revision", default="",
+                   help="with a Hub id: the branch, tag or commit to load (default: main)")
+    p.add_argument("--problems", required=True, help="a problems file from `selfcorrect "
+                   "prepare` (JSONL or Parquet; local, gs:// or s3://)")
+    p.add_argument("--baseline", help="a second model to compare with, e.g. the base model "
+                                      "(the same kinds as --model)")
     p.add_argument("--output", default="eval", help="folder or gs:// prefix (default: eval)")
-    p.add_argument("--split", default="eval", choices=("eval", "dev", "train", "all"))
+    p.add_argument("--split", default="eval", choices=("eval", "dev", "train", "all"),
+                   help="which problems of the file (default: eval)")
     p.add_argument("--samples", type=int, default=1,
                    help="episodes per problem; >1 adds the sampling study (majority vote over "
                         "k first attempts vs k/2 self-corrections); needs generate.temperature>0")
-    p.add_argument("--preset", help="a preset for decoding/verification settings (e.g. tiny)")
-    p.add_argument("--config", help="a YAML run configuration file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _config_args(p)
     args = p.parse_args(argv)
     try:
         cfg = config.load(args.preset, args.config, args.overrides)
@@ -106,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         models = {"baseline": args.baseline, **models}
     try:
         out = evaluate_models(models, args.problems, args.output, cfg, split=args.split,
-                              samples=args.samples)
-    except (ValueError, FileNotFoundError) as e:
+                              samples=args.samples, revision=args.revision)
+    except (ValueError, OSError) as e:   # bad records, settings or files; a Hub id not found
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(markdown_ci_table({n: r["summary"] for n, r in out.items()}))

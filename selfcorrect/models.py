@@ -9,10 +9,16 @@ inside the step that loads it (never on the machine that submits the run):
                                                         (storage.cached_copy), then loaded
     /a/local/folder                                     loaded as it is
     Qwen/Qwen2.5-0.5B-Instruct                          a hub name, passed to from_pretrained
-                                                        untouched (HF_HOME / HF_HUB_OFFLINE apply)
+                                                        untouched (HF_HOME / HF_HUB_OFFLINE apply),
+                                                        at model.revision when set
+
+Every from_pretrained gets model.trust_remote_code and model.attn_implementation
+(pretrained_kwargs); a Hub id also model.revision. selfcorrect.model_fingerprint says which
+weights a config names (the model step's cache key).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -22,7 +28,7 @@ from pathlib import Path
 import torch
 
 from selfcorrect import storage
-from selfcorrect.config import ModelConfig
+from selfcorrect.config import ConfigError, ModelConfig
 
 
 def device() -> torch.device:
@@ -39,7 +45,7 @@ def device() -> torch.device:
 
 
 def dtype(cfg: ModelConfig) -> torch.dtype:
-    """fp32 on CPU (bf16 is ~600x slower there), bf16 on GPU, unless set."""
+    """fp32 on CPU (bf16 is ~600x slower there), bf16 on GPU, unless set (float16 too)."""
     if cfg.dtype == "auto":
         return torch.bfloat16 if device().type == "cuda" else torch.float32
     return getattr(torch, cfg.dtype)
@@ -90,6 +96,29 @@ def local_source(uri: str, key: str = "model.path") -> str:
     return uri          # a hub name: org/name or name
 
 
+def is_hub_id(uri: str) -> bool:
+    """Whether model.path names a Hub model (org/name or name), not a folder or a URL."""
+    if storage.is_remote(uri) or uri.startswith(("file://", "/", ".", "~")):
+        return False
+    return uri.count("/") <= 1 and not Path(uri).expanduser().is_dir()
+
+
+def pretrained_kwargs(cfg: ModelConfig, source: str, *, tokenizer: bool = False) -> dict:
+    """What every from_pretrained of `source` gets from the config: trust_remote_code, the
+    attention implementation unless auto (not for a tokenizer), and model.revision for a Hub
+    id (a folder, a copy of a remote one or a pipeline artifact, is what it is)."""
+    kwargs: dict = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_implementation != "auto" and not tokenizer:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if cfg.revision:
+        if not is_hub_id(source):
+            raise ConfigError(f"model.revision: {cfg.revision!r} names a Hub revision, but "
+                              f"{source} is a folder; remove model.revision or point "
+                              "model.path at a Hub id")
+        kwargs["revision"] = cfg.revision
+    return kwargs
+
+
 def load(cfg: ModelConfig, path: str | None = None):
     """(model, tokenizer) on the right device and dtype, in eval mode.
 
@@ -104,9 +133,19 @@ def load(cfg: ModelConfig, path: str | None = None):
 
     if path or cfg.source == "hf":
         source = local_source(path, "model folder") if path else local_source(cfg.path)
+        # model.revision picks among a Hub repo's commits: an artifact folder has one
+        hub = cfg if not path else dataclasses.replace(cfg, revision="")
         placed = {} if is_deepspeed_zero3_enabled() else {"device_map": {"": device()}}
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype(cfg), **placed)
-        tok = AutoTokenizer.from_pretrained(source)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype(cfg), **placed,
+                                                         **pretrained_kwargs(hub, source))
+            tok = AutoTokenizer.from_pretrained(source, **pretrained_kwargs(hub, source,
+                                                                            tokenizer=True))
+        except OSError as e:        # transformers' message names neither the id nor revision
+            if not is_hub_id(source):
+                raise
+            at = f" at revision {hub.revision}" if hub.revision else ""
+            raise OSError(f"the Hub model {source}{at} could not be loaded: {e}") from e
     elif cfg.source == "tiny":
         model, tok = tiny_model(cfg)
     else:                                           # gguf: a file, local or remote

@@ -137,6 +137,10 @@ def model_card(entry: dict, base: dict | None = None) -> str:
                     f"{_pct(metrics.get(key))} | {interval} |")
     source = data.get("path") or data.get("source", "")
     where = entry.get("uri", "<this folder>")        # gs:// or s3://: copy it down first
+    at = f" at revision `{model['revision']}`" if model.get("revision") else ""
+    remote_code = ", trust_remote_code=True" if model.get("trust_remote_code") else ""
+    check = (config.get("verify") or {}).get("custom", "")
+    judged = f" Rewards and metrics from the check `{check}` (verify.custom)." if check else ""
     return "\n".join([
         "---", "library_name: transformers",
         f"base_model: {base_model}" if re.fullmatch(r"[\w.-]+/[\w.-]+", base_model)
@@ -145,14 +149,14 @@ def model_card(entry: dict, base: dict | None = None) -> str:
         f"# {entry.get('model', 'model')}", "",
         f"Trained to correct its own answers with SCoRe (Kumar et al., arXiv:2409.12917: Stage I "
         f"then Stage II multi-turn RL) by selfcorrect {entry.get('pipeline_version', '')}, from "
-        f"`{base_model}` on `{source}` ({data.get('source', '')} format). Registry id "
+        f"`{base_model}`{at} on `{source}` ({data.get('source', '')} format).{judged} Registry id "
         f"`{entry.get('id', '')}`; created {entry.get('created', '')}; run `{config.get('name', '')}` "
         f"(pipeline run `{entry.get('run_id', '') or '-'}`).", "",
         "## How to load", "", "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
-        f'model = AutoModelForCausalLM.from_pretrained("{where}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("{where}")', "```", "",
+        f'model = AutoModelForCausalLM.from_pretrained("{where}"{remote_code})',
+        f'tokenizer = AutoTokenizer.from_pretrained("{where}"{remote_code})', "```", "",
         "Ask, then append the self-correction instruction (resolved_config.json `prompts`; empty: "
         "selfcorrect.prompts' defaults) after the first answer and generate again.", "",
         f"## Evaluation (eval split, {metrics.get('n', '?')} problems; % of problems, 95% "

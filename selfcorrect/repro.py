@@ -162,14 +162,22 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="selfcorrect repro", description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="testbed")
-    p.add_argument("--config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated, from: " + ", ".join(ROWS))
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--output", default="results/repro")
-    p.add_argument("--keep-models", action="store_true")
+    from selfcorrect.cli import _config_args
+
+    p = argparse.ArgumentParser(
+        prog="selfcorrect repro",
+        description="Reproduce the paper's comparisons (SCoRe against its baselines and "
+        "ablations) on the testbed model, over several seeds: writes a table and plots. "
+        "Needs the testbed model (`make testbed` or `selfcorrect pretrain`).")
+    _config_args(p, default_preset="testbed")
+    p.add_argument("--rows", default=",".join(ROWS), help="which methods, comma-separated, "
+                   "from: " + ", ".join(ROWS))
+    p.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated "
+                   "(default: 0,1,2)")
+    p.add_argument("--output", default="results/repro", help="folder for table.md, "
+                   "table.json and plots/ (default: results/repro)")
+    p.add_argument("--keep-models", action="store_true", help="keep each trained model "
+                   "(several MB each) under --output")
     args = p.parse_args(argv)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repro: unknown row(s) {', '.join(unknown)}; rows: {', '.join(ROWS)}", file=sys.stderr)
         return 2
     try:
-        cfg = config_mod.load(args.preset, args.config, args.set)
+        cfg = config_mod.load(args.preset, args.config, args.overrides)
         seeds = [int(s) for s in args.seeds.split(",")]
     except (config_mod.ConfigError, ValueError) as e:
         print(f"config error: {e}", file=sys.stderr)

@@ -398,10 +398,18 @@ def main(argv: list[str] | None = None) -> int:
     [--max-empty-share F] [--max-truncated-share F] [--max-stage1-kl-t1 F]
     [--max-prompt-chars N] [--quarantine PATH --clean PATH]`:
     exit 0 valid, 1 invalid (prints the summary), 2 unusable input (prints the error)."""
+    from selfcorrect import config
+    from selfcorrect.cli import _config_args
+
     parser = argparse.ArgumentParser(prog="selfcorrect validate",
-                                     description="Check a dataset (JSONL or Parquet, told apart by "
-                                     "content) with its Great Expectations suite. Exit 0 valid, 1 "
-                                     "invalid, 2 unusable input.")
+                                     description="Check a file (JSONL or Parquet) of problems, "
+                                     "answers, verdicts, training steps or evaluation rows "
+                                     "before you use it: every field and the shares the gates "
+                                     "allow. Exit 0 valid, 1 invalid, 2 unusable input. "
+                                     "Thresholds: the gates section (and data.max_prompt_chars) "
+                                     "of --preset/--config/--set; a flag below, when given, "
+                                     "wins over it.")
+    _config_args(parser)
     parser.add_argument("--kind", required=True, choices=list(KINDS))
     parser.add_argument("path", help="JSONL or Parquet dataset: a local path, gs://, s3:// or another fsspec URL")
     parser.add_argument("--problems", help="problems file (JSONL or Parquet), to check that every "
@@ -424,7 +432,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--problems is for --kind attempts, verdicts or eval_rows")
     if bool(args.quarantine) != bool(args.clean):
         parser.error("--quarantine and --clean go together")
-    thresholds = {n: getattr(args, n) for n in THRESHOLDS + LIMITS if getattr(args, n) is not None}
+    try:
+        cfg = config.load(args.preset, args.config, args.overrides, local=False)
+    except config.ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    thresholds = {**cfg.gates.thresholds(), "max_prompt_chars": cfg.data.max_prompt_chars}
+    thresholds.update({n: getattr(args, n) for n in THRESHOLDS + LIMITS
+                       if getattr(args, n) is not None})
     try:
         _distinct_paths({"dataset": args.path, "problems file": args.problems},
                         {"report": args.report, "quarantine file": args.quarantine,

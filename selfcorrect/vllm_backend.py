@@ -57,7 +57,7 @@ def sampling_kwargs(*, temperature: float, max_new_tokens: int, stop: list[int],
 
 def engine_kwargs(model_path: str, *, rank: int, seed: int, gpu_memory_utilization: float,
                   dtype: str, max_model_len: int | None = None,
-                  tensor_parallel_size: int = 1) -> dict:
+                  tensor_parallel_size: int = 1, trust_remote_code: bool = False) -> dict:
     """vllm.LLM arguments for the engine of training rank `rank`: the external launcher (the
     engine joins the launcher's ranks and takes LOCAL_RANK's GPU), sleep mode on, prefix
     caching on (the k samples of a problem share its prompt's prefill). Ranks of one
@@ -65,7 +65,7 @@ def engine_kwargs(model_path: str, *, rank: int, seed: int, gpu_memory_utilizati
     if tensor_parallel_size < 1:
         raise ValueError(f"tensor_parallel_size: must be >= 1, got {tensor_parallel_size}")
     return dict(model=model_path, tokenizer=model_path, dtype=dtype,
-                tensor_parallel_size=tensor_parallel_size,
+                trust_remote_code=trust_remote_code, tensor_parallel_size=tensor_parallel_size,
                 distributed_executor_backend="external_launcher",
                 seed=seed + rank // tensor_parallel_size,
                 gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
@@ -219,10 +219,11 @@ class VLLMBackend:
     def __init__(self, model_path: str, *, rank: int = 0, seed: int = 0,
                  gpu_memory_utilization: float = 0.3, dtype: str = "bfloat16",
                  max_model_len: int | None = None, device: torch.device | str | None = None,
-                 llm=None):
+                 llm=None, trust_remote_code: bool = False):
         self.kwargs = engine_kwargs(model_path, rank=rank, seed=seed, dtype=dtype,
                                     gpu_memory_utilization=gpu_memory_utilization,
-                                    max_model_len=max_model_len)
+                                    max_model_len=max_model_len,
+                                    trust_remote_code=trust_remote_code)
         self.llm = llm if llm is not None else build_llm(**self.kwargs)
         self.asleep = False
         if device is not None:

@@ -62,6 +62,7 @@ def test_each_step_reads_only_its_keys_so_train_changes_keep_data_and_verify_cac
     assert prefixes(_inputs(tasks, "data-fingerprint")) == {"data"}
     assert prefixes(_inputs(tasks, "prepare-problems")) == {"data"}
     assert prefixes(_inputs(tasks, "prepare-model")) == {"model"}
+    assert prefixes(_inputs(tasks, "model-fingerprint")) == {"model"}
     for name in tasks:
         if name.startswith("verify-attempts"):
             assert prefixes(_inputs(tasks, name)) == {"verify"}, name
@@ -100,13 +101,17 @@ def test_caching_follows_the_data_so_later_steps_can_hit_the_cache(tmp_path):
     tasks = ir["root"]["dag"]["tasks"]
     cached = _caching(ir, tasks)
     assert cached.pop("data-fingerprint") is False                     # reads the data each run
+    assert cached.pop("model-fingerprint") is False                    # and the model's identity
     assert all(cached.values()), {n for n, c in cached.items() if not c}
     prep = tasks["prepare-problems"]["inputs"]["parameters"]
     assert {k for k in prep if not k.startswith("pipelinechannel--")} == {"data", "fingerprint"}
     assert prep["fingerprint"]["taskOutputParameter"]["producerTask"] == "data-fingerprint"
-    # the only step that reads the data settings without a cached predecessor is the fingerprint
-    roots = {n for n in cached if not tasks[n].get("dependentTasks")} | {"data-fingerprint"}
-    assert roots == {"data-fingerprint", "prepare-model"}
+    model = tasks["prepare-model"]["inputs"]["parameters"]
+    assert model["fingerprint"]["taskOutputParameter"]["producerTask"] == "model-fingerprint"
+    # the only steps that read the data or model settings without a cached predecessor are
+    # the fingerprints: a replaced model at the same model.path is loaded again
+    roots = {n for n in cached if not tasks[n].get("dependentTasks")}
+    assert roots == set() and {"data-fingerprint", "model-fingerprint"} <= set(tasks)
     gate = ir["components"]["comp-selfcorrect-promotion-gate"]["dag"]["tasks"]
     assert _caching(ir, gate) == {"decide-promotion": False}         # reads the registry
     branches = [c["dag"]["tasks"] for n, c in ir["components"].items()

@@ -65,3 +65,30 @@ def test_evaluate_errors_name_the_file(setup, capsys):
                    str(setup / "problems.jsonl"), *FAST])
     assert rc == 2
     assert "neither a save_pretrained folder" in capsys.readouterr().err
+
+
+def test_evaluate_a_model_in_a_bucket(setup, gcs, capsys, monkeypatch, tmp_path):
+    """--model gs://...: copied once to the local cache (SELFCORRECT_CACHE), then loaded."""
+    from selfcorrect import storage
+
+    monkeypatch.setenv("SELFCORRECT_CACHE", str(tmp_path))
+    uri = f"{gcs}/models/evalcli"
+    storage.upload_tree(str(setup / "model"), uri)
+    out = setup / "out-gcs"
+    rc = cli.main(["evaluate", "--model", uri, "--problems", str(setup / "problems.jsonl"),
+                   "--output", str(out), *FAST])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["model"]["n"] == 3
+    assert list((tmp_path / "models").glob("*/config.json"))
+
+
+def test_evaluate_an_unknown_hub_id_is_an_error(setup, capsys, monkeypatch, tmp_path):
+    """No network here: the offline Hub has no such model, and says which one and where."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    rc = cli.main(["evaluate", "--model", "someorg/some-model", "--revision", "v2",
+                   "--problems", str(setup / "problems.jsonl"), "--output", str(tmp_path), *FAST])
+    assert rc == 2
+    assert "the Hub model someorg/some-model at revision v2" in capsys.readouterr().err

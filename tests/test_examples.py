@@ -33,3 +33,16 @@ def test_each_example_compiles_and_passes_the_submit_checks(path, tmp_path):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["data_path"]["defaultValue"] == yaml.safe_load(path.read_text())["data"]["path"]
     assert params["model_path"]["defaultValue"] == cfg.model.path
+
+
+def test_the_qa_example_brings_its_own_check(monkeypatch, tmp_path):
+    """examples/qa: a short-answer file judged by qa_checks.exact_match (verify.custom); the
+    check imports when the config is loaded for a run here, and compiles into the pipeline."""
+    qa = EXAMPLES[0].parent / "qa"
+    monkeypatch.syspath_prepend(str(qa))
+    assert config.load("tiny", str(qa / "qa.yaml")).verify.custom == "qa_checks:exact_match"
+    cfg = config.load("tiny", str(qa / "qa.yaml"), local=False)
+    spec = read_spec(compile_pipeline(tmp_path, cfg.to_dict()))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["verify_custom"]["defaultValue"] == "qa_checks:exact_match"
+    assert params["data_path"]["defaultValue"] == "examples/qa/qa.jsonl"

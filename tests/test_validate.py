@@ -397,6 +397,11 @@ def test_quarantine_does_not_hide_a_systemic_failure(tmp_path, capsys):
 def test_cli_thresholds_and_quarantine(tmp_path, files, capsys):
     assert v.main(["--kind", "attempts", files["attempts"], "--max-truncated-share", "0.1"]) == 1
     assert "at most 10% allowed" in capsys.readouterr().out
+    # the same threshold from the settings (the gates section), as the pipeline's gate takes it
+    assert v.main(["--kind", "attempts", files["attempts"], "--set", "gates.max_truncated_share=0.1"]) == 1
+    assert "at most 10% allowed" in capsys.readouterr().out
+    assert v.main(["--kind", "attempts", files["attempts"], "--set", "gates.max_empty_shar=1"]) == 2
+    assert "did you mean gates.max_empty_share?" in capsys.readouterr().err
     assert v.main(["--kind", "attempts", files["attempts"], "--max-empty-share", "2"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
     rows = valid_rows()["problems"]

@@ -11,6 +11,7 @@ whitespace at either end. `difficulty_filter` drops train problems the base mode
 never, from its verdicts.
 
 CLI: selfcorrect prepare --source SOURCE [--path FILE] --output PATH [--n-train N] ...
+     (or the data section of --preset/--config/--set; a flag given wins over it)
 """
 from __future__ import annotations
 
@@ -225,12 +226,24 @@ def difficulty_filter(problems: list[Problem], verdicts: list[records.Verdict], 
 
 def main(argv: list[str] | None = None) -> int:
     """`selfcorrect prepare`: exit 0 written, 2 bad configuration or unusable input."""
-    ap = argparse.ArgumentParser(prog="selfcorrect prepare", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", required=True,
-                    help="arithmetic, algebra, reasoning_gym, humaneval, math, gsm8k, mbpp, generic")
+    from selfcorrect import config
+    from selfcorrect.cli import _config_args
+
+    ap = argparse.ArgumentParser(
+        prog="selfcorrect prepare",
+        description="Turn your data (a .jsonl, .json or .parquet file or a Hugging Face "
+        "dataset, local, gs:// or s3://) or a generated task into one problems file with "
+        "train, dev and eval splits. The settings are the data section of --preset/--config/"
+        "--set (see `selfcorrect config show`); a flag below, when given, wins over it. "
+        "Prints how many rows each step kept and why any were dropped.")
+    _config_args(ap)
+    ap.add_argument("--source",
+                    help="the format of your data (math, gsm8k, mbpp, generic) or a generated "
+                         "task (arithmetic, algebra, reasoning_gym, humaneval, chain); default: "
+                         "data.source of the settings")
     ap.add_argument("--gym-dataset", help="reasoning_gym: one of " + ", ".join(gym.GYM_DATASETS))
-    ap.add_argument("--path", default="", help="input .jsonl/.json/.parquet file (local or gs://)")
+    ap.add_argument("--path", help="your data: a .jsonl/.json/.parquet file or a dataset "
+                                   "(local, gs://, s3://, hf:<name>)")
     ap.add_argument("--output", required=True,
                     help="Problem records to write (local or gs://): Parquet when PATH ends in "
                          ".parquet, else JSONL")
@@ -250,9 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drop-never-solved", action="store_true")
     args = ap.parse_args(argv)
     keys = {f.name for f in dataclasses.fields(DataConfig)}
-    given = {k: v for k, v in vars(args).items() if k in keys and v not in (None, False)}
+    given = {k: v for k, v in vars(args).items() if k in keys and v not in (None, False, "")}
     try:
-        cfg = build(DataConfig, given, "data.")
+        settings = dataclasses.asdict(config.load(args.preset, args.config, args.overrides,
+                                                  local=False).data)   # paths as given
+        if given.get("source", settings["source"]) != settings["source"]:
+            settings.update(path="", eval_path="", dev_path="")    # the other source's files
+        cfg = build(DataConfig, {**settings, **given}, "data.")
         if (cfg.drop_always_solved or cfg.drop_never_solved) and not args.verdicts:
             raise ConfigError("--drop-always-solved/--drop-never-solved: need --verdicts FILE")
         if args.verdicts and storage.same_location(args.verdicts, args.output):

@@ -26,14 +26,15 @@ from selfcorrect.config import TrainConfig
 
 
 def ds_config(train: TrainConfig, *, micro_batch_size: int, gpu: bool,
-              warmup_steps: int = 0, total_steps: int = 0) -> dict:
+              warmup_steps: int = 0, total_steps: int = 0, fp16: bool = False) -> dict:
     """DeepSpeed config dict. `micro_batch_size` counts episodes per backward pass.
 
     Adam/AdamW as in the paper (AdamW: weight decay 0.01, torch's default; Adam: none). On CPU
     the optimizer is torch's (`torch_adam`); on GPU DeepSpeed's fused Adam. Constant learning
     rate unless `warmup_steps` > 0 (then linear WarmupLR from 0); with `total_steps` > 0 the
     rate then decays linearly to 0 at total_steps (WarmupDecayLR; the SFT trainer's schedule). bf16 only on GPU (on CPU
-    it is far slower than fp32).
+    it is far slower than fp32); fp16=True (model.dtype float16, for GPUs without bf16):
+    DeepSpeed's fp16 mode with dynamic loss scaling instead (unverified on GPU).
     """
     adamw = train.optimizer == "adamw"
     # adam_w_mode explicit: DeepSpeed's "Adam" is AdamW unless told otherwise
@@ -47,7 +48,7 @@ def ds_config(train: TrainConfig, *, micro_batch_size: int, gpu: bool,
         "gradient_clipping": train.gradient_clipping,
         "optimizer": {"type": "AdamW" if adamw else "Adam", "params": params},
         "zero_optimization": {"stage": train.zero_stage},
-        "bf16": {"enabled": gpu},
+        **precision(gpu, fp16),
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -101,12 +102,26 @@ def build(model: torch.nn.Module, train: TrainConfig, *, micro_batch_size: int,
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
         config=ds_config(train, micro_batch_size=micro_batch_size, gpu=gpu,
-                         warmup_steps=warmup_steps, total_steps=total_steps))
+                         warmup_steps=warmup_steps, total_steps=total_steps,
+                         fp16=is_fp16(model)))
     engine.module.eval()
     return engine
 
 
-def reference_config(train: TrainConfig, *, micro_batch_size: int, gpu: bool) -> dict:
+def precision(gpu: bool, fp16: bool = False) -> dict:
+    """DeepSpeed's precision sections: bf16 on GPU, or fp16 with dynamic loss scaling."""
+    if gpu and fp16:
+        return {"fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}}
+    return {"bf16": {"enabled": gpu}}
+
+
+def is_fp16(model: torch.nn.Module) -> bool:
+    """Whether the model was loaded in float16 (model.dtype float16)."""
+    return next(model.parameters()).dtype == torch.float16
+
+
+def reference_config(train: TrainConfig, *, micro_batch_size: int, gpu: bool,
+                     fp16: bool = False) -> dict:
     """The frozen reference's DeepSpeed config under ZeRO-3: no optimizer, its parameters
     partitioned like the policy's, in host memory with train.reference_offload."""
     zero = {"stage": 3}
@@ -114,7 +129,7 @@ def reference_config(train: TrainConfig, *, micro_batch_size: int, gpu: bool) ->
         zero["offload_param"] = {"device": "cpu", "pin_memory": gpu}
     return {"train_micro_batch_size_per_gpu": micro_batch_size,
             "gradient_accumulation_steps": train.gradient_accumulation_steps,
-            "zero_optimization": zero, "bf16": {"enabled": gpu},
+            "zero_optimization": zero, **precision(gpu, fp16),
             "steps_per_print": 10**9, "wall_clock_breakdown": False}
 
 
@@ -151,7 +166,8 @@ def reference(model: torch.nn.Module, train: TrainConfig, *, micro_batch_size: i
 
     single_process_env()
     engine, *_ = deepspeed.initialize(model=model, config=reference_config(
-        train, micro_batch_size=micro_batch_size, gpu=torch.cuda.is_available()))
+        train, micro_batch_size=micro_batch_size, gpu=torch.cuda.is_available(),
+        fp16=is_fp16(model)))
     engine.module.eval()
     return engine
 
@@ -164,11 +180,12 @@ def policy_and_reference(cfg, init_path: str | None, reference_path: str | None,
 
     train = cfg.train
     gpu = torch.cuda.is_available()
+    fp16 = cfg.model.dtype == "float16"
     policy_config = ds_config(train, micro_batch_size=micro_batch_size, gpu=gpu,
-                              warmup_steps=warmup_steps, total_steps=total_steps)
+                              warmup_steps=warmup_steps, total_steps=total_steps, fp16=fp16)
     with zero3_init(policy_config):
         policy, tok = models.load(cfg.model, init_path)
-    with zero3_init(reference_config(train, micro_batch_size=micro_batch_size, gpu=gpu)
+    with zero3_init(reference_config(train, micro_batch_size=micro_batch_size, gpu=gpu, fp16=fp16)
                     if train.zero_stage == 3 else None):
         ref = reference(models.load(cfg.model, reference_path)[0], train,
                         micro_batch_size=micro_batch_size)

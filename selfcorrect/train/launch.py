@@ -26,7 +26,8 @@ from selfcorrect.train.engine import ds_config
 
 
 def gpu_ds_config(cfg: RunConfig, *, num_gpus: int) -> dict:
-    """The DeepSpeed config each of `num_gpus` processes builds: bf16, ZeRO stage from config.
+    """The DeepSpeed config each of `num_gpus` processes builds: bf16 (fp16 with model.dtype
+    float16), ZeRO stage from config.
 
     A step is problems_per_step * samples_per_problem episodes over all processes: each takes
     1 / num_gpus of them, split into gradient_accumulation_steps micro-batches.
@@ -39,7 +40,8 @@ def gpu_ds_config(cfg: RunConfig, *, num_gpus: int) -> dict:
                           f"over {num_gpus} GPUs; use a multiple of {num_gpus}")
     per_gpu = train.problems_per_step // num_gpus * train.samples_per_problem
     micro = per_gpu // train.gradient_accumulation_steps
-    config = ds_config(train, micro_batch_size=micro, gpu=True)
+    config = ds_config(train, micro_batch_size=micro, gpu=True,
+                       fp16=cfg.model.dtype == "float16")
     config["train_batch_size"] = micro * train.gradient_accumulation_steps * num_gpus
     return config
 

@@ -66,11 +66,19 @@ from selfcorrect.train import scoring
 RewardFn = Callable[[Problem, str], float]
 
 
-def verifier_reward(problem: Problem, completion: str, *, timeout_s: float = 10.0) -> float:
-    """The shared verifier's reward: training reward and evaluation metric are one function."""
+def verifier_reward(problem: Problem, completion: str, *, timeout_s: float = 10.0,
+                    custom: str = "") -> float:
+    """The shared verifier's reward: training reward and evaluation metric are one function
+    (with verify.custom, your check). A check that raises stops training, naming the problem."""
     from selfcorrect.verify import verify
 
-    return float(verify(problem, completion, timeout_s=timeout_s).reward)
+    try:
+        return float(verify(problem, completion, timeout_s=timeout_s, custom=custom).reward)
+    except Exception as e:
+        if not custom:
+            raise
+        raise RuntimeError(f"verify.custom {custom} failed on problem {problem.id!r}: "
+                           f"{type(e).__name__}: {e}") from e
 
 
 def rewards(reward_fn: RewardFn, episodes: list[rollout.Episode], *,
@@ -260,7 +268,13 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     if not problems:
         raise ValueError("problems: no training problems")
     train = cfg.train
-    reward_fn = reward_fn or functools.partial(verifier_reward, timeout_s=cfg.verify.timeout_s)
+    if reward_fn is None:
+        if cfg.verify.custom:       # a bad import path fails here, before any model loads
+            from selfcorrect.verify.custom import load_check
+
+            load_check(cfg.verify.custom)
+        reward_fn = functools.partial(verifier_reward, timeout_s=cfg.verify.timeout_s,
+                                      custom=cfg.verify.custom)
     steps = train.stage1_steps if stage == 1 else train.stage2_steps
     world = world_size()
     P, shard = shares(train, world)                       # this rank's problems, shard size
@@ -363,7 +377,8 @@ def vllm_backend(cfg: RunConfig, init_path: str | None, rank: int, device=None):
                           f"folder; model.source={cfg.model.source!r} has none (use model.source=hf)")
     return VLLMBackend(models.local_source(source), rank=rank, seed=cfg.train.seed, device=device,
                        gpu_memory_utilization=cfg.train.vllm_gpu_memory_utilization,
-                       dtype="bfloat16" if models.dtype(cfg.model) == torch.bfloat16 else "float32")
+                       dtype=str(models.dtype(cfg.model)).removeprefix("torch."),
+                       trust_remote_code=cfg.model.trust_remote_code)
 
 
 def step_totals(episodes: list[rollout.Episode], r1: torch.Tensor, r2: torch.Tensor,

@@ -1,12 +1,13 @@
 """The Beam step: verify every attempt against its problem with the shared verifier.
 
     {"problems": PCollection[Problem], "attempts": PCollection[Attempt]}
-        | VerifyAttempts(timeout_s)
+        | VerifyAttempts(timeout_s, custom="mypkg.checks:exact_match")   # custom: optional
     -> {"verdicts": PCollection[Verdict], "dead_letters": PCollection[dict]}
 
 A wrong answer, a crashing or hostile completion is a Verdict (reward 0, with its reason).
-What is the verifier's own fault (verify() raising, an attempt naming an unknown problem) goes
-to the dead letters, counted by a Beam counter, and the pipeline goes on.
+What is the verifier's own fault (verify() raising, a custom check raising or returning no
+verdict, an attempt naming an unknown problem) goes to the dead letters, counted by a Beam
+counter, and the pipeline goes on.
 
 Written for every runner: DirectRunner, DaskRunner (tested here), Dataflow, Flink and Spark
 (by options). It uses only one-output ParDos, GroupByKey, CoGroupByKey and Flatten: a verdict
@@ -36,17 +37,30 @@ import tempfile
 import uuid
 import zlib
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
+import logging
 
-from selfcorrect import records, storage
-from selfcorrect.records import Attempt, Verdict
-from selfcorrect.verify.cli import dead_letter, join_error, read_inputs, write_results
+
+def _not_apitools(record: logging.LogRecord) -> bool:
+    """Beam warns "apitools not found" on the root logger when it first imports its BigQuery
+    client; no step here uses BigQuery, so the warning only misleads (the Dataflow runner
+    brings apitools with apache-beam[gcp])."""
+    return not record.getMessage().startswith("apitools not found")
+
+
+logging.getLogger().addFilter(_not_apitools)   # before Beam's first import
+import apache_beam as beam  # noqa: E402
+from apache_beam.metrics import Metrics  # noqa: E402
+
+from selfcorrect import records, storage  # noqa: E402
+from selfcorrect.records import Attempt, Verdict  # noqa: E402
+from selfcorrect.verify.cli import dead_letter, join_error, read_inputs, write_results  # noqa: E402
 
 NAMESPACE = "selfcorrect.verify"
 DEAD_LETTERS = "dead_letters"
 PAIR, VERDICT, DEAD = "pair", "verdict", "dead"   # kinds of the step's tagged records
-DEFAULT_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]  # 0: per CPU
+# 0 workers: one per CPU; the workers' own INFO lines (dozens per run) stay out of the output
+DEFAULT_ARGS = ["--direct_running_mode=multi_processing", "--direct_num_workers=0",
+                "--default_sdk_harness_log_level=WARNING"]
 # short runner names Beam itself does not resolve (it knows Direct, Dataflow, Flink, Spark...)
 RUNNERS = {"daskrunner": "apache_beam.runners.dask.dask_runner.DaskRunner",
            "dask": "apache_beam.runners.dask.dask_runner.DaskRunner"}
@@ -86,10 +100,11 @@ class VerifyFn(beam.DoFn):
     a child process's time, not this one's.
     """
 
-    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2):
+    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, custom: str = ""):
         super().__init__()
         self.timeout_s = timeout_s
         self.code_concurrency = max(1, int(code_concurrency))
+        self.custom = custom
         self.verified = Metrics.counter(NAMESPACE, "verdicts")
         self.correct = Metrics.counter(NAMESPACE, "correct")
         self.errors = Metrics.counter(NAMESPACE, "verifier_errors")
@@ -105,6 +120,10 @@ class VerifyFn(beam.DoFn):
         from selfcorrect.verify import code
 
         code.network_isolation_available()
+        if self.custom:
+            from selfcorrect.verify.custom import load_check
+
+            load_check(self.custom)
         if self.code_concurrency > 1:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 self.code_concurrency, thread_name_prefix="selfcorrect-sandbox")
@@ -119,7 +138,8 @@ class VerifyFn(beam.DoFn):
 
         problem, attempt = pair
         try:
-            return verify_attempt(problem, attempt, timeout_s=self.timeout_s), None
+            return verify_attempt(problem, attempt, timeout_s=self.timeout_s,
+                                  custom=self.custom), None
         except Exception as e:  # the verifier's own failure: never the attempt's
             return None, dead_letter("verify", f"{type(e).__name__}: {e}", attempt)
 
@@ -162,11 +182,13 @@ class TagVerdicts(beam.PTransform):
     group is what a worker verifies at once, code_concurrency sandboxes at a time).
     """
 
-    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, batches: int = 64):
+    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, batches: int = 64,
+                 custom: str = ""):
         super().__init__()
         self.timeout_s = timeout_s
         self.code_concurrency = code_concurrency
         self.batches = max(1, int(batches))
+        self.custom = custom
 
     def expand(self, inputs):
         batches = self.batches
@@ -181,7 +203,7 @@ class TagVerdicts(beam.PTransform):
             # spreads one problem's many attempts over many workers, and batches them
             | "KeyBatches" >> beam.Map(lambda pair: (batch_key(pair[1], batches), pair))
             | "Batch" >> beam.GroupByKey()
-            | "Verify" >> beam.ParDo(VerifyFn(self.timeout_s, self.code_concurrency)))
+            | "Verify" >> beam.ParDo(VerifyFn(self.timeout_s, self.code_concurrency, self.custom)))
         unjoined = joined | "Unjoined" >> beam.Filter(lambda r: r[0] == DEAD)
         return (unjoined, verified) | "Tagged" >> beam.Flatten()
 
@@ -190,12 +212,14 @@ class VerifyAttempts(beam.PTransform):
     """{"problems": PCollection[Problem], "attempts": PCollection[Attempt]} ->
     {"verdicts": PCollection[Verdict], "dead_letters": PCollection[dict]}.
 
-    code_concurrency: sandboxes a worker runs at once (default 2); batches: see TagVerdicts.
+    code_concurrency: sandboxes a worker runs at once (default 2); batches: see TagVerdicts;
+    custom: "module:function" of your check (verify.custom; selfcorrect.verify.custom).
     """
 
-    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, batches: int = 64):
+    def __init__(self, timeout_s: float = 10.0, code_concurrency: int = 2, batches: int = 64,
+                 custom: str = ""):
         super().__init__()
-        self.tag = TagVerdicts(timeout_s, code_concurrency, batches)
+        self.tag = TagVerdicts(timeout_s, code_concurrency, batches, custom)
 
     def expand(self, inputs):
         tagged = inputs | "Verify" >> self.tag
@@ -206,15 +230,20 @@ class VerifyAttempts(beam.PTransform):
 def run(problems_uri: str, attempts_uri: str, output_uri: str,
         pipeline_args: list[str] | None = None, dead_letter_uri: str | None = None,
         timeout_s: float = 10.0, code_concurrency: int = 2, strict: bool = False,
-        max_batch: int = 16) -> dict:
+        max_batch: int = 16, custom: str = "") -> dict:
     """Verify the attempts in attempts_uri; write verdicts to output_uri (sorted JSONL).
 
     Returns counts: {"verdicts", "correct", "dead_letters"}. Dead letters are written to
     dead_letter_uri when given (JSONL), else only counted (and logged by Beam's counter).
     strict=True (the CLI): an input file without records, or two different problems with one
     id, is a RecordError before anything runs, instead of an empty run or dead letters.
-    max_batch: attempts per batch, on average (see TagVerdicts).
+    max_batch: attempts per batch, on average (see TagVerdicts). custom: your check
+    ("module:function"), imported here first: a bad one is a ConfigError before any work.
     """
+    if custom:
+        from selfcorrect.verify.custom import load_check
+
+        load_check(custom)
     problems, attempts = read_inputs(problems_uri, attempts_uri, strict)
     batches = max(1, math.ceil(len(attempts) / max(1, max_batch)))
     options = pipeline_options(DEFAULT_ARGS + list(pipeline_args or []), batches)
@@ -224,7 +253,7 @@ def run(problems_uri: str, attempts_uri: str, output_uri: str,
         p = beam.Pipeline(options=options)
         tagged = ({"problems": p | "ReadProblems" >> beam.Create(problems),
                    "attempts": p | "ReadAttempts" >> beam.Create(attempts)}
-                  | "VerifyAttempts" >> TagVerdicts(timeout_s, code_concurrency, batches))
+                  | "VerifyAttempts" >> TagVerdicts(timeout_s, code_concurrency, batches, custom))
         # the one sink, applied last (the DaskRunner computes the last transform's graph)
         (tagged | "Json" >> beam.Map(_json_line)
          | "KeyShards" >> beam.Map(lambda line: (zlib.crc32(line.encode()) % shards, line))

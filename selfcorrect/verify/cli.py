@@ -64,11 +64,17 @@ def write_results(output_uri: str, verdicts: list[Verdict], dead: list[dict],
 
 def run_in_process(problems_uri: str, attempts_uri: str, output_uri: str, *,
                    dead_letter_uri: str | None = None, timeout_s: float = 10.0,
-                   strict: bool = False) -> dict:
-    """What verify.beam.run does, in this process: the same verdicts, dead letters and counts."""
+                   strict: bool = False, custom: str = "") -> dict:
+    """What verify.beam.run does, in this process: the same verdicts, dead letters and counts.
+    custom: "module:function" of your check (verify.custom), imported first (ConfigError)."""
     from tqdm import tqdm
 
     from selfcorrect.verify import verify_attempt
+
+    if custom:
+        from selfcorrect.verify.custom import load_check
+
+        load_check(custom)
 
     problems, attempts = read_inputs(problems_uri, attempts_uri, strict)
     by_id: dict[str, set[Problem]] = {}
@@ -81,7 +87,8 @@ def run_in_process(problems_uri: str, attempts_uri: str, output_uri: str, *,
             dead.append(dead_letter("join", join_error(attempt.problem_id, found), attempt))
             continue
         try:
-            verdicts.append(verify_attempt(next(iter(found)), attempt, timeout_s=timeout_s))
+            verdicts.append(verify_attempt(next(iter(found)), attempt, timeout_s=timeout_s,
+                                           custom=custom))
         except Exception as e:  # noqa: BLE001 - the verifier's own failure, never the attempt's
             dead.append(dead_letter("verify", f"{type(e).__name__}: {e}", attempt))
     return write_results(output_uri, verdicts, dead, dead_letter_uri)
@@ -98,28 +105,52 @@ def distinct_outputs(inputs: dict[str, str], outputs: dict[str, str | None]) -> 
 
 
 def parser() -> argparse.ArgumentParser:
+    from selfcorrect.cli import _config_args
+
     p = argparse.ArgumentParser(
-        prog="selfcorrect verify", description="Check every attempt against its problem and "
-        "write one verdict per attempt. Runs on Beam when selfcorrect[beam] is installed; options "
-        "not listed here go to Beam, e.g. --direct_num_workers 4 (default: one per CPU); "
-        "--runner DaskRunner --dask_client_address tcp://HOST:8786 --temp_location /shared/tmp; "
-        "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp. Without "
-        "Beam, or with --in-process, it runs in this process.")
+        prog="selfcorrect verify", description="Check each answer in a file of attempts "
+        "against its problem and write one verdict per answer (correct or not, and why). "
+        "Runs as an Apache Beam pipeline when selfcorrect[beam] is installed: on this machine by "
+        "default, or on Dask, Dataflow, Flink or Spark; without Beam, or with --in-process, in "
+        "this process. Settings: the verify section of --preset/--config/--set (see "
+        "`selfcorrect config show`); a flag below, when given, wins over it. Options not "
+        "listed here go to Beam, e.g. --direct_num_workers 4 (default: one per CPU the "
+        "container may use); --runner DaskRunner --dask_client_address tcp://HOST:8786 "
+        "--temp_location /shared/tmp (a path the client, scheduler and workers share); "
+        "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp.")
+    _config_args(p)
     p.add_argument("--problems", required=True, help="Problem records (JSONL or Parquet, path or gs://)")
     p.add_argument("--attempts", required=True, help="Attempt records (JSONL or Parquet)")
     p.add_argument("--output", required=True, help="where to write Verdict records (JSONL; Parquet for a .parquet name)")
     p.add_argument("--dead-letters", default=None,
                    help="where to write attempts the verifier could not judge (JSONL)")
-    p.add_argument("--timeout-s", type=float, default=10.0,
-                   help="wall-clock limit per code run (default: 10)")
-    p.add_argument("--code-concurrency", type=int, default=2,
-                   help="Beam: code sandboxes each worker runs at once (default: 2)")
+    p.add_argument("--timeout-s", type=float,
+                   help="seconds one code answer may run (default: verify.timeout_s, 10)")
+    p.add_argument("--code-concurrency", type=int,
+                   help="code answers each Beam worker runs at once (default: "
+                        "verify.code_concurrency, 2)")
+    p.add_argument("--custom", metavar="MODULE:FUNCTION",
+                   help="your own check instead of the built-in ones, e.g. "
+                        "mypkg.checks:exact_match (default: verify.custom; docs/usage.md)")
     p.add_argument("--in-process", action="store_true",
                    help="verify in this process, without Beam (the default when Beam is not installed)")
     return p
 
 
+def _settings(args):
+    """The verify section of --preset/--config/--set, the flags given winning over it."""
+    from selfcorrect import config
+
+    flags = {"timeout_s": args.timeout_s, "code_concurrency": args.code_concurrency,
+             "custom": args.custom}
+    settings = dataclasses.asdict(config.load(args.preset, args.config, args.overrides).verify)
+    return config.build(config.VerifyConfig, {**settings, **{k: x for k, x in flags.items()
+                                                             if x is not None}}, "verify.")
+
+
 def main(argv: list[str] | None = None, *, in_process: bool | None = None) -> int:
+    from selfcorrect.config import ConfigError
+
     args, beam_args = parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     local = args.in_process if in_process is None else in_process
     if not local and extras.missing("beam"):
@@ -135,18 +166,23 @@ def main(argv: list[str] | None = None, *, in_process: bool | None = None) -> in
         print(f"verify: --in-process takes no Beam options: {' '.join(beam_args)}", file=sys.stderr)
         return 2
     try:
+        v = _settings(args)
         distinct_outputs({"problems": args.problems, "attempts": args.attempts},
                          {"output": args.output, "dead letters": args.dead_letters})
         if local:
             counts = run_in_process(args.problems, args.attempts, args.output,
-                                    dead_letter_uri=args.dead_letters, timeout_s=args.timeout_s,
-                                    strict=True)
+                                    dead_letter_uri=args.dead_letters, timeout_s=v.timeout_s,
+                                    strict=True, custom=v.custom)
         else:
             from selfcorrect.verify import beam
 
-            counts = beam.run(args.problems, args.attempts, args.output, beam_args,
-                              dead_letter_uri=args.dead_letters, timeout_s=args.timeout_s,
-                              code_concurrency=args.code_concurrency, strict=True)
+            counts = beam.run(args.problems, args.attempts, args.output,
+                              beam.pipeline_args(v, beam_args), dead_letter_uri=args.dead_letters,
+                              timeout_s=v.timeout_s, code_concurrency=v.code_concurrency,
+                              strict=True, custom=v.custom)
+    except ConfigError as e:            # a bad setting; the custom check does not import
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as e:  # a bad record, a missing file, a missing location
         print(f"verify: {e}", file=sys.stderr)
         return 2
