@@ -155,10 +155,12 @@ def test_lora_checkpoint_holds_the_adapter_not_the_base_weights(resumed):
     cfg, root = resumed
     ckpt = next((root / "killed" / "checkpoints").rglob("mp_rank_00_model_states.pt"))
     module = torch.load(ckpt, weights_only=False)["module"]
-    assert module and all("lora_" in k for k in module), sorted(module)[:3]
-    n_adapter = sum(v.numel() for v in module.values())
+    adapter = {k: v for k, v in module.items() if "lora_" in k}
+    # DeepSpeed leaves out frozen parameters by name; GPT-2's head is the embedding under a
+    # second name, so it is the one frozen tensor still written
+    assert adapter and set(module) - set(adapter) == {"lm_head.weight"}, sorted(module)[:3]
     base = models.load(cfg.model)[0]
-    assert n_adapter < sum(p.numel() for p in base.parameters()) / 100
+    assert sum(v.numel() for v in adapter.values()) < sum(p.numel() for p in base.parameters()) / 100
 
 
 def test_stage2_continues_stage1s_adapter_on_the_base_model(tmp_path):

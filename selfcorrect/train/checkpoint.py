@@ -12,7 +12,8 @@ state, one set of files per rank) with a `client_state` beside it:
 
 With frozen parameters (a LoRA policy, train.lora_rank > 0) only the trainable ones are
 written (DeepSpeed's exclude_frozen_parameters: the adapter's weights and, as always, the
-optimizer state of what trains); a resume rebuilds the frozen base model from its source and
+optimizer state of what trains; a weight tied to a frozen one under a second name, such as a
+tied output head, is still written); a resume rebuilds the frozen base model from its source and
 loads the adapter into it.
 
 Layout: <directory>/step<N>/ per checkpoint and <directory>/latest (DeepSpeed's tag file); the

@@ -119,7 +119,8 @@ def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = Fals
         model(**kw)
     inputs = seen["hidden"][:, :-1][picked]
     held = _frozen_head(module) if frozen else None
-    project = lambda h: final_logits(module, h, held)  # noqa: E731
+    project = (lambda h: final_logits(module, h, held)) if held else \
+        (lambda h: final_logits(module, h))  # noqa: E731
     vocab = getattr(head, "ds_shape", head.shape)[0]     # a ZeRO-3 partition: its full shape
     per = max(1, chunk_bytes // (4 * vocab))
     pieces = []
