@@ -49,7 +49,9 @@ def test_promoted_lora_model_loads_alone_and_scores_what_the_adapted_model_score
         with adapted.disable_adapter():
             plain = adapted(input_ids=ids).logits
     assert torch.allclose(a, b, atol=1e-5)
-    assert not torch.allclose(b, plain, atol=1e-4)          # the adapter trained
+    # the random tiny model earns no reward, so its adapter may stay at B = 0 (plain == b);
+    # tests/test_lora.py checks the merge with an adapter that moved
+    assert torch.allclose(plain, models.load(cfg.model)[0](input_ids=ids).logits, atol=1e-6)
     # the adapted model, decoded as the evaluate step decodes, scores the pipeline's numbers
     g = cfg.generate
     problems = [p for p in prepare(cfg.data)[0] if p.split == "eval"]

@@ -105,6 +105,24 @@ def test_saved_model_is_merged_loads_alone_and_reproduces_the_adapted_logits(tmp
     assert not torch.allclose(logits(merged), logits(models.load(cfg.model)[0]), atol=1e-3)
 
 
+def test_vllm_sync_of_the_lora_policy_is_the_saved_merged_model(tmp_path):
+    """What the vLLM backend loads from the training module (the model with LoRA layers, not
+    PEFT's wrapper) is the merged model the run saves."""
+    from transformers import AutoModelForCausalLM
+
+    from selfcorrect import vllm_backend
+
+    cfg = lora_config()
+    model, tok = models.load(cfg.model)
+    policy = randomised_adapter(lora.wrap(model, cfg.train))
+    synced = dict(vllm_backend.weights(policy))
+    lora.save_merged(policy, tok, str(tmp_path))
+    merged = dict(AutoModelForCausalLM.from_pretrained(str(tmp_path)).named_parameters())
+    assert set(synced) == set(merged)
+    for name, p in merged.items():
+        assert torch.allclose(synced[name], p, atol=1e-6), name
+
+
 def test_sft_baseline_with_lora_trains_the_adapter_and_saves_merged(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -220,3 +238,53 @@ def test_rank_mismatch_with_a_saved_adapter_names_the_folder(tmp_path):
     other = lora_config("train.lora_rank=8")
     with pytest.raises(ValueError, match="rank 4.*lora_rank is 8"):
         lora.wrap(models.load(cfg.model)[0], other.train, str(tmp_path / "adapter"))
+
+
+@pytest.mark.slow
+def test_two_zero3_ranks_train_the_adapter_as_one_process_does(tmp_path):
+    """ZeRO-3 with 2 gloo ranks (tests/lora_ranks.py): the base loaded partitioned, an adapter
+    added, one step on half the episodes each gives the adapter one process gets on all."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from selfcorrect import rollout
+    from selfcorrect.records import Problem
+    from selfcorrect.train import launch
+
+    from test_multirank import env
+
+    cfg = lora_config("train.zero_stage=3", "train.samples_per_problem=2",
+                      "train.problems_per_step=2", "train.learning_rate=1e-2")
+    model, tok = models.load(cfg.model)
+    models.save(model, tok, str(tmp_path / "model"))
+    problems = [Problem(id="a", task="math", prompt="What is 2 + 2?", answer="4"),
+                Problem(id="b", task="math", prompt="What is 12 + 30?", answer="42")]
+    torch.manual_seed(0)
+    eps = rollout.two_attempts(model, tok, problems, samples=2, temperature=1.0,
+                               max_new_tokens=8, batch_size=4)
+    spec = {"config": cfg.to_dict(), "model": str(tmp_path / "model"),
+            "prompts": [e.first.prompt_ids for e in eps[::2]],
+            "episodes": [[e.first.prompt_ids, e.first.ids, e.second.prompt_ids, e.second.ids]
+                         for e in eps]}
+    (tmp_path / "in.json").write_text(json.dumps(spec))
+    script = Path(__file__).parent / "lora_ranks.py"
+    out = {}
+    for world in (1, 2):
+        done = subprocess.run(["torchrun", "--nproc_per_node", str(world), "--master_port",
+                               str(launch.free_port()), str(script), str(tmp_path / "in.json"),
+                               str(tmp_path / f"w{world}")], env=env(), capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        out[world] = [json.loads((tmp_path / f"w{world}.{r}.json").read_text()) for r in range(world)]
+    one, two = out[1][0], out[2]
+    base_tokens = [t.ids for t in rollout.generate(model, tok, spec["prompts"], temperature=1.0,
+                                                   max_new_tokens=6, batch_size=2, seed=0)]
+    for got in [one, *two]:
+        assert got["partitioned"] and got["kl_t1"] == 0.0 and got["kl_t2"] == 0.0
+        assert got["generated"] == base_tokens                 # the reference is the base model
+    assert two[0]["adapter"] == two[1]["adapter"]
+    moved = [k for k, v in one["adapter"].items() if "lora_B" in k and any(v)]
+    assert moved
+    for key, want in one["adapter"].items():
+        assert torch.allclose(torch.tensor(two[0]["adapter"][key]), torch.tensor(want), atol=1e-5), key

@@ -36,6 +36,7 @@ def peft_config(train):
 
 def wrap(model: torch.nn.Module, train, adapter_dir: str | None = None) -> torch.nn.Module:
     """`model` with LoRA layers (train.lora_*) and only them trainable; the same object.
+    A starts random from train.seed, B at 0 (PEFT's default): the policy starts as the model.
 
     adapter_dir: an adapter/ folder (save_merged) whose weights the adapter starts from; its
     rank and targets must match the train settings.
@@ -45,7 +46,11 @@ def wrap(model: torch.nn.Module, train, adapter_dir: str | None = None) -> torch
 
     config = peft_config(train)
     try:
-        peft_model = get_peft_model(model, config)
+        # A's random start from train.seed alone: the same on every rank and any number of
+        # ranks, whatever the model's loading drew from torch's RNG (which is left as it was)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train.seed)
+            peft_model = get_peft_model(model, config)
     except ValueError as e:
         raise ValueError(f"train.lora_target_modules: {train.lora_target_modules!r} ({e})") from None
     if adapter_dir is not None:
