@@ -54,6 +54,18 @@ def test_adapter_off_forward_is_the_base_model_exactly():
     assert all(("lora_" in n) == p.requires_grad for n, p in policy.named_parameters())
 
 
+def test_lora_dropout_acts_in_the_update_only():
+    cfg = lora_config("train.lora_dropout=0.5")
+    base = models.load(cfg.model)[0]
+    policy = randomised_adapter(lora.wrap(models.load(cfg.model)[0], cfg.train))
+    assert torch.equal(logits(policy), logits(policy))          # eval mode: no dropout
+    lora.dropout_on(policy)                                     # what train_step does
+    assert not torch.equal(logits(policy), logits(policy))
+    assert torch.equal(logits(lora.BaseView(policy)), logits(base))   # the reference: none
+    policy.eval()                                               # what generation does
+    assert torch.equal(logits(policy), logits(policy))
+
+
 def test_reference_generates_with_the_adapter_off():
     from selfcorrect import rollout
 
