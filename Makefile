@@ -10,7 +10,7 @@ TESTBED := $(ASSETS)/testbed/config.json
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup assets testbed repro repro-long run demo test test-fast compile bench bench-verify bench-install bench-train bench-gains bench-compare gpu-check gpu-bundle images images-local test-containers lock docs clean
+.PHONY: help setup assets testbed repro repro-long run demo test test-fast compile bench bench-verify bench-install bench-train bench-gains bench-memory bench-compare gpu-check gpu-bundle images images-local test-containers lock docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -80,6 +80,9 @@ bench-install: setup ## installed size of `pip install selfcorrect` (light core)
 
 bench-train: setup ## generation and training tokens/s, FLOP/s against this machine's matmul peak
 	$(PY) scripts/bench_train.py
+
+bench-memory: setup assets ## peak memory of one Stage II step on the demo model: all weights vs LoRA
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_memory.py $(ARGS)
 
 bench-gains: setup assets ## each Stage II speed-up measured on and off (generation and update)
 	$(PY) scripts/bench_gains.py $(ARGS)

@@ -31,9 +31,11 @@ tiny sizes (a 2-layer Qwen2 shape, a stand-in testbed pretrained for a few steps
 only what the GPU machine has or the bundle brings (gpu_bundle.only_machine_imports).
 Extension points for other issues, inside the same budget: a setting is a list of config
 overrides (SETTINGS), so a new code path behind a config key is measured by adding a setting
-(e.g. issue 21's LoRA: "z2-lora": [..., "train.<its key>=..."]) or by --set KEY=VALUE on every
-setting (e.g. a gathered-generation switch once one exists); no such path exists today, so no
-such flag is accepted. UNVERIFIED ON GPU until it has run on one.
+or by --set KEY=VALUE on every setting (e.g. a gathered-generation switch once one exists).
+--lora adds the LoRA settings (LORA_SETTINGS: train.lora_rank=16 under ZeRO-2 and ZeRO-3 with
+gradient checkpointing; the reference is the policy with its adapter off, and only the adapter
+must move); their peak memory includes the frozen model the check keeps for the other settings.
+UNVERIFIED ON GPU until it has run on one.
 """
 from __future__ import annotations
 
@@ -55,6 +57,9 @@ SETTINGS = {"z2": ["train.zero_stage=2", "train.gradient_checkpointing=false"],
             "z2-gc": ["train.zero_stage=2", "train.gradient_checkpointing=true"],
             "z3": ["train.zero_stage=3", "train.gradient_checkpointing=false"],
             "z3-gc": ["train.zero_stage=3", "train.gradient_checkpointing=true"]}
+LORA = ["train.lora_rank=16", "train.lora_alpha=32", "train.gradient_checkpointing=true"]
+LORA_SETTINGS = {"z2-lora": ["train.zero_stage=2", *LORA], "z3-lora": ["train.zero_stage=3", *LORA]}
+SETTINGS.update(LORA_SETTINGS)
 DRY_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=64, vocab_size=50304, tie_word_embeddings=True)
 # --flag: (GPU default, dry default); warmup-tokens: the new tokens of the untimed first step
@@ -228,8 +233,10 @@ def trainable_state(engine) -> list:
 
 
 def local_weights(engine, n: int = 4) -> list:
-    """Copies of this rank's part of the first n weights (under ZeRO-3: its partition)."""
-    return [getattr(p, "ds_tensor", p).detach().clone() for p in list(engine.module.parameters())[:n]]
+    """Copies of this rank's part of the first n trainable weights (under ZeRO-3: its
+    partition; with LoRA: the adapter's)."""
+    params = [p for p in engine.module.parameters() if p.requires_grad][:n]
+    return [getattr(p, "ds_tensor", p).detach().clone() for p in params]
 
 
 def same(a: list, b: list) -> bool:
@@ -293,7 +300,12 @@ def run_setting(name: str, args, report: Report, reference, tok, problems, peak:
     n_params = matmul_params(reference)
     P = args.problems
     engine = ds_engine.build(policy, cfg.train, micro_batch_size=P * args.samples)
-    ref = training_reference(reference, cfg, args, P * args.samples)
+    if cfg.train.lora_rank:         # the reference is the policy with its adapter off
+        from selfcorrect.train import lora
+
+        ref = lora.BaseView(engine.module)
+    else:
+        ref = training_reference(reference, cfg, args, P * args.samples)
     started = time.perf_counter()
     first = one_step(engine, ref, tok, problems[:P], cfg, args.warmup_tokens)
     kl0 = max(abs(first["stats"]["kl_t1"]), abs(first["stats"]["kl_t2"]))
@@ -307,6 +319,7 @@ def run_setting(name: str, args, report: Report, reference, tok, problems, peak:
     mean = lambda k: sum(s[k] for s in steps) / len(steps)  # noqa: E731
     flops = 8 * n_params * mean("computed") / mean("update_s")
     result = {"name": name, "zero_stage": zero, "gradient_checkpointing": checkpointing,
+              "lora_rank": cfg.train.lora_rank,
               "steps": len(steps), "step_s": mean("step_s"), "generate_s": mean("generate_s"),
               "update_s": mean("update_s"), "generated_tok_s": mean("generated") / mean("generate_s"),
               "update_flops": flops, "peak_share": flops / peak, "peak_gib": peak_gib,
@@ -338,8 +351,10 @@ def main(argv=None) -> int:
     p.add_argument("--site", default=os.path.join(tempfile.gettempdir(), "selfcorrect-gpu-site"))
     p.add_argument("--dry", action="store_true", help="CPU, fp32, tiny sizes: the same path")
     p.add_argument("--out", default=os.environ.get("OUT", "."))
-    p.add_argument("--settings", default=",".join(SETTINGS),
+    p.add_argument("--settings", default=",".join(n for n in SETTINGS if n not in LORA_SETTINGS),
                    help=f"comma-separated, from {', '.join(SETTINGS)}")
+    p.add_argument("--lora", action="store_true",
+                   help=f"also run the LoRA settings ({', '.join(LORA_SETTINGS)})")
     for flag, (gpu, dry) in SIZES.items():
         p.add_argument(f"--{flag}", type=int, help=f"default {gpu} (dry: {dry})")
     p.add_argument("--optimizer", choices=("auto", "fused", "torch"), default="auto",
@@ -367,6 +382,7 @@ def main(argv=None) -> int:
             [args.site, *filter(None, [os.environ.get("PYTHONPATH")])])}
         return subprocess.run([sys.executable, __file__, *rest], env=env).returncode
     names = [n.strip() for n in args.settings.split(",") if n.strip()]
+    names += [n for n in LORA_SETTINGS if args.lora and n not in names]
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:
         p.error(f"--settings: unknown {', '.join(unknown)}; from {', '.join(SETTINGS)}")

@@ -4,7 +4,8 @@ docs/scaling.md's "Memory per GPU" section (between its markers; the rest of the
 
 Rows: each preset named cluster-* (selfcorrect/presets/), then reference setups that mirror
 them (8 GPUs, gradient checkpointing, 1,024 new tokens) and what changes without
-checkpointing, chunked logits or a partitioned reference.
+checkpointing, chunked logits or a partitioned reference, then each preset with LoRA
+(train.lora_rank=LORA_RANK), followed by what LoRA saves per preset.
 
     python scripts/memory_table.py [--write-docs] [--gpu-gb 80]
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "scaling.md"
 BEGIN, END = "<!-- memory-table:begin -->", "<!-- memory-table:end -->"
+LORA_RANK = 16
 
 
 def reference_setups() -> list:
@@ -44,11 +46,28 @@ def preset_setups() -> list:
             for name in config.preset_names() if name.startswith("cluster-")]
 
 
+def lora_setups() -> list:
+    """Each preset with a rank-LORA_RANK adapter: the reference is the policy, adapter off."""
+    return [dataclasses.replace(s, lora_rank=LORA_RANK, reference="adapter-off",
+                                name=f"{s.name} + LoRA r={LORA_RANK}") for s in preset_setups()]
+
+
 def table(gpu_gb: float) -> str:
     from selfcorrect.train import memory
 
-    rows = [(s, memory.per_rank(s)) for s in preset_setups() + reference_setups()]
-    return memory.markdown(rows, gpu_gb * memory.GB)
+    rows = [(s, memory.per_rank(s)) for s in preset_setups() + reference_setups() + lora_setups()]
+    lines = [memory.markdown(rows, gpu_gb * memory.GB), "", f"What LoRA (rank {LORA_RANK}, "
+             "every decoder linear layer) saves per GPU, by the same arithmetic:", ""]
+    for full, lora in zip(preset_setups(), lora_setups()):
+        a, b = memory.per_rank(full), memory.per_rank(lora)
+        trainable = memory.lora_params(lora.model, lora.lora_rank)
+        lines.append(f"- {full.name}: peak {a['peak'] / memory.GB:.1f} -> {b['peak'] / memory.GB:.1f} GB "
+                     f"({(a['peak'] - b['peak']) / memory.GB:.1f} GB less: gradients + optimizer "
+                     f"{(a['gradients'] + a['optimizer']) / memory.GB:.1f} -> "
+                     f"{(b['gradients'] + b['optimizer']) / memory.GB:.2f}, reference "
+                     f"{a['reference'] / memory.GB:.1f} -> 0; {trainable / 1e6:.1f} M trainable "
+                     "parameters)")
+    return "\n".join(lines)
 
 
 def write_docs(text: str, path: Path = DOCS) -> None:

@@ -302,6 +302,16 @@ class TrainConfig:
         reference_offload: ZeRO-3 only: keep the frozen reference's partitions in host
             memory (DeepSpeed offload_param), fetched layer by layer for its forward; frees
             its 1/W share of GPU memory for a slower reference pass (unverified on GPU).
+        lora_rank: LoRA (PEFT) adapter rank; 0: off (every weight trains). On: only the
+            adapter trains, the reference is the same model with the adapter off (no second
+            copy of the weights), checkpoints hold the adapter and its optimizer state, and the
+            saved model is the merged weights with the adapter in adapter/ (docs/training.md).
+        lora_alpha: LoRA scaling numerator: the adapter's update is (alpha / rank) * B @ A.
+        lora_dropout: Dropout on the adapter's input during the update's forward pass only
+            (sampling and the reference never use it); 0: none.
+        lora_target_modules: Layers that get an adapter: all-linear (every linear layer of
+            the decoder, not the output head) or comma-separated module names, e.g.
+            q_proj,v_proj (GPT-2: c_attn).
     """
     stage1_steps: int = 10
     stage2_steps: int = 10
@@ -334,9 +344,14 @@ class TrainConfig:
     vllm_tis_cap: float = 0.0
     report_to: str = "tensorboard"
     reference_offload: bool = False
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"
 
     def __post_init__(self):
         report_targets(self.report_to)
+        self._check_lora()
         if self.reference_offload and self.zero_stage != 3:
             raise ConfigError(f"train.reference_offload: offloads ZeRO-3 partitions, but "
                               f"train.zero_stage is {self.zero_stage}; set train.zero_stage=3 "
@@ -372,6 +387,22 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}: must be >= 0")
         if self.learning_rate <= 0:
             raise ConfigError("train.learning_rate: must be > 0")
+
+    def _check_lora(self):
+        if self.lora_rank < 0:
+            raise ConfigError(f"train.lora_rank: {self.lora_rank} must be 0 (off) or the adapter "
+                              "rank, e.g. 16")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"train.lora_dropout: {self.lora_dropout} must be in [0, 1), e.g. 0.05")
+        if self.lora_alpha <= 0:
+            raise ConfigError(f"train.lora_alpha: {self.lora_alpha} must be > 0, e.g. 32")
+        if not [m for m in self.lora_target_modules.split(",") if m.strip()]:
+            raise ConfigError("train.lora_target_modules: empty; use all-linear or module names "
+                              "such as q_proj,v_proj")
+        if self.lora_rank and self.reference_offload:
+            raise ConfigError("train.reference_offload: with train.lora_rank > 0 the reference is "
+                              "the policy with its adapter off, so there is no copy to offload; "
+                              "set train.reference_offload=false")
 
 
 @dataclass

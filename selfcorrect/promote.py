@@ -9,7 +9,8 @@ A manifest names the pipeline version, the resolved config, the data artifacts a
 metrics, so a promoted model can be traced to what made it. `current.json` is what the next
 run's gate compares against. A registered model is what `from_pretrained` loads (weights,
 tokenizer, config), a model card (README.md: base model, data, settings, metrics with their
-intervals, how to load it) and the manifest; training state (DeepSpeed optimizer files,
+intervals, how to load it) and the manifest, and for a LoRA run (train.lora_rank > 0) its
+adapter in adapter/ beside the merged weights; training state (DeepSpeed optimizer files,
 checkpoints, TensorBoard logs) is never copied.
 """
 from __future__ import annotations
@@ -159,6 +160,10 @@ def model_card(entry: dict, base: dict | None = None) -> str:
         f'tokenizer = AutoTokenizer.from_pretrained("{where}"{remote_code})', "```", "",
         "Ask, then append the self-correction instruction (resolved_config.json `prompts`; empty: "
         "selfcorrect.prompts' defaults) after the first answer and generate again.", "",
+        *([f"Trained as a LoRA adapter (rank {train['lora_rank']}, alpha {train.get('lora_alpha')}); "
+           "these are the merged weights. The adapter itself is in `adapter/` "
+           "(`peft.PeftModel.from_pretrained(base_model, \"<this folder>/adapter\")`).", ""]
+          if train.get("lora_rank") else []),
         f"## Evaluation (eval split, {metrics.get('n', '?')} problems; % of problems, 95% "
         "bootstrap interval over problems)", "",
         "| metric | base | this model | interval |", "|---|---|---|---|", *rows, "",

@@ -121,7 +121,9 @@ def pretrain(cfg: RunConfig, output_dir: str) -> dict[str, float]:
                                 sft.SFTConfig(steps=p.steps, batch_size=p.batch_size,
                                               learning_rate=p.learning_rate, seed=p.seed,
                                               warmup_steps=p.warmup_steps),
-                                cfg.train, desc="pretrain testbed")
+                                # from scratch: every weight trains, whatever train.lora_rank says
+                                dataclasses.replace(cfg.train, lora_rank=0),
+                                desc="pretrain testbed")
     sft.save(engine, tok, output_dir, config=cfg.to_dict(), history=history)
     tail = history[-max(1, len(history) // 10):]
     return {"parameters": float(sum(t.numel() for t in model.parameters())),

@@ -20,11 +20,16 @@ import gpu_check  # noqa: E402
 import gpu_testbed  # noqa: E402
 
 
+# an earlier test's in-process engine holds its port: the check picks its own
+RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
 @pytest.mark.slow
 def test_dry_check_runs_end_to_end_and_writes_json_and_markdown(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--dry",
+    done = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--dry", "--lora",
                            "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**{k: v for k, v in os.environ.items() if k not in RENDEZVOUS},
+                               "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     assert data["env"]["dry"] is True and data["env"]["deepspeed"]
@@ -37,7 +42,9 @@ def test_dry_check_runs_end_to_end_and_writes_json_and_markdown(tmp_path):
     assert data["checkpoint"]["restored"] and data["checkpoint"]["moved_between"]
     checks = data["checks"]
     assert all(c["ok"] for c in checks.values() if c["enforced"])
-    assert {"z2_kl_step0", "z3-gc_update_moves_weights", "checkpoint_round_trip"} <= set(checks)
+    assert {"z2_kl_step0", "z3-gc_update_moves_weights", "checkpoint_round_trip",
+            "z2-lora_update_moves_weights", "z3-lora_kl_step0"} <= set(checks)
+    assert [s["lora_rank"] for s in data["settings"]] == [0, 0, 0, 0, 16, 16]
     # the testbed part ran on a stand-in: compared, reported, not enforced
     assert checks["testbed_rows_in_cpu_ranges"]["enforced"] is False
     compared = data["testbed"]["compared"]

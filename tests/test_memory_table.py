@@ -123,3 +123,19 @@ def test_reference_setups_include_one_that_does_not_fit():
     rows = [memory.per_rank(s) for s in memory_table.reference_setups()]
     assert any(r["peak"] > GPU for r in rows) and any(r["peak"] <= GPU for r in rows)
     assert dataclasses.is_dataclass(memory_table.reference_setups()[0])
+
+
+def test_lora_drops_the_reference_and_keeps_optimizer_state_for_the_adapter_only(counts):
+    c, P, W = counts["7b"], counts["7b"]["params"], 8
+    A = memory.lora_params("7b", 16)
+    # rank 16 on q, k, v, o, gate, up, down of 28 layers: r * (in + out) each
+    h, i, kv = 3584, 18944, 4 * (3584 // 28)
+    assert A == 28 * 16 * (2 * (h + h) + 2 * (h + kv) + 2 * (h + i) + (i + h))
+    full = memory.per_rank(memory.Setup("7b", zero_stage=3, reference="partitioned"), c)
+    lora = memory.per_rank(memory.Setup("7b", zero_stage=3, reference="adapter-off", lora_rank=16), c)
+    assert lora["reference"] == 0 and lora["optimizer"] == 12 * A / W
+    assert lora["weights"] == (P + A) * 2 / W and lora["peak"] < full["peak"] - 10 * memory.GB
+    with pytest.raises(ValueError, match="adapter-off"):
+        memory.Setup("7b", lora_rank=16)
+    preset = memory.from_config(config.load("cluster-7b", overrides=["train.lora_rank=16"]))
+    assert (preset.lora_rank, preset.reference) == (16, "adapter-off")

@@ -10,6 +10,12 @@ state, one set of files per rank) with a `client_state` beside it:
                      rng_rank<R>.pt per rank (DeepSpeed keeps one client_state, rank 0's)
     train            the train config that wrote it (a resume must not change the trajectory)
 
+With frozen parameters (a LoRA policy, train.lora_rank > 0) only the trainable ones are
+written (DeepSpeed's exclude_frozen_parameters: the adapter's weights and, as always, the
+optimizer state of what trains; a weight tied to a frozen one under a second name, such as a
+tied output head, is still written); a resume rebuilds the frozen base model from its source and
+loads the adapter into it.
+
 Layout: <directory>/step<N>/ per checkpoint and <directory>/latest (DeepSpeed's tag file); the
 newest `keep` are kept. These are training state, distinct from the final model folder
 (model + tokenizer + resolved config + metrics) that run_stage writes at the end.
@@ -229,6 +235,11 @@ class Uploader:
 _uploaders: dict[str, Uploader] = {}
 
 
+def _frozen(engine) -> bool:
+    """Whether the policy has frozen parameters (a LoRA base model): checkpoints leave them out."""
+    return any(not p.requires_grad for p in engine.module.parameters())
+
+
 def save(engine, directory: str, *, stage: int, step: int, history: list[dict],
          train: dict, keep: int) -> str:
     """Save the state after `step` steps as tag step<step>; prune to the newest `keep`.
@@ -239,7 +250,8 @@ def save(engine, directory: str, *, stage: int, step: int, history: list[dict],
     tag = f"step{step}"
     local = staging(directory)
     engine.save_checkpoint(local, tag=tag, client_state={
-        "stage": stage, "step": step, "history": history, "train": train})
+        "stage": stage, "step": step, "history": history, "train": train},
+        exclude_frozen_parameters=_frozen(engine))
     torch.save(rng_state(), Path(local) / tag / f"rng_rank{engine.global_rank}.pt")
     if storage.is_remote(directory):
         _barrier()                              # every rank's files are on its machine's disk
@@ -286,7 +298,8 @@ def load(engine, directory: str, *, stage: int, train: dict) -> tuple[int, list[
         return None
     local = staging(directory)
     path, client = engine.load_checkpoint(local, tag=tag, load_optimizer_states=True,
-                                          load_lr_scheduler_states=True)
+                                          load_lr_scheduler_states=True,
+                                          load_module_strict=not _frozen(engine))
     if path is None:
         raise FileNotFoundError(f"checkpoint {directory}/{tag}: listed in 'latest' but not "
                                 "loadable; delete the folder to start the stage afresh")

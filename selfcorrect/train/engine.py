@@ -13,6 +13,10 @@ its own with no optimizer (`reference`, as TRL and DeepSpeed-Chat do), partition
 policy, or with train.reference_offload its partitions in host memory. Off ZeRO-3 the weights
 load straight onto the rank's device (models.load). Tested on CPU with 2 gloo ranks
 (tests/test_zero3_memory.py); unverified on GPU.
+
+With train.lora_rank > 0 (selfcorrect.train.lora) the policy is the reference model with a
+LoRA adapter, only the adapter trains, and the reference is the same module with the adapter
+switched off (lora.BaseView): one copy of the weights, under every ZeRO stage.
 """
 from __future__ import annotations
 
@@ -88,14 +92,21 @@ def single_process_env() -> None:
 
 
 def build(model: torch.nn.Module, train: TrainConfig, *, micro_batch_size: int,
-          warmup_steps: int = 0, total_steps: int = 0):
+          warmup_steps: int = 0, total_steps: int = 0, adapter_dir: str | None = None):
     """deepspeed.initialize on the policy; returns the engine (engine.module is the model).
 
     The model stays in eval mode (dropout off): the training forward pass must score tokens
     under the same distribution that sampled them. Gradients flow in eval mode.
+    train.lora_rank > 0: the model gets a LoRA adapter first (lora.wrap; from adapter_dir
+    when given) and only the adapter trains.
     """
     extension_cache()
     import deepspeed
+
+    if train.lora_rank:
+        from selfcorrect.train import lora
+
+        model = lora.wrap(model, train, adapter_dir)
 
     single_process_env()
     gpu = torch.cuda.is_available()
@@ -183,6 +194,10 @@ def policy_and_reference(cfg, init_path: str | None, reference_path: str | None,
     fp16 = cfg.model.dtype == "float16"
     policy_config = ds_config(train, micro_batch_size=micro_batch_size, gpu=gpu,
                               warmup_steps=warmup_steps, total_steps=total_steps, fp16=fp16)
+    if train.lora_rank:
+        return lora_policy(cfg, init_path, reference_path, policy_config,
+                           micro_batch_size=micro_batch_size, warmup_steps=warmup_steps,
+                           total_steps=total_steps)
     with zero3_init(policy_config):
         policy, tok = models.load(cfg.model, init_path)
     with zero3_init(reference_config(train, micro_batch_size=micro_batch_size, gpu=gpu, fp16=fp16)
@@ -194,6 +209,30 @@ def policy_and_reference(cfg, init_path: str | None, reference_path: str | None,
     if train.zero_stage != 3:
         ref.to(engine.device)
     return engine, ref, tok
+
+
+def lora_policy(cfg, init_path: str | None, reference_path: str | None, policy_config: dict, *,
+                micro_batch_size: int, warmup_steps: int = 0, total_steps: int = 0):
+    """train.lora_rank > 0: (engine, reference, tokenizer) with one copy of the weights. The
+    policy is the reference model plus an adapter (init_path's adapter/ when it starts from
+    an earlier stage's folder, else a fresh one: B = 0), the reference that model with the
+    adapter off."""
+    from selfcorrect import models
+    from selfcorrect.train import lora
+
+    adapter = None
+    if init_path and init_path != reference_path:
+        adapter = lora.adapter_of(models.local_source(init_path, "model folder"))
+        if adapter is None:
+            raise ValueError(f"train.lora_rank: the policy starts from {init_path}, which has no "
+                             f"{lora.ADAPTER_DIR}/ folder; with LoRA the policy is the reference "
+                             "model plus an adapter, so it starts from the reference model or a "
+                             "LoRA run's output (set train.lora_rank=0 to train every weight)")
+    with zero3_init(policy_config):
+        policy, tok = models.load(cfg.model, reference_path)
+    engine = build(policy, cfg.train, micro_batch_size=micro_batch_size, adapter_dir=adapter,
+                   warmup_steps=warmup_steps, total_steps=total_steps)
+    return engine, lora.BaseView(engine.module), tok
 
 
 def gradient_checkpointing(model: torch.nn.Module) -> None:
@@ -213,16 +252,22 @@ def gradient_checkpointing(model: torch.nn.Module) -> None:
 
 
 def save(engine, tokenizer, path: str) -> None:
-    """models.save on the unwrapped policy, gathering ZeRO-3 partitions first; rank 0 writes."""
+    """models.save on the unwrapped policy (a LoRA policy: lora.save_merged), gathering ZeRO-3
+    partitions first; rank 0 writes."""
     import deepspeed
 
     from selfcorrect import models
+
+    from selfcorrect.train import lora
 
     gather = deepspeed.zero.GatheredParameters(list(engine.module.parameters())) \
         if engine.zero_optimization_stage() == 3 else contextlib.nullcontext()
     with gather:
         if engine.global_rank == 0:
-            models.save(engine.module, tokenizer, path)
+            if lora.is_lora(engine.module):   # merged weights, the adapter in adapter/
+                lora.save_merged(engine.module, tokenizer, path)
+            else:
+                models.save(engine.module, tokenizer, path)
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

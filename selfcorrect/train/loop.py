@@ -14,6 +14,9 @@ output_dir/checkpoints>/<name>-<fingerprint of settings and data>/stage<N>) hold
 or else train.resume_from names one, run_stage restores model, optimizer, LR schedule, RNG
 streams and the problem cursor from the newest one and continues the same trajectory.
 train.single_turn trains attempt 1 on r1 only.
+train.lora_rank > 0: only a LoRA adapter trains; the reference is the policy with it switched
+off (engine.lora_policy), checkpoints hold the adapter and its optimizer state, and the final
+model is the merged weights with the adapter in adapter/ (lora.save_merged).
 train.offline_first_attempts (Stage II, paper 5.3): that many of each problem's k samples take
 attempt 1 from the base model (pi_ref); attempt 2 is the policy's, and only it carries loss.
 
@@ -151,6 +154,10 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
                          "of a step (problems_per_step * samples_per_problem)")
     if train.gradient_checkpointing:
         ds_engine.gradient_checkpointing(engine.module)
+    if train.lora_rank and train.lora_dropout:
+        from selfcorrect.train import lora
+
+        lora.dropout_on(engine.module)
     loss_total, kl_sum, ent_sum, tokens = 0.0, torch.zeros(2), torch.zeros(2), torch.zeros(2)
     for picked in micro_batches(episodes, gas):
         packed, mask1, mask2 = scoring.pack_episodes([episodes[i] for i in picked], pad_id,

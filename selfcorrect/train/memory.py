@@ -23,8 +23,11 @@ its parameter count and shapes feed the sums below (`per_rank`). Per rank, in by
                    before the update, so `peak` is the larger of the update's `total` and the
                    resident parts + kv_cache
 
-A trainable fraction below 1 (e.g. LoRA adapters, issue 21) scales gradients and optimizer
-state; the weights stay whole. Not counted: a colocated vLLM engine (its
+A trainable fraction below 1 scales gradients and optimizer state; the weights stay whole.
+LoRA (lora_rank > 0, train.lora_rank): the trainable parameters are the adapter's on every
+linear layer of the decoder (lora_params: PEFT's own count on the meta model, all-linear), the
+reference is the policy with its adapter off ('adapter-off': no second copy), and the adapter
+adds its bf16 weights to `weights`. Not counted: a colocated vLLM engine (its
 train.vllm_gpu_memory_utilization share comes on top), fragmentation beyond the allowance.
 """
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Setup:
     reference: str = "whole"
     chunked_logits: bool = True
     trainable_fraction: float = 1.0
+    lora_rank: int = 0
     name: str = ""
 
     def __post_init__(self):
@@ -77,9 +81,13 @@ class Setup:
             raise ValueError(f"model: {self.model!r}; shapes known: {', '.join(QWEN25)}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage: {self.zero_stage}; DeepSpeed has stages 0-3")
-        if self.reference not in ("whole", "partitioned", "offloaded"):
-            raise ValueError(f"reference: {self.reference!r}; 'whole', 'partitioned' or 'offloaded'")
-        if self.reference != "whole" and self.zero_stage != 3:
+        if self.reference not in ("whole", "partitioned", "offloaded", "adapter-off"):
+            raise ValueError(f"reference: {self.reference!r}; 'whole', 'partitioned', 'offloaded' "
+                             "or 'adapter-off' (LoRA)")
+        if (self.reference == "adapter-off") != (self.lora_rank > 0):
+            raise ValueError(f"reference: {self.reference} with lora_rank {self.lora_rank}; "
+                             "'adapter-off' goes with lora_rank > 0 and only with it")
+        if self.reference in ("partitioned", "offloaded") and self.zero_stage != 3:
             raise ValueError(f"reference: {self.reference} needs ZeRO-3 (zero_stage is {self.zero_stage})")
         if not 0 < self.trainable_fraction <= 1:
             raise ValueError(f"trainable_fraction: {self.trainable_fraction}; in (0, 1]")
@@ -113,18 +121,29 @@ def shape_counts(model: str) -> dict[str, int]:
             "kv_per_token_layer": 2 * kv}
 
 
+def lora_params(model: str, rank: int) -> int:
+    """Adapter parameters of rank `rank` on every linear layer of the decoder (PEFT's
+    all-linear), counted by PEFT on the meta-built model."""
+    from peft import LoraConfig, get_peft_model
+
+    net = get_peft_model(meta_model(model), LoraConfig(r=rank, target_modules="all-linear"))
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
 def per_rank(setup: Setup, counts: dict[str, int] | None = None) -> dict[str, float]:
     """Bytes per rank by part (see the module docstring), their sum `total` and `peak`
     (the larger of the update's and generation's needs)."""
     c = counts or shape_counts(setup.model)
     W, z, P = setup.world_size, setup.zero_stage, c["params"]
-    T = P * setup.trainable_fraction
+    A = lora_params(setup.model, setup.lora_rank) if setup.lora_rank else 0
+    T = A or P * setup.trainable_fraction
     tokens = setup.micro_batch * setup.seq_len
     parts = {
-        "weights": P * BF16 / (W if z == 3 else 1),
+        "weights": (P + A) * BF16 / (W if z == 3 else 1),
         "gradients": T * BF16 / (W if z >= 2 else 1),
         "optimizer": T * ADAM_BYTES / (W if z >= 1 else 1),
-        "reference": {"whole": P * BF16, "partitioned": P * BF16 / W, "offloaded": 0.0}[setup.reference],
+        "reference": {"whole": P * BF16, "partitioned": P * BF16 / W, "offloaded": 0.0,
+                      "adapter-off": 0.0}[setup.reference],
         "zero_buffers": BUCKETS.get(z, 0) * BF16 + (2 * c["largest_module"] * BF16 if z == 3 else 0),
         "activations": tokens * BF16 * (
             c["layers"] * c["hidden"] + c["act_per_token_layer"] if setup.gradient_checkpointing
@@ -158,13 +177,15 @@ def from_config(cfg, name: str = "", prompt_tokens: int = PROMPT_TOKENS) -> Setu
     world = max(1, cfg.resources.accelerator_count)
     episodes = t.problems_per_step // world * t.samples_per_problem
     offload = getattr(t, "reference_offload", False)
+    rank = getattr(t, "lora_rank", 0)
     return Setup(model=model, world_size=world, zero_stage=t.zero_stage,
                  micro_batch=max(1, episodes // t.gradient_accumulation_steps),
                  seq_len=prompt_tokens + CORRECTION_TOKENS + 2 * t.max_new_tokens,
                  generate_rows=min(cfg.generate.batch_size, episodes),
                  gradient_checkpointing=t.gradient_checkpointing,
-                 reference="whole" if t.zero_stage != 3 else "offloaded" if offload else "partitioned",
-                 name=name or cfg.name)
+                 reference="adapter-off" if rank else "whole" if t.zero_stage != 3
+                 else "offloaded" if offload else "partitioned",
+                 lora_rank=rank, name=name or cfg.name)
 
 
 COLUMNS = ("weights", "gradients", "optimizer", "reference", "zero_buffers", "activations",
@@ -179,6 +200,7 @@ def markdown(rows: list[tuple[Setup, dict]], gpu_bytes: float = 80 * GB) -> str:
     for s, parts in rows:
         lines.append(f"| {s.name} | Qwen2.5-{s.model.upper()} | {s.world_size} | {s.zero_stage} | "
                      f"{s.micro_batch} x {s.seq_len} | {'on' if s.gradient_checkpointing else 'off'} | "
-                     f"{s.reference} | " + " | ".join(f"{parts[k] / GB:.1f}" for k in COLUMNS)
+                     f"{s.reference if not s.lora_rank else f'adapter off (LoRA r={s.lora_rank})'} | "
+                     + " | ".join(f"{parts[k] / GB:.1f}" for k in COLUMNS)
                      + f" | {'yes' if parts['peak'] <= gpu_bytes else 'NO'} |")
     return "\n".join(lines)

@@ -12,6 +12,9 @@ inside its forward on nothing (a pre-hook hands it an empty slice and keeps its 
 The same holds under ZeRO-3, where the head's weight is partitioned: each chunk calls the head
 module itself (final_logits), so DeepSpeed's module hooks gather its weight for that call and
 for the chunk's recomputation in the backward pass, and its gradient is reduced as any other.
+A frozen partitioned head (LoRA under ZeRO-3) is not gathered again for the recomputation, so
+its weight is gathered once per scored batch and a copy of it used by that batch's chunks
+(`_frozen_head`: one head's weights more until the backward pass has run).
 
 Shared prompts (`pack_episodes(..., share_prompts=True)`): the k episodes of a problem start
 with the same prompt x, so it is encoded once per problem (a KV cache, with its gradient when
@@ -110,11 +113,14 @@ def score(model, packed: obj.Packed, temperature: float, *, entropy: bool = Fals
         kw.update(_continuing(model, packed))
     picked = packed.mask.bool()
     targets = packed.targets[picked]
-    with _head_input(module) as seen:
+    head = module.get_output_embeddings().weight
+    frozen = torch.is_grad_enabled() and hasattr(head, "ds_id") and not head.requires_grad
+    with _head_input(module, first=frozen) as seen:
         model(**kw)
     inputs = seen["hidden"][:, :-1][picked]
-    project = lambda h: final_logits(module, h)  # noqa: E731
-    head = module.get_output_embeddings().weight
+    held = _frozen_head(module) if frozen else None
+    project = (lambda h: final_logits(module, h, held)) if held else \
+        (lambda h: final_logits(module, h))  # noqa: E731
     vocab = getattr(head, "ds_shape", head.shape)[0]     # a ZeRO-3 partition: its full shape
     per = max(1, chunk_bytes // (4 * vocab))
     pieces = []
@@ -146,11 +152,11 @@ def _chunk(project, inputs: Tensor, targets: Tensor, temperature: float) -> tupl
     return logp, obj.token_entropy(logits, temperature)
 
 
-def final_logits(model, hidden: Tensor) -> Tensor:
-    """The model's logits from its last hidden states, in float32: its output head, then the
-    scaling some architectures apply after it (Cohere's logit_scale, Granite's
-    logits_scaling, Gemma's final_logit_softcapping)."""
-    z = model.get_output_embeddings()(hidden).float()
+def final_logits(model, hidden: Tensor, head=None) -> Tensor:
+    """The model's logits from its last hidden states, in float32: its output head (or `head`,
+    a function standing in for it), then the scaling some architectures apply after it
+    (Cohere's logit_scale, Granite's logits_scaling, Gemma's final_logit_softcapping)."""
+    z = (head or model.get_output_embeddings())(hidden).float()
     cfg = model.config
     if getattr(cfg, "logit_scale", None):
         z = z * cfg.logit_scale
@@ -161,17 +167,31 @@ def final_logits(model, hidden: Tensor) -> Tensor:
     return z
 
 
+def _frozen_head(model):
+    """The output head as a function of copies of its gathered ZeRO-3 weights (see the module
+    docstring); every rank gathers once per call, whatever its number of chunks."""
+    import deepspeed
+
+    head = model.get_output_embeddings()
+    params = [p for p in (head.weight, getattr(head, "bias", None)) if p is not None]
+    with deepspeed.zero.GatheredParameters(params):
+        weight = head.weight.detach().clone()
+        bias = head.bias.detach().clone() if getattr(head, "bias", None) is not None else None
+    return lambda h: torch.nn.functional.linear(h, weight, bias)
+
+
 @contextmanager
-def _head_input(model):
+def _head_input(model, first: bool = False):
     """During the block, the output head's input is kept in seen["hidden"] and the head runs
-    on an empty slice of it (no logits computed)."""
+    on an empty slice of it (no logits computed). first: the hook runs before DeepSpeed's
+    (a frozen ZeRO-3 head: its backward hooks then never see the kept input)."""
     seen: dict[str, Tensor] = {}
 
     def keep(_module, args):
         seen["hidden"] = args[0]
         return (args[0][..., :0, :], *args[1:])
 
-    handle = model.get_output_embeddings().register_forward_pre_hook(keep)
+    handle = model.get_output_embeddings().register_forward_pre_hook(keep, prepend=first)
     try:
         yield seen
     finally:

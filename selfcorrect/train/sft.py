@@ -85,8 +85,9 @@ def train(model, tokenizer, rows: list[Row], sft: SFTConfig, train_cfg: TrainCon
           desc: str = "SFT"):
     """`sft.steps` steps of cross-entropy on the rows' targets; returns (engine, history).
 
-    Optimiser, clipping and ZeRO stage come from `train_cfg` (the RL stages' settings), with
-    the learning rate and schedule of `sft` (linear warm-up, then linear decay to 0).
+    Optimiser, clipping, ZeRO stage and LoRA (train.lora_rank: only an adapter trains, the
+    saved model is merged) come from `train_cfg` (the RL stages' settings), with the learning
+    rate and schedule of `sft` (linear warm-up, then linear decay to 0).
     """
     if not rows:
         raise ValueError("SFT: no training rows")
@@ -98,6 +99,10 @@ def train(model, tokenizer, rows: list[Row], sft: SFTConfig, train_cfg: TrainCon
     bar = tqdm(range(sft.steps), desc=desc, unit="step", disable=engine.global_rank != 0)
     for step in bar:
         t0 = time.perf_counter()
+        if cfg.lora_rank and cfg.lora_dropout:
+            from selfcorrect.train import lora
+
+            lora.dropout_on(engine.module)
         ids, attn, labels = (t.to(engine.device) for t in
                              batch_tensors([rng.choice(rows) for _ in range(sft.batch_size)],
                                            tokenizer.pad_token_id))
