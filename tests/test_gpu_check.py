@@ -51,6 +51,23 @@ def test_dry_check_runs_end_to_end_and_writes_json_and_markdown(tmp_path):
     assert "Checkpoint round trip (ZeRO-2)" in md and "| score | sampled | delta |" in md
 
 
+@pytest.mark.slow
+def test_dry_check_times_both_hf_generation_paths_under_zero3(tmp_path):
+    """--gather-generation: each ZeRO-3 setting's generation per layer and gathered once."""
+    done = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--dry",
+                           "--settings", "z2,z3", "--gather-generation", "--testbed", "none",
+                           "--no-checkpoint", "--out", str(tmp_path)], capture_output=True,
+                          text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "gpu_check.json").read_text())
+    (paths,) = data["generation_paths"]                 # the ZeRO-3 setting only
+    assert paths["name"] == "z3" and paths["per_layer_tok_s"] > 0 and paths["gathered_tok_s"] > 0
+    assert paths["speedup"] == pytest.approx(paths["gathered_tok_s"] / paths["per_layer_tok_s"])
+    assert data["checks"]["z3_gathered_generation_same_tokens"]["enforced"] is False
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert re.search(r"^\| z3 \| \d+ \| \d+ \| [\d.]+x \| - \| - \| (True|False) \|$", md, re.M)
+
+
 def test_guard_makes_what_the_machine_lacks_unimportable():
     """The dry check's import guard: kfp and apache_beam are installed here but not on the GPU
     machine nor in the bundle, so importing them fails and probing finds nothing; torch and
