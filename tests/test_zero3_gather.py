@@ -70,7 +70,21 @@ def test_gathered_generation_gives_the_per_layer_tokens_with_one_gather(ranks, t
         assert once["forwards"] >= NEW_TOKENS   # many forwards, no gather among them
         # per layer: no whole-model gather, at least one all-gather per layer per forward
         assert per_layer["entries"] == 0
-        assert per_layer["gathers"] >= per_layer["forwards"] * got["layers"] > once["gathers"]
+        assert per_layer["gathers"] >= per_layer["forwards"] * got["layers"]
+        assert per_layer["gathers"] > once["gathers"]
+
+
+@pytest.mark.slow
+def test_the_reference_engine_gathers_alike(ranks):
+    """The frozen reference's engine (no optimizer: DeepSpeed's parameter offload holds its
+    hooks) generates the same tokens gathered once, and gets its hooks back."""
+    for got in ranks:
+        per_layer, once = got["reference_per_layer"], got["reference_gathered"]
+        assert once["tokens"] == per_layer["tokens"]
+        assert once["entries"] == 1 and per_layer["entries"] == 0
+        assert per_layer["gathers"] >= per_layer["forwards"] * got["layers"]
+        assert per_layer["gathers"] > once["gathers"]
+        assert got["reference_hooks"][0] == got["reference_hooks"][1] > 0
 
 
 @pytest.mark.slow

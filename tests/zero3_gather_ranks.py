@@ -8,6 +8,7 @@ prefetched: each layer is gathered when it runs), each rank its own problems and
   from weights gathered once (gathered.weights); the tokens, and on each path the
   GatheredParameters entries, DeepSpeed's all-gather collectives and the model's forwards;
 - the all-gathers of one gather of every parameter on its own (what one gather costs);
+- the frozen reference (its engine has no optimizer) generating on both paths;
 - greedy generate's logits on both paths with the packed kernels on, and how many layers the
   gathered path packed;
 - after the gathered block: the hooks back, the parameters partitioned again, the engine's
@@ -86,19 +87,20 @@ def main(in_path: str, out_prefix: str) -> None:
 
     spec = json.loads(open(in_path).read())
     cfg = config.from_dict(spec["config"])
-    plain = ds_engine.ds_config
+    def every_layer_partitioned(plain):
+        def config(*args, **kwargs):
+            out = plain(*args, **kwargs)
+            # as at real sizes: no weight kept whole, none kept for reuse, none prefetched
+            out["zero_optimization"].update(stage3_param_persistence_threshold=0,
+                                            stage3_max_reuse_distance=0,
+                                            stage3_prefetch_bucket_size=0)
+            return out
+        return config
 
-    def every_layer_partitioned(*args, **kwargs):
-        out = plain(*args, **kwargs)
-        # as at real sizes: no weight kept whole, none kept for reuse, none prefetched
-        out["zero_optimization"].update(stage3_param_persistence_threshold=0,
-                                        stage3_max_reuse_distance=0, stage3_prefetch_bucket_size=0)
-        return out
-
-    ds_engine.ds_config = every_layer_partitioned
-    with ds_engine.zero3_init(ds_engine.ds_config(cfg.train, micro_batch_size=1, gpu=False)):
-        policy, tok = models.load(cfg.model, spec["model"])
-    engine = ds_engine.build(policy, cfg.train, micro_batch_size=1)
+    ds_engine.ds_config = every_layer_partitioned(ds_engine.ds_config)
+    ds_engine.reference_config = every_layer_partitioned(ds_engine.reference_config)
+    engine, reference, tok = ds_engine.policy_and_reference(cfg, spec["model"], spec["model"],
+                                                            micro_batch_size=1)
     rank, model = engine.global_rank, engine.module
     counts = Counts()
     problems = [Problem(id=f"r{rank}p{i}", task="math", answer="1",
@@ -109,7 +111,7 @@ def main(in_path: str, out_prefix: str) -> None:
         tok.pad_token_id, share_prompts=False)[0]
     with torch.no_grad():
         scores_before = scoring.score(engine, rows, 1.0)
-    hooks_before = hooks(engine)
+    hooks_before, hooks_before_ref = hooks(engine), hooks(reference)
     out = {"rank": rank, "layers": model.config.num_hidden_layers, "hooks_before": hooks_before}
 
     os.environ["SELFCORRECT_PACKED_LINEAR"] = "0"
@@ -125,6 +127,16 @@ def main(in_path: str, out_prefix: str) -> None:
         with gathered.weights(engine, True):
             pass
     out["one_gather"] = got
+    for path in ("per_layer", "gathered"):       # the frozen reference: an engine, no optimizer
+        with counts.counting(reference.module) as got:
+            with gathered.weights(reference, path == "gathered") as m:
+                turns = rollout.generate(m, tok, [rollout.first_prompt(tok, p) for p in problems],
+                                         temperature=1.0, max_new_tokens=spec["max_new_tokens"],
+                                         batch_size=4, seed=5 + rank,
+                                         synced_gpus=path == "per_layer")
+        got["tokens"] = [t.ids for t in turns]
+        out[f"reference_{path}"] = got
+    out["reference_hooks"] = [hooks_before_ref, hooks(reference)]
 
     os.environ["SELFCORRECT_PACKED_LINEAR"] = "1"
     enc = rollout.left_padded([rollout.first_prompt(tok, p) for p in problems], tok)
