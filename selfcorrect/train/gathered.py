@@ -77,7 +77,7 @@ def decide(setting: str, *models, device: torch.device | None = None) -> bool:
 def weights(model, gather: bool):
     """The model to generate from: with `gather` (and a ZeRO-3 engine), its module with every
     parameter gathered and DeepSpeed's hooks off for the block; else the module (or model) as
-    it is. Every rank of the engine must enter and leave together (two collectives)."""
+    it is. Every rank of the engine must enter together (the gather is a collective)."""
     module = getattr(model, "module", model)
     if not (gather and module is not model and is_zero3(module)):
         yield module
