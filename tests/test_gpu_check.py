@@ -20,11 +20,18 @@ import gpu_check  # noqa: E402
 import gpu_testbed  # noqa: E402
 
 
+def dry_env() -> dict:
+    """This environment less a rendezvous an earlier in-process run left behind (its MASTER_PORT
+    is still held by this process's process group: the check's own would fail to bind it)."""
+    rendezvous = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
+    return {**{k: v for k, v in os.environ.items() if k not in rendezvous}, "OMP_NUM_THREADS": "1"}
+
+
 @pytest.mark.slow
 def test_dry_check_runs_end_to_end_and_writes_json_and_markdown(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--dry",
                            "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env=dry_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     assert data["env"]["dry"] is True and data["env"]["deepspeed"]
@@ -57,7 +64,7 @@ def test_dry_check_times_both_hf_generation_paths_under_zero3(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--dry",
                            "--settings", "z2,z3", "--gather-generation", "--testbed", "none",
                            "--no-checkpoint", "--out", str(tmp_path)], capture_output=True,
-                          text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          text=True, cwd=REPO, env=dry_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     (paths,) = data["generation_paths"]                 # the ZeRO-3 setting only
