@@ -19,6 +19,11 @@ On one GPU, bf16, no download and no GGUF file (docs/gpu.md has the exact `run` 
      update, load): weights and Adam state must come back bit for bit
   4. the testbed's base and SCoRe rows for one seed (scripts/gpu_testbed.py): each metric's 95%
      interval must overlap the CPU run's in results/repro/table.json
+  5. with --gather-generation, per ZeRO-3 setting: the rollout's HF generation timed on both
+     paths, DeepSpeed's per-layer gathers and the weights gathered once for the phase
+     (selfcorrect.train.gathered), the same seed: generated tokens/s and peak GPU memory of
+     each, and whether the tokens agree (recorded, not enforced). The steps of part 2 generate
+     as run_stage does, on the path train.gather_for_generation picks (default auto).
   It writes gpu_check.json and gpu_check.md (to --out, default $OUT or .) after every part, so
   a run stopped at its time limit still leaves what it measured; exit 1 when a check fails.
 
@@ -31,7 +36,7 @@ tiny sizes (a 2-layer Qwen2 shape, a stand-in testbed pretrained for a few steps
 only what the GPU machine has or the bundle brings (gpu_bundle.only_machine_imports).
 Extension points for other issues, inside the same budget: a setting is a list of config
 overrides (SETTINGS), so a new code path behind a config key is measured by adding a setting
-or by --set KEY=VALUE on every setting (e.g. a gathered-generation switch once one exists).
+or by --set KEY=VALUE on every setting (e.g. --set train.gather_for_generation=never).
 --lora adds the LoRA settings (LORA_SETTINGS: train.lora_rank=16 under ZeRO-2 and ZeRO-3 with
 gradient checkpointing; the reference is the policy with its adapter off, and only the adapter
 must move); their peak memory includes the frozen model the check keeps for the other settings.
@@ -174,12 +179,13 @@ def one_step(engine, reference, tok, batch, cfg, new_tokens: int) -> dict:
     """Rollout, rewards, update, timed apart; the update's stats and the tokens it ran."""
     import dataclasses
 
-    from selfcorrect.train import loop, scoring
+    from selfcorrect.train import gathered, loop, scoring
 
     run = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_new_tokens=new_tokens))
     t0 = time.perf_counter()
-    episodes = loop.rollout_step(engine.module, reference, tok, batch, run,
-                                 synced_gpus=False)
+    gather = gathered.decide(cfg.train.gather_for_generation, engine)   # as run_stage does
+    with gathered.weights(engine, gather) as policy:
+        episodes = loop.rollout_step(policy, reference, tok, batch, run, synced_gpus=False)
     sync()
     t1 = time.perf_counter()
     r1, r2 = loop.rewards(pseudo_reward, episodes, workers=2)
@@ -195,6 +201,38 @@ def one_step(engine, reference, tok, batch, cfg, new_tokens: int) -> dict:
     return {"generate_s": t1 - t0, "reward_s": t2 - t1, "update_s": t3 - t2, "step_s": t3 - t0,
             "generated": sum(len(t.ids) for e in episodes for t in (e.first, e.second)),
             "computed": computed, "stats": stats, "episodes": episodes, "r": (r1, r2)}
+
+
+def generation_paths(name: str, engine, reference, tok, batch, cfg, args, report: Report) -> None:
+    """--gather-generation: the rollout's generation on both HF paths under ZeRO-3 (per-layer
+    gathers, and the weights gathered once), the same seed, timed apart."""
+    import torch
+
+    from selfcorrect.train import gathered, loop
+
+    got = {}
+    for path in ("per_layer", "gathered"):
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        torch.manual_seed(args.seed)
+        sync()
+        t0 = time.perf_counter()
+        with gathered.weights(engine, path == "gathered") as policy:
+            episodes = loop.rollout_step(policy, reference, tok, batch, cfg, synced_gpus=False)
+        sync()
+        seconds = time.perf_counter() - t0
+        tokens = [t.ids for e in episodes for t in (e.first, e.second)]
+        got[path] = {"seconds": seconds, "tok_s": sum(map(len, tokens)) / seconds,
+                     "peak_gib": torch.cuda.max_memory_allocated() / 2**30
+                     if torch.cuda.is_available() else None, "tokens": tokens}
+    same = got["per_layer"].pop("tokens") == got["gathered"].pop("tokens")
+    speed = got["gathered"]["tok_s"] / got["per_layer"]["tok_s"]
+    report.data.setdefault("generation_paths", []).append(
+        {"name": name, **{f"{path}_{k}": v for path, r in got.items() for k, v in r.items()},
+         "speedup": speed, "same_tokens": same})
+    report.check(f"{name}_gathered_generation_same_tokens", same,
+                 f"{got['per_layer']['tok_s']:.0f} tok/s per layer, {got['gathered']['tok_s']:.0f} "
+                 f"gathered once ({speed:.2f}x)", enforced=False)
 
 
 def matmul_params(model) -> int:
@@ -333,6 +371,8 @@ def run_setting(name: str, args, report: Report, reference, tok, problems, peak:
           f"{result['update_s']:.2f} update), {result['generated_tok_s']:.0f} generated tok/s, "
           f"{flops / 1e12:.3f} TFLOP/s = {flops / peak:.1%} of peak, peak "
           f"{'-' if peak_gib is None else f'{peak_gib:.1f} GiB'}", flush=True)
+    if args.gather_generation and zero == 3:
+        generation_paths(name, engine, ref, tok, problems[:P], cfg, args, report)
     if checkpoint_dir is not None and zero == 2:
         checkpoint_round_trip(engine, ref, tok, cfg, steps[-1], report, checkpoint_dir)
     report.write()
@@ -362,6 +402,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for every setting (a switch another issue adds)")
     p.add_argument("--no-checkpoint", action="store_true", help="skip the round trip")
+    p.add_argument("--gather-generation", action="store_true",
+                   help="ZeRO-3 settings: time generation per layer and gathered once (tok/s)")
     p.add_argument("--testbed", help="testbed model folder (default: BUNDLE/testbed; dry: a "
                                      "stand-in pretrained for a few steps); 'none' skips")
     p.add_argument("--seed", type=int, default=0, help="the testbed rows' seed")

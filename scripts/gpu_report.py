@@ -49,6 +49,15 @@ def markdown(data: dict) -> str:
                          f"{s['update_flops'] / 1e12:.3f} | {s['peak_share']:.1%} | {gib} | "
                          f"{s['kl_step0']:.2e} |")
         lines.append("")
+    if data.get("generation_paths"):
+        lines += ["| setting | per-layer tok/s | gathered-once tok/s | speed-up | peak GiB per layer "
+                  "| peak GiB gathered | same tokens |", "|---" * 7 + "|"]
+        gib = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+        for g in data["generation_paths"]:
+            lines.append(f"| {g['name']} | {g['per_layer_tok_s']:.0f} | {g['gathered_tok_s']:.0f} | "
+                         f"{g['speedup']:.2f}x | {gib(g['per_layer_peak_gib'])} | "
+                         f"{gib(g['gathered_peak_gib'])} | {g['same_tokens']} |")
+        lines.append("")
     if "checkpoint" in data:
         c = data["checkpoint"]
         lines += [f"Checkpoint round trip (ZeRO-2): save {c['save_s']:.1f} s, load {c['load_s']:.1f} "

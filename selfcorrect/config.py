@@ -291,6 +291,13 @@ class TrainConfig:
             cache) or vllm (EXPERIMENTAL, unverified on GPU: one colocated vLLM engine per
             rank, external launcher, slept during the update and synced from the policy one
             parameter at a time after it; needs the trainer-vllm image; docs/vllm.md).
+        gather_for_generation: ZeRO-3, rollout_backend hf: gather the partitioned weights
+            once per generation phase and generate from the whole model without per-token
+            gathers or synced_gpus (always), or gather each layer per token as training's
+            forward does (never); auto: gather when the whole weights generated from (the
+            policy, plus the reference with offline_first_attempts) take at most half of the
+            memory free on every rank's device (GPU free memory, host available memory on
+            CPU). Tested on CPU with 2 ranks; unverified on GPU.
         vllm_gpu_memory_utilization: With rollout_backend vllm, the share of each GPU's
             memory vLLM may take (weights and KV cache).
         vllm_tis_cap: With rollout_backend vllm, truncated importance weighting: each token's
@@ -340,6 +347,7 @@ class TrainConfig:
     offline_first_attempts: int = 0
     gradient_checkpointing: bool = False
     rollout_backend: str = choice("hf", "hf", "vllm")
+    gather_for_generation: str = choice("auto", "auto", "always", "never")
     vllm_gpu_memory_utilization: float = 0.3
     vllm_tis_cap: float = 0.0
     report_to: str = "tensorboard"

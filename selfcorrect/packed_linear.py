@@ -8,7 +8,8 @@ runs without gradients and does not change the weights, so `packed(model)` reord
 nn.Linear weight on entry, routes the layers' forward through the packed copy, and restores
 the layers on exit; the next entry packs the weights as they are then (after an update).
 
-Applies on CPU to float32 weights held whole (not ZeRO-3 partitions) when PyTorch has
+Applies on CPU to float32 weights held whole (not ZeRO-3 partitions, unless gathered for
+generation: selfcorrect.train.gathered) when PyTorch has
 oneDNN; elsewhere (GPU, bf16, no oneDNN) it changes nothing. The outputs equal the plain
 matmul's up to float32 summation order (tests/test_packed_linear.py).
 SELFCORRECT_PACKED_LINEAR=0 turns it off.
@@ -35,8 +36,9 @@ def eligible(model: nn.Module) -> list[nn.Linear]:
     if not available():
         return []
     layers = [m for m in model.modules() if type(m) is nn.Linear]
-    whole = all(p.device.type == "cpu" and p.dtype == torch.float32 and not hasattr(p, "ds_id")
-                for p in model.parameters())
+    # ZeRO-3 partitions qualify only while gathered whole (selfcorrect.train.gathered)
+    whole = all(p.device.type == "cpu" and p.dtype == torch.float32
+                and p.numel() == getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     return layers if whole else []
 
 

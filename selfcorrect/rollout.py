@@ -11,7 +11,8 @@ own generation_config.json (top_k, min_p, typical_p, no_repeat_ngram_size,
 suppress_tokens, ...) applies. Generation stops at the model's end-of-sequence tokens and
 at its chat template's end-of-turn token (SmolLM2's <|im_end|>, Llama 3's <|eot_id|>).
 Under ZeRO-3 with more than one rank the caller passes synced_gpus=True
-(`needs_synced_gpus(zero_stage)` says when).
+(`needs_synced_gpus(zero_stage)` says when), unless it generates from weights gathered once
+for the phase (selfcorrect.train.gathered.weights): each rank then generates on its own.
 """
 from __future__ import annotations
 

@@ -20,16 +20,18 @@ import gpu_check  # noqa: E402
 import gpu_testbed  # noqa: E402
 
 
-# an earlier test's in-process engine holds its port: the check picks its own
-RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+def dry_env() -> dict:
+    """This environment less a rendezvous an earlier in-process run left behind (its MASTER_PORT
+    is still held by this process's process group: the check's own would fail to bind it)."""
+    rendezvous = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
+    return {**{k: v for k, v in os.environ.items() if k not in rendezvous}, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.slow
 def test_dry_check_runs_end_to_end_and_writes_json_and_markdown(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--dry", "--lora",
                            "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
-                          env={**{k: v for k, v in os.environ.items() if k not in RENDEZVOUS},
-                               "OMP_NUM_THREADS": "1"})
+                          env=dry_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     assert data["env"]["dry"] is True and data["env"]["deepspeed"]
@@ -56,6 +58,23 @@ def test_dry_check_runs_end_to_end_and_writes_json_and_markdown(tmp_path):
     for name in gpu_check.SETTINGS:
         assert re.search(rf"^\| {re.escape(name)} \| \d", md, re.M), name
     assert "Checkpoint round trip (ZeRO-2)" in md and "| score | sampled | delta |" in md
+
+
+@pytest.mark.slow
+def test_dry_check_times_both_hf_generation_paths_under_zero3(tmp_path):
+    """--gather-generation: each ZeRO-3 setting's generation per layer and gathered once."""
+    done = subprocess.run([sys.executable, str(REPO / "scripts/gpu_check.py"), "--dry",
+                           "--settings", "z2,z3", "--gather-generation", "--testbed", "none",
+                           "--no-checkpoint", "--out", str(tmp_path)], capture_output=True,
+                          text=True, cwd=REPO, env=dry_env())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((tmp_path / "gpu_check.json").read_text())
+    (paths,) = data["generation_paths"]                 # the ZeRO-3 setting only
+    assert paths["name"] == "z3" and paths["per_layer_tok_s"] > 0 and paths["gathered_tok_s"] > 0
+    assert paths["speedup"] == pytest.approx(paths["gathered_tok_s"] / paths["per_layer_tok_s"])
+    assert data["checks"]["z3_gathered_generation_same_tokens"]["enforced"] is False
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert re.search(r"^\| z3 \| \d+ \| \d+ \| [\d.]+x \| - \| - \| (True|False) \|$", md, re.M)
 
 
 def test_guard_makes_what_the_machine_lacks_unimportable():

@@ -10,7 +10,8 @@ metrics that are rank 0's alone, or a resume that restored one rank only would a
 - Stage I, ZeRO 2, torchrun: killed (SIGKILL to the whole launcher group) once a checkpoint
   is in the GCS emulator, then resumed by the component's own call (launch.train_stage),
   which downloads it for both ranks.
-- Stage II, ZeRO 3, the deepspeed launcher: generation with partitioned parameters.
+- Stage II, ZeRO 3, the deepspeed launcher: generation from weights gathered once per rollout,
+  and per layer with partitioned parameters (train.gather_for_generation always / never).
 
 The base model is the tiny random model with the tokens " 1" and " 2" made likely (a bias on
 the final layer norm along their embeddings), so answers 1 and 2 are right about half the
@@ -188,16 +189,22 @@ def test_the_stored_checkpoint_holds_both_ranks_state(stage1):
     assert checkpoint.latest(store_uri) == f"step{STEPS}"
 
 
-def test_stage2_two_ranks_zero3_with_generation_matches_one_process(stage1):
+@pytest.mark.parametrize("gather,offline", [("always", 0), ("never", 0), ("always", 1)],
+                         ids=["gathered", "per-layer", "gathered-with-offline-attempts"])
+def test_stage2_two_ranks_zero3_with_generation_matches_one_process(stage1, gather, offline):
+    """Generation from weights gathered once per rollout (with offline first attempts the
+    reference's too), or per layer in lockstep."""
     root = stage1[0]
-    one = config.load("tiny", overrides=settings(**{"train.zero_stage": 3}))
-    stage(one, 2, root, "one-s2", "one-s1")
-    two = config.load("tiny", overrides=settings(**{
-        "train.zero_stage": 3, "resources.processes": 2, "resources.launcher": "deepspeed"}))
-    summary = stage(two, 2, root, "two-s2", "one-s1")
+    extra = {"train.zero_stage": 3, "train.gather_for_generation": gather,
+             "train.offline_first_attempts": offline}
+    name = f"s2-{gather}-{offline}"
+    stage(config.load("tiny", overrides=settings(**extra)), 2, root, f"one-{name}", "one-s1")
+    two = config.load("tiny", overrides=settings(**extra, **{
+        "resources.processes": 2, "resources.launcher": "deepspeed"}))
+    summary = stage(two, 2, root, f"two-{name}", "one-s1")
     assert summary["steps"] == 2
-    assert_same_trajectory(history(root / "one-s2"), history(root / "two-s2"))
-    assert_same_weights(root / "one-s2", root / "two-s2", root / "one-s1")
+    assert_same_trajectory(history(root / f"one-{name}"), history(root / f"two-{name}"))
+    assert_same_weights(root / f"one-{name}", root / f"two-{name}", root / "one-s1")
 
 
 @pytest.mark.gpu

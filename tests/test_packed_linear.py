@@ -73,3 +73,16 @@ def test_weights_not_held_whole_in_float32_on_cpu_are_left_alone():
     model = models.load(config.load("tiny").model)[0].to(torch.bfloat16)
     with packed_linear.packed(model) as n:
         assert n == 0
+
+
+def test_zero3_weights_are_packed_only_while_gathered_whole():
+    """A ZeRO-3 parameter (ds_numel: its full size) qualifies while gathered whole for
+    generation (selfcorrect.train.gathered), not as the empty placeholder it is at rest."""
+    model = models.load(config.load("tiny").model)[0]
+    for p in model.parameters():
+        p.ds_numel = p.numel()
+    with packed_linear.packed(model) as n:
+        assert n == len(packed_linear.eligible(model)) > 0
+    next(model.parameters()).data = torch.empty(0)      # one partitioned away
+    with packed_linear.packed(model) as n:
+        assert n == 0

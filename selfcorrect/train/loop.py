@@ -37,8 +37,10 @@ process on all P. Sampling is seeded per step and per shard of train.sampling_sh
 (default: one rank's share), from the shard's global index: a run with fewer processes and the
 same sampling_shard draws the same samples (tests/test_multirank.py compares 2 ranks with 1).
 The metrics are reduced over all ranks (sums and counts added, then divided). Under ZeRO-3
-every rank generates in lockstep (synced_gpus), so ranks stopping at different lengths do not
-hang the parameter gathers.
+the step's rollout runs on weights gathered once for it (train.gather_for_generation,
+selfcorrect.train.gathered), each rank on its own; or, not gathered, every rank generates in
+lockstep (synced_gpus), so ranks stopping at different lengths do not hang the per-layer
+parameter gathers.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ from selfcorrect.evaluate import edit_distance_ratio
 from selfcorrect.records import Problem
 from selfcorrect.train import checkpoint
 from selfcorrect.train import engine as ds_engine
+from selfcorrect.train import gathered
 from selfcorrect.train.tracking import Tracker
 from selfcorrect.train import objectives as obj
 from selfcorrect.train import scoring
@@ -323,12 +326,18 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
         t0 = time.perf_counter()
         # 1. Rollout: k two-attempt episodes per problem, on-policy at train.temperature,
         #    each shard of this rank's share from its own seed (world-size independent)
+        #    (under ZeRO-3 from weights gathered once for the whole rollout, when chosen)
         batch = [next(batches) for _ in range(P * world)][rank * P:(rank + 1) * P]
+        gather = backend is None and gathered.decide(
+            train.gather_for_generation, engine, reference if offline else None)
         episodes = []
-        for start in range(0, P, shard):
-            torch.manual_seed(shard_seed(train.seed, stage, step, (rank * P + start) // shard))
-            episodes += rollout_step(engine.module, reference, tok, batch[start:start + shard],
-                                     cfg, offline=offline, synced_gpus=synced, backend=backend)
+        with gathered.weights(engine, gather) as policy, \
+                gathered.weights(reference, gather and offline > 0) as ref_model:
+            for start in range(0, P, shard):
+                torch.manual_seed(shard_seed(train.seed, stage, step, (rank * P + start) // shard))
+                episodes += rollout_step(policy, ref_model, tok, batch[start:start + shard], cfg,
+                                         offline=offline, synced_gpus=synced and not gather,
+                                         backend=backend)
         # 2. Rewards per turn, [P, k]
         r1, r2 = (r.view(P, train.samples_per_problem)
                   for r in rewards(reward_fn, episodes, workers=cfg.verify.code_concurrency))
