@@ -59,8 +59,10 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
         beam.run(problems_uri, attempts_uri, verdicts_uri, pipeline_args=beam.pipeline_args(v),
                  timeout_s=v.timeout_s, code_concurrency=v.code_concurrency)
         verdicts, attempts = read(verdicts_uri, Verdict), read(attempts_uri, Attempt)
+        swap = swap_control(net, tok, episodes, name, problems_uri, output_dir, cfg) \
+            if e.swap_control else None
         out[name] = ev.evaluate_model(verdicts, attempts, todo, samples=e.bootstrap_samples,
-                                      confidence=e.confidence, seed=e.seed)
+                                      confidence=e.confidence, seed=e.seed, swap=swap)
         if samples > 1:
             out[name]["summary"].update(ev.sampling_study(attempts, verdicts, samples))
         if Path(path, "metrics.json").is_file():
@@ -71,6 +73,34 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
     storage.write_text(storage.join(output_dir, "report.md"), report.markdown(out))
     storage.write_text(storage.join(output_dir, "report.html"), report.render_html(out, training))
     return out
+
+
+def swap_control(net, tok, episodes, name: str, problems_uri: str, output_dir: str,
+                 cfg) -> dict[tuple[str, int], tuple[bool, bool]]:
+    """The swap control (rollout.swap_control, derangement seeded by eval.seed): each
+    episode's attempt 2 regenerated after another problem's attempt 1, verified by the Beam
+    step; {(problem_id, sample): (right for its own problem, repeats the swapped-in answer)}.
+    Writes <output>/<name>/swap-attempts.jsonl and swap-verdicts.jsonl."""
+    from selfcorrect import rollout, storage
+    from selfcorrect.evaluate import same_answer
+    from selfcorrect.records import Attempt, Verdict, read, write_jsonl
+    from selfcorrect.verify import beam
+
+    g, v = cfg.generate, cfg.verify
+    swapped = rollout.swap_control(net, tok, episodes, seed=cfg.eval.seed,
+                                   temperature=g.temperature, max_new_tokens=g.max_new_tokens,
+                                   batch_size=g.batch_size, templates=cfg.prompts,
+                                   sample_seed=g.seed)
+    attempts_uri = storage.join(output_dir, name, "swap-attempts.jsonl")
+    verdicts_uri = storage.join(output_dir, name, "swap-verdicts.jsonl")
+    write_jsonl(attempts_uri, [Attempt(e.problem.id, e.sample, 2, t.text, name, t.truncated)
+                               for e, (_, t) in zip(episodes, swapped)])
+    beam.run(problems_uri, attempts_uri, verdicts_uri, pipeline_args=beam.pipeline_args(v),
+             timeout_s=v.timeout_s, code_concurrency=v.code_concurrency)
+    right = {(x.problem_id, x.sample): x.correct for x in read(verdicts_uri, Verdict)}
+    return {(e.problem.id, e.sample): (bool(right[(e.problem.id, e.sample)]),
+                                       same_answer(donor.first.text, t.text))
+            for e, (donor, t) in zip(episodes, swapped)}
 
 
 def main(argv: list[str] | None = None) -> int:

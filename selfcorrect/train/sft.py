@@ -79,6 +79,7 @@ class SFTConfig:
     learning_rate: float
     seed: int = 0
     warmup_steps: int = 0
+    decay: bool = True      # linear decay to 0 at `steps`; False: constant after the warm-up
 
 
 def train(model, tokenizer, rows: list[Row], sft: SFTConfig, train_cfg: TrainConfig, *,
@@ -86,13 +87,14 @@ def train(model, tokenizer, rows: list[Row], sft: SFTConfig, train_cfg: TrainCon
     """`sft.steps` steps of cross-entropy on the rows' targets; returns (engine, history).
 
     Optimiser, clipping and ZeRO stage come from `train_cfg` (the RL stages' settings), with
-    the learning rate and schedule of `sft` (linear warm-up, then linear decay to 0).
+    the learning rate and schedule of `sft` (linear warm-up, then linear decay to 0, or
+    constant with `sft.decay` False: the RL stages' schedule).
     """
     if not rows:
         raise ValueError("SFT: no training rows")
     cfg = dataclasses.replace(train_cfg, learning_rate=sft.learning_rate, gradient_accumulation_steps=1)
     engine = ds_engine.build(model, cfg, micro_batch_size=sft.batch_size,
-                             warmup_steps=sft.warmup_steps, total_steps=sft.steps)
+                             warmup_steps=sft.warmup_steps, total_steps=sft.steps if sft.decay else 0)
     rng = random.Random(sft.seed)
     history: list[dict[str, float]] = []
     bar = tqdm(range(sft.steps), desc=desc, unit="step", disable=engine.global_rank != 0)
