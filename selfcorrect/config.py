@@ -257,7 +257,7 @@ class TrainConfig:
         kl_estimator: k2 (grad of KL(pi||ref), the paper's) or k3 (reverse KL).
         stage1_kl: Stage I's KL on attempt 1: token (kl_estimator per token, summed) or
             sequence (kl_estimator of the whole attempt's log-ratio: its k2 gradient is
-            that of the sequence KL to the base exactly, which anchors attempt 1 harder).
+            that of the sequence KL to the base exactly).
         zero_stage: DeepSpeed ZeRO stage: 0, 1, 2 or 3.
         gradient_accumulation_steps: Micro-batches per optimiser step.
         gradient_clipping: Gradient norm clip.
@@ -537,17 +537,12 @@ class EvalConfig:
         sampling_k: > 0: the sampling study (majority over k samples vs k/2 + correction),
             k >= 2; 0: no study.
         sampling_temperature: The study's sampling temperature; 0: train.temperature.
-        swap_control: `selfcorrect evaluate` and `repro` only: also regenerate attempt 2
-            after another problem's attempt 1 (a derangement seeded by `seed`) and report
-            P(right at t2 | wrong at t1) with the own and the swapped attempt 1 (one more
-            attempt-2 generation per episode).
     """
     bootstrap_samples: int = 1000
     confidence: float = 0.95
     seed: int = 0
     sampling_k: int = 0
     sampling_temperature: float = 0.0
-    swap_control: bool = False
 
     def __post_init__(self):
         _positive(self, "bootstrap_samples", prefix="eval")

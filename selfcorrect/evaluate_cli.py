@@ -1,13 +1,16 @@
 """`selfcorrect evaluate`: the pipeline's evaluation outside the pipeline.
 
     selfcorrect evaluate --model PATH --problems PATH [--baseline PATH] [--output DIR]
-                         [--split eval|train|all] [--samples K] [--preset tiny] [--set KEY=VALUE ...]
+                         [--split eval|train|all] [--samples K] [--swap-control]
+                         [--preset tiny] [--set KEY=VALUE ...]
 
 For each model (a save_pretrained folder, e.g. a pipeline Model artifact or a registry
 entry, or a .gguf file): two attempts per problem (selfcorrect.rollout; greedy unless
 generate.temperature > 0; --samples K episodes per problem, which adds the sampling study),
 verification with the Beam step (selfcorrect.verify.beam.run, options from `verify.*`),
-then the same metric and report functions as the evaluate component. Writes
+then the same metric and report functions as the evaluate component; --swap-control adds
+the swap control (rollout.swap_control: attempt 2 again after another problem's attempt 1,
+the derangement seeded by eval.seed; one more attempt-2 generation per episode). Writes
 results.json, details.json, report.md and report.html under --output.
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 
 def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, cfg,
-                    split: str = "eval", samples: int = 1) -> dict:
+                    split: str = "eval", samples: int = 1, swap_control: bool = False) -> dict:
     """{name: model folder} -> {name: evaluate_model(...)}; writes attempts, verdicts, reports.
 
     samples > 1: that many episodes per problem (decode with generate.temperature > 0), and
@@ -59,8 +62,8 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
         beam.run(problems_uri, attempts_uri, verdicts_uri, pipeline_args=beam.pipeline_args(v),
                  timeout_s=v.timeout_s, code_concurrency=v.code_concurrency)
         verdicts, attempts = read(verdicts_uri, Verdict), read(attempts_uri, Attempt)
-        swap = swap_control(net, tok, episodes, name, problems_uri, output_dir, cfg) \
-            if e.swap_control else None
+        swap = run_swap_control(net, tok, episodes, name, problems_uri, output_dir, cfg) \
+            if swap_control else None
         out[name] = ev.evaluate_model(verdicts, attempts, todo, samples=e.bootstrap_samples,
                                       confidence=e.confidence, seed=e.seed, swap=swap)
         if samples > 1:
@@ -75,8 +78,8 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
     return out
 
 
-def swap_control(net, tok, episodes, name: str, problems_uri: str, output_dir: str,
-                 cfg) -> dict[tuple[str, int], tuple[bool, bool]]:
+def run_swap_control(net, tok, episodes, name: str, problems_uri: str, output_dir: str,
+                     cfg) -> dict[tuple[str, int], tuple[bool, bool]]:
     """The swap control (rollout.swap_control, derangement seeded by eval.seed): each
     episode's attempt 2 regenerated after another problem's attempt 1, verified by the Beam
     step; {(problem_id, sample): (right for its own problem, repeats the swapped-in answer)}.
@@ -118,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=1,
                    help="episodes per problem; >1 adds the sampling study (majority vote over "
                         "k first attempts vs k/2 self-corrections); needs generate.temperature>0")
+    p.add_argument("--swap-control", action="store_true",
+                   help="also regenerate attempt 2 after another problem's attempt 1 and report "
+                        "P(right at t2 | wrong at t1) with the own and the swapped attempt 1")
     p.add_argument("--preset", help="a preset for decoding/verification settings (e.g. tiny)")
     p.add_argument("--config", help="a YAML run configuration file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         models = {"baseline": args.baseline, **models}
     try:
         out = evaluate_models(models, args.problems, args.output, cfg, split=args.split,
-                              samples=args.samples)
+                              samples=args.samples, swap_control=args.swap_control)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ seed; results land in <out>/rows/<row>-s<seed>.json, and a re-run skips what is 
 Seeds: the rows of a primary contrast (PRIMARY_ROWS: base, score, naive_multi_turn, star) run
 --seeds (default 0-4), the exploratory rows the first three of them (--exploratory-seeds).
 Evaluation: greedy (the paper's, the headline) and sampled (eval.sampling_k episodes per
-problem at train.temperature), each with the swap control (eval.swap_control), on the eval
+problem at train.temperature), each with the swap control (rollout.swap_control), on the eval
 split; `--split dev` evaluates on the dev split instead (into results/repro-dev), which is
 where every choice (budgets, learning rates, beta2, Stage I's anchor) is made.
 """
@@ -99,16 +99,15 @@ def evaluate_row(cfg, name: str, model: str, problems_uri: str, workdir: Path,
     selfcorrect.repro_compare pairs across rows."""
     from selfcorrect.evaluate_cli import evaluate_models
 
-    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, swap_control=True))
     out = {}
     greedy = dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, temperature=0.0))
     out["greedy"] = evaluate_models({name: model}, problems_uri, str(workdir / "eval-greedy"),
-                                    greedy, split=split)[name]
+                                    greedy, split=split, swap_control=True)[name]
     k = max(2, cfg.eval.sampling_k)
     sampled = dataclasses.replace(cfg, generate=dataclasses.replace(
         cfg.generate, temperature=cfg.eval.sampling_temperature or cfg.train.temperature))
     out["sampled"] = evaluate_models({name: model}, problems_uri, str(workdir / "eval-sampled"),
-                                     sampled, samples=k, split=split)[name]
+                                     sampled, samples=k, split=split, swap_control=True)[name]
     return out
 
 
