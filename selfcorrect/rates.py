@@ -163,7 +163,8 @@ def cell(c: dict | None, *, signed: bool = False) -> str:
 
 def markdown(rows: dict[str, dict[str, dict]], keys=CONDITIONAL) -> str:
     """A table: one row per entry of {name: interval(...)}, the conditional rates in %."""
-    lines = ["| row | " + " | ".join(LABELS.get(k, k) for k in keys) + " | wrong t1 / right t1 |",
+    head = [LABELS.get(k, k).replace("|", "\\|") for k in keys]     # a bare | splits a cell
+    lines = ["| row | " + " | ".join(head) + " | wrong t1 / right t1 |",
              "|---" * (len(keys) + 2) + "|"]
     for name, cells in rows.items():
         counts = [cells.get(k, {}).get("n") or 0 for k in ("fix_rate", "break_rate")]

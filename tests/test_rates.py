@@ -72,6 +72,15 @@ def test_the_interval_holds_seed_variance():
                                                                               rounds=1000)
 
 
+def test_markdown_table_keeps_its_columns():
+    pids = [f"p{i}" for i in range(len(HAND))]
+    cells = rates.interval(rates.problem_counts(outcomes(), pids)[None], rounds=50)
+    table = rates.markdown({"m": cells}).splitlines()
+    columns = {len(line.replace("\\|", "").split("|")) for line in table}
+    assert len(columns) == 1 and "P(right t2 \\| wrong t1)" in table[0]
+    assert "| m | 50.0 [" in table[2] and table[2].endswith("| 4 / 6 |")
+
+
 def test_evaluate_model_reports_conditional_rates_overall_and_per_difficulty():
     problems = [Problem(f"arith-{a}+{b}", "math", "?", str(a + b))
                 for a, b in ((1, 2), (3, 4), (10, 20), (30, 40))]
