@@ -127,9 +127,12 @@ def differences(rows: dict[str, list[dict]], pairs: list[tuple[str, str]], mode:
     seed_draws = {n: rng.integers(0, len(usable[n]), size=(rounds, len(usable[n])))
                   for n in sorted(arrays)}
 
+    # each round's share of each seed among its draws: [rounds, seeds]
+    shares = {n: (d[..., None] == np.arange(d.shape[1])).mean(1) for n, d in seed_draws.items()}
+
     def resampled(name: str, metric: str) -> np.ndarray:
-        by_seed = arrays[name][metric][seed_draws[name]]      # rounds x seeds x problems
-        return np.take_along_axis(by_seed.mean(1), picks, axis=1).mean(1)
+        by_problem = shares[name] @ arrays[name][metric]      # rounds x problems: seeds' mean
+        return np.take_along_axis(by_problem, picks, axis=1).mean(1)
 
     lo, hi = 100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2
     out: dict[tuple[str, str], dict[str, dict]] = {}
