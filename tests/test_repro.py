@@ -44,7 +44,7 @@ def test_repro_rows_table_plots_and_resume(toy_testbed, tmp_path, capsys):
     cond = table["score"]["greedy"]["conditional"]
     assert cond["fix_rate"]["n"] + cond["break_rate"]["n"] == 2 * 4      # 2 seeds x 4 problems
     assert cond["swap_fix_rate"]["n"] == cond["fix_rate"]["n"]            # the swap control ran
-    assert "P(right t2 | wrong t1)" in md and "swapped y1" in md
+    assert "P(right t2 \\| wrong t1)" in md and "swapped y1" in md
     by_difficulty = table["score"]["greedy"]["conditional_by_difficulty"]
     assert sum(c["fix_rate"]["n"] + c["break_rate"]["n"] for c in by_difficulty.values()) == 8
     diffs = json.loads((out / "table.json").read_text())["score_minus"]["sampled"]

@@ -78,6 +78,27 @@ def test_one_engine_step_raises_rewarded_and_lowers_penalised_attempt2(tiny_conf
     assert ref_now == pytest.approx(before[0], abs=1e-5)
 
 
+def test_stage1_kl_setting_reaches_the_step_loss(tiny_config):
+    """train.stage1_kl reaches the step: with the policy away from the reference, Stage I's
+    loss (zero advantages: KL terms only) differs between token and sequence."""
+    import dataclasses
+
+    losses = {}
+    for kind in ("token", "sequence"):
+        train = dataclasses.replace(tiny_config.train, stage1_kl=kind, beta2=1.0)
+        policy, tok = models.load(tiny_config.model)
+        ref_cfg = dataclasses.replace(tiny_config.model, seed=tiny_config.model.seed + 1)
+        reference = ds_engine.freeze(models.load(ref_cfg)[0])     # differs from the policy
+        engine = ds_engine.build(policy, train, micro_batch_size=2)
+        prompt = "User: What is 2 + 2?\n\nAssistant: "
+        eps = [episode(tok, prompt, " 5 or so", " 4", 0), episode(tok, prompt, " 5 or so", " 3", 1)]
+        zero = torch.zeros(1, 2)
+        losses[kind] = loop.train_step(engine, reference, eps, zero, zero, stage=1, train=train,
+                                       pad_id=tok.pad_token_id)["loss"]
+    assert losses["sequence"] != pytest.approx(losses["token"], rel=1e-3)
+    assert min(losses.values()) > 0       # Stage I, zero advantages: the KL terms only
+
+
 @pytest.fixture(scope="module")
 def two_stages(tmp_path_factory):
     cfg = config.load("tiny", overrides=["train.gradient_accumulation_steps=2"])
