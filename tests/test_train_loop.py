@@ -217,3 +217,30 @@ def test_engine_uses_the_configured_optimizer(name, cls):
     assert type(engine.optimizer) is cls
     assert engine.get_lr() == [1e-4]
     assert not engine.module.training          # dropout off: scoring matches sampling
+
+
+def test_sft_baselines_keep_the_rl_rows_constant_learning_rate(tiny_config, tmp_path):
+    """STaR / Pair-SFT train at the RL rows' constant rate (issue 23: SFT used to decay to 0);
+    sft.train's own default still decays (the testbed's pretraining)."""
+    import dataclasses
+
+    from selfcorrect import baselines
+    from selfcorrect.records import Attempt, Verdict
+    from selfcorrect.train import sft
+
+    cfg = dataclasses.replace(tiny_config, train=dataclasses.replace(
+        tiny_config.train, stage1_steps=2, stage2_steps=2, problems_per_step=1,
+        samples_per_problem=2, learning_rate=1e-3))
+    problem = PROBLEMS[0]
+    attempts = [Attempt(problem.id, s, t, text, "base") for s in (0, 1)
+                for t, text in ((1, "5"), (2, "4"))]
+    verdicts = [Verdict(problem.id, s, t, t == 2, float(t == 2)) for s in (0, 1) for t in (1, 2)]
+    model, tok = models.load(cfg.model)
+    history = baselines.train(cfg, "star", "", [problem], attempts, verdicts,
+                              str(tmp_path / "star"), model=model, tok=tok)
+    assert [h["lr"] for h in history] == [1e-3] * 4
+    rows = [row for c in baselines.conversations("star", [problem], attempts, verdicts)
+            for row in sft.turn_rows(tok, c, last_only=True)]
+    _, decayed = sft.train(models.load(cfg.model)[0], tok, rows,
+                           sft.SFTConfig(steps=4, batch_size=2, learning_rate=1e-3), cfg.train)
+    assert len({h["lr"] for h in decayed}) > 1 and max(h["lr"] for h in decayed) <= 1e-3

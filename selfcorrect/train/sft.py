@@ -100,6 +100,7 @@ def train(model, tokenizer, rows: list[Row], sft: SFTConfig, train_cfg: TrainCon
     bar = tqdm(range(sft.steps), desc=desc, unit="step", disable=engine.global_rank != 0)
     for step in bar:
         t0 = time.perf_counter()
+        lr = float(engine.get_lr()[0])      # this step's learning rate
         ids, attn, labels = (t.to(engine.device) for t in
                              batch_tensors([rng.choice(rows) for _ in range(sft.batch_size)],
                                            tokenizer.pad_token_id))
@@ -109,7 +110,7 @@ def train(model, tokenizer, rows: list[Row], sft: SFTConfig, train_cfg: TrainCon
                                                  labels[:, 1:].reshape(-1), ignore_index=-100)
         engine.backward(loss)
         engine.step()
-        history.append({"step": float(step), "loss": loss.item(),
+        history.append({"step": float(step), "loss": loss.item(), "lr": lr,
                         "tokens": float((labels != -100).sum()), "step_s": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{loss.item():.3f}")
     return engine, history
