@@ -92,8 +92,8 @@ def train_row(cfg, row: str, base_model: str, problems, workdir: Path) -> tuple[
 
 
 def evaluate_row(cfg, name: str, model: str, problems_uri: str, workdir: Path,
-                 split: str = "eval") -> dict:
-    """Greedy and sampled evaluation on `split`, each with the swap control:
+                 split: str = "eval", swap: tuple[str, ...] = ("greedy", "sampled")) -> dict:
+    """Greedy and sampled evaluation on `split`, with the swap control in the modes `swap` names:
     {"greedy": ..., "sampled": ...}; each holds "outcomes", per episode [problem_id, sample,
     right@t1, right@t2, changed, swap_right@t2, swap_copied] (selfcorrect.rates), which
     selfcorrect.repro_compare pairs across rows."""
@@ -102,12 +102,13 @@ def evaluate_row(cfg, name: str, model: str, problems_uri: str, workdir: Path,
     out = {}
     greedy = dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, temperature=0.0))
     out["greedy"] = evaluate_models({name: model}, problems_uri, str(workdir / "eval-greedy"),
-                                    greedy, split=split, swap_control=True)[name]
+                                    greedy, split=split, swap_control="greedy" in swap)[name]
     k = max(2, cfg.eval.sampling_k)
     sampled = dataclasses.replace(cfg, generate=dataclasses.replace(
         cfg.generate, temperature=cfg.eval.sampling_temperature or cfg.train.temperature))
     out["sampled"] = evaluate_models({name: model}, problems_uri, str(workdir / "eval-sampled"),
-                                     sampled, samples=k, split=split, swap_control=True)[name]
+                                     sampled, samples=k, split=split,
+                                     swap_control="sampled" in swap)[name]
     return out
 
 
@@ -125,7 +126,8 @@ def row_seeds(rows: list[str], seeds: list[int], exploratory: list[int]) -> list
 
 
 def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_models: bool = False,
-        exploratory_seeds: list[int] | None = None, split: str = "eval") -> dict:
+        exploratory_seeds: list[int] | None = None, split: str = "eval",
+        swap: tuple[str, ...] = ("greedy", "sampled")) -> dict:
     from selfcorrect.data.prepare import prepare
     from selfcorrect.records import write_jsonl
 
@@ -155,7 +157,7 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
         t0 = time.perf_counter()
         model, history = train_row(cfg, row, base_model, train, workdir)
         t1 = time.perf_counter()
-        result = evaluate_row(cfg, row, model, problems_uri, workdir, split)
+        result = evaluate_row(cfg, row, model, problems_uri, workdir, split, swap)
         t2 = time.perf_counter()
         record = {"row": row, "seed": seed, "split": split, "train_s": t1 - t0, "eval_s": t2 - t1,
                   "config": cfg.to_dict(), "history": history,
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="eval", choices=("eval", "dev"),
                    help="evaluate on this split: dev for every choice, eval for the committed tables")
     p.add_argument("--output", help="default results/repro (eval) or results/repro-dev (dev)")
+    p.add_argument("--swap-control", default="both", choices=("both", "greedy", "none"),
+                   help="which evaluations run the swap control (sampled: about 2x its time)")
     p.add_argument("--keep-models", action="store_true")
     args = p.parse_args(argv)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -209,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         run(cfg, rows, seeds, Path(output), keep_models=args.keep_models,
-            exploratory_seeds=exploratory, split=args.split)
+            exploratory_seeds=exploratory, split=args.split,
+            swap={"both": ("greedy", "sampled"), "greedy": ("greedy",), "none": ()}[args.swap_control])
     except ValueError as e:
         print(f"repro: {e}", file=sys.stderr)
         return 2
