@@ -72,7 +72,8 @@ def evaluate(problems: Input[Dataset],
                                          confidence=e.confidence, seed=e.seed)
         episodes += ev.eval_rows(name, verdicts, tries, todo)
         for key, value in models[name]["summary"].items():
-            metrics.log_metric(f"{name}_{key}", value)
+            if value is not None:       # a conditional rate with no episode to condition on
+                metrics.log_metric(f"{name}_{key}", value)
     training = {stage: {"steps": [dataclasses.asdict(r) for r in read(steps.path, TrainStep)]}
                 for stage, steps in (("stage I", stage1_steps), ("stage II", stage2_steps))
                 if steps is not None}

@@ -107,8 +107,9 @@ def budget(train) -> tuple[int, int]:
 def train(cfg, method: str, base_model: str, problems: list[Problem], attempts: list[Attempt],
           verdicts: list[Verdict], output_dir: str, *, model=None, tok=None) -> list[dict]:
     """Build `method`'s data from verified attempts, fine-tune the base model
-    (stage1_steps + stage2_steps steps of problems_per_step * samples_per_problem rows at
-    train.learning_rate: the RL rows' budget), save the model folder; returns the history."""
+    (stage1_steps + stage2_steps steps of problems_per_step * samples_per_problem rows at a
+    constant train.learning_rate: the RL rows' budget and schedule), save the model folder;
+    returns the history."""
     from selfcorrect import models
     from selfcorrect.train import sft
 
@@ -123,7 +124,8 @@ def train(cfg, method: str, base_model: str, problems: list[Problem], attempts: 
     rows = [row for c in data for row in sft.turn_rows(tok, c, last_only=True)]
     steps, batch = budget(t)
     engine, history = sft.train(model, tok, rows, sft.SFTConfig(
-        steps=steps, batch_size=batch, learning_rate=t.learning_rate, seed=t.seed), t, desc=method)
+        steps=steps, batch_size=batch, learning_rate=t.learning_rate, seed=t.seed, decay=False),
+        t, desc=method)
     history[0]["examples"] = float(len(data))
     sft.save(engine, tok, output_dir, config=cfg.to_dict(), history=history)
     return history

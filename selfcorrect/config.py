@@ -267,6 +267,9 @@ class TrainConfig:
         beta2: Stage I KL weight on attempt 1 (0.25 for code in the paper).
         baseline: Advantage baseline: rloo, mean or none.
         kl_estimator: k2 (grad of KL(pi||ref), the paper's) or k3 (reverse KL).
+        stage1_kl: Stage I's KL on attempt 1: token (kl_estimator per token, summed) or
+            sequence (kl_estimator of the whole attempt's log-ratio: its k2 gradient is
+            that of the sequence KL to the base exactly).
         zero_stage: DeepSpeed ZeRO stage: 0, 1, 2 or 3.
         gradient_accumulation_steps: Micro-batches per optimiser step.
         gradient_clipping: Gradient norm clip.
@@ -333,6 +336,7 @@ class TrainConfig:
     beta2: float = 0.1
     baseline: str = choice("rloo", "rloo", "mean", "none")
     kl_estimator: str = choice("k2", "k2", "k3")
+    stage1_kl: str = choice("token", "token", "sequence")
     zero_stage: int = choice(0, 0, 1, 2, 3)
     gradient_accumulation_steps: int = 1
     gradient_clipping: float = 1.0

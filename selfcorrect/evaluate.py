@@ -205,21 +205,64 @@ def grouped_metrics(verdicts: list[Verdict], problems: list[Problem], by, **ci) 
     return out
 
 
+def episode_outcomes(verdicts: list[Verdict], attempts: list[Attempt],
+                     swap: dict | None = None) -> list[list]:
+    """[problem_id, sample, right@t1, right@t2, changed, swap_right@t2, swap_copied] per
+    episode with both verdicts, in key order (selfcorrect.rates). changed: attempt 2's answer
+    differs from attempt 1's (None when a text is missing); swap: {(problem_id, sample):
+    (right@t2, copied)} of the swap control, or None."""
+    texts = {(a.problem_id, a.sample, a.turn): a.completion for a in attempts}
+    out = []
+    for (pid, sample), ok1, ok2 in keyed_turn_pairs(verdicts, lambda v: v.correct):
+        first, second = texts.get((pid, sample, 1)), texts.get((pid, sample, 2))
+        changed = None if first is None or second is None else not same_answer(first, second)
+        swapped = (swap or {}).get((pid, sample), (None, None))
+        out.append([pid, sample, bool(ok1), bool(ok2), changed, *swapped])
+    return out
+
+
+def conditional_by_group(outcomes: list[list], problems: list[Problem], by, *, samples: int,
+                         confidence: float, seed: int) -> dict[str, dict]:
+    """{group label: rates.summary_rates(...)} per group of problems, `by(problem) -> label`."""
+    from selfcorrect import rates
+
+    label = {p.id: by(p) for p in problems}
+    groups: dict[str, list[list]] = defaultdict(list)
+    for o in outcomes:
+        groups[label[o[0]]].append(o)
+    return {name: rates.summary_rates(groups[name], sorted({o[0] for o in groups[name]}),
+                                      rounds=samples, confidence=confidence, seed=seed)
+            for name in sorted(groups)}
+
+
 def evaluate_model(verdicts: list[Verdict], attempts: list[Attempt], problems: list[Problem], *,
-                   samples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+                   samples: int = 1000, confidence: float = 0.95, seed: int = 0,
+                   swap: dict | None = None) -> dict:
     """Everything the report shows for one model.
 
-    {"summary": summarise(...) + answer_repeat_share + <metric>_ci_low/_ci_high,
-     "per_task": {task: metrics+ci}, "per_difficulty": {...}, "edit_ratios": [...]}.
+    {"summary": summarise(...) + answer_repeat_share + <metric>_ci_low/_ci_high + the
+     conditional rates (selfcorrect.rates: fix_rate, break_rate, changed_after_right/_wrong,
+     copy_share, and with `swap` the swap control) with their intervals,
+     "per_task": {task: metrics+ci}, "per_difficulty": {...: metrics+ci+conditional rates},
+     "outcomes": per-episode outcomes, "edit_ratios": [...]}.
     """
+    from selfcorrect import rates
+
     ci_kw = dict(samples=samples, confidence=confidence, seed=seed)
     summary = summarise(verdicts, attempts)
     summary["answer_repeat_share"] = answer_repeat_share(attempts)
     for key, (lo, hi) in problem_ci(verdicts, **ci_kw).items():
         summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = lo, hi
+    outcomes = episode_outcomes(verdicts, attempts, swap)
+    if outcomes:
+        summary.update(rates.summary_rates(outcomes, sorted({o[0] for o in outcomes}),
+                                           rounds=samples, confidence=confidence, seed=seed))
+    per_difficulty = grouped_metrics(verdicts, problems, difficulty, **ci_kw)
+    for name, extra in conditional_by_group(outcomes, problems, difficulty, **ci_kw).items():
+        per_difficulty[name].update(extra)
     return {"summary": summary,
             "per_task": grouped_metrics(verdicts, problems, lambda p: p.task, **ci_kw),
-            "per_difficulty": grouped_metrics(verdicts, problems, difficulty, **ci_kw),
+            "per_difficulty": per_difficulty, "outcomes": outcomes,
             "edit_ratios": edit_ratios(attempts), "confidence": confidence}
 
 

@@ -1,14 +1,17 @@
 """`selfcorrect evaluate`: the pipeline's evaluation outside the pipeline.
 
     selfcorrect evaluate --model MODEL --problems PATH [--baseline MODEL] [--output DIR]
-                         [--split eval|train|all] [--samples K] [--preset tiny] [--set KEY=VALUE ...]
+                         [--split eval|train|all] [--samples K] [--swap-control]
+                         [--preset tiny] [--set KEY=VALUE ...]
 
 For each model (a save_pretrained folder, e.g. a pipeline Model artifact or a registry
 entry, as a local path, gs:// or s3:// URL; a Hub id such as Qwen/Qwen2.5-0.5B-Instruct,
 at --revision; or a .gguf file): two attempts per problem (selfcorrect.rollout; greedy unless
 generate.temperature > 0; --samples K episodes per problem, which adds the sampling study),
 verification with the Beam step (selfcorrect.verify.beam.run, options from `verify.*`),
-then the same metric and report functions as the evaluate component. Writes
+then the same metric and report functions as the evaluate component; --swap-control adds
+the swap control (rollout.swap_control: attempt 2 again after another problem's attempt 1,
+the derangement seeded by eval.seed; one more attempt-2 generation per episode). Writes
 results.json, details.json, report.md and report.html under --output.
 """
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 
 
 def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, cfg,
-                    split: str = "eval", samples: int = 1, revision: str = "") -> dict:
+                    split: str = "eval", samples: int = 1, revision: str = "",
+                    swap_control: bool = False) -> dict:
     """{name: model folder} -> {name: evaluate_model(...)}; writes attempts, verdicts, reports.
 
     samples > 1: that many episodes per problem (decode with generate.temperature > 0), and
@@ -55,8 +59,10 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
                  timeout_s=v.timeout_s, code_concurrency=v.code_concurrency,
                  custom=v.custom)
         verdicts, attempts = read(verdicts_uri, Verdict), read(attempts_uri, Attempt)
+        swap = run_swap_control(net, tok, episodes, name, problems_uri, output_dir, cfg) \
+            if swap_control else None
         out[name] = ev.evaluate_model(verdicts, attempts, todo, samples=e.bootstrap_samples,
-                                      confidence=e.confidence, seed=e.seed)
+                                      confidence=e.confidence, seed=e.seed, swap=swap)
         if samples > 1:
             out[name]["summary"].update(ev.sampling_study(attempts, verdicts, samples))
         if folder and Path(folder, "metrics.json").is_file():
@@ -87,6 +93,34 @@ def _load(model_cfg, path: str, revision: str = ""):
     return (*model_io.load(model_cfg, path=folder), folder)
 
 
+def run_swap_control(net, tok, episodes, name: str, problems_uri: str, output_dir: str,
+                     cfg) -> dict[tuple[str, int], tuple[bool, bool]]:
+    """The swap control (rollout.swap_control, derangement seeded by eval.seed): each
+    episode's attempt 2 regenerated after another problem's attempt 1, verified by the Beam
+    step; {(problem_id, sample): (right for its own problem, repeats the swapped-in answer)}.
+    Writes <output>/<name>/swap-attempts.jsonl and swap-verdicts.jsonl."""
+    from selfcorrect import rollout, storage
+    from selfcorrect.evaluate import same_answer
+    from selfcorrect.records import Attempt, Verdict, read, write_jsonl
+    from selfcorrect.verify import beam
+
+    g, v = cfg.generate, cfg.verify
+    swapped = rollout.swap_control(net, tok, episodes, seed=cfg.eval.seed,
+                                   temperature=g.temperature, max_new_tokens=g.max_new_tokens,
+                                   batch_size=g.batch_size, templates=cfg.prompts,
+                                   sample_seed=g.seed)
+    attempts_uri = storage.join(output_dir, name, "swap-attempts.jsonl")
+    verdicts_uri = storage.join(output_dir, name, "swap-verdicts.jsonl")
+    write_jsonl(attempts_uri, [Attempt(e.problem.id, e.sample, 2, t.text, name, t.truncated)
+                               for e, (_, t) in zip(episodes, swapped)])
+    beam.run(problems_uri, attempts_uri, verdicts_uri, pipeline_args=beam.pipeline_args(v),
+             timeout_s=v.timeout_s, code_concurrency=v.code_concurrency, custom=v.custom)
+    right = {(x.problem_id, x.sample): x.correct for x in read(verdicts_uri, Verdict)}
+    return {(e.problem.id, e.sample): (bool(right[(e.problem.id, e.sample)]),
+                                       same_answer(donor.first.text, t.text))
+            for e, (donor, t) in zip(episodes, swapped)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from selfcorrect import config
     from selfcorrect.cli import _config_args
@@ -115,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=1,
                    help="episodes per problem; >1 adds the sampling study (majority vote over "
                         "k first attempts vs k/2 self-corrections); needs generate.temperature>0")
+    p.add_argument("--swap-control", action="store_true",
+                   help="also regenerate attempt 2 after another problem's attempt 1 and report "
+                        "P(right at t2 | wrong at t1) with the own and the swapped attempt 1")
     _config_args(p)
     args = p.parse_args(argv)
     try:
@@ -131,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         models = {"baseline": args.baseline, **models}
     try:
         out = evaluate_models(models, args.problems, args.output, cfg, split=args.split,
-                              samples=args.samples, revision=args.revision)
+                              samples=args.samples, revision=args.revision,
+                              swap_control=args.swap_control)
     except (ValueError, OSError) as e:   # bad records, settings or files; a Hub id not found
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -118,7 +118,31 @@ def markdown(models: dict[str, dict], title: str = "Self-correction") -> str:
                                      **{f"{k}_ci_high": m["ci"][k][1] for k in METRICS}}
                     for g, m in r[group].items()}
             parts += [f"## {name}, {group.replace('_', ' ')}", "", markdown_ci_table(rows), ""]
+    parts += _conditional_markdown(models)
     return "\n".join(parts)
+
+
+def _conditional_rows(models: dict[str, dict]) -> dict[str, dict]:
+    """{"<model>" and "<model>: <difficulty>": conditional-rate cells} (selfcorrect.rates)."""
+    from selfcorrect import rates
+
+    rows = {n: rates.from_flat(r["summary"]) for n, r in models.items()}
+    rows.update({f"{n}: {g}": rates.from_flat(m) for n, r in models.items()
+                 for g, m in r.get("per_difficulty", {}).items()})
+    return {k: v for k, v in rows.items() if v}
+
+
+def _conditional_markdown(models: dict[str, dict]) -> list[str]:
+    from selfcorrect import rates
+
+    rows = _conditional_rows(models)
+    if not rows:
+        return []
+    return ["## Second attempt given the first, overall and per difficulty", "",
+            "P(right at t2 | wrong at t1), P(wrong at t2 | right at t1), the share of attempt 2s "
+            "that change the answer after a right / a wrong attempt 1, and (swap control, when "
+            "run) the same fix rate with another problem's attempt 1 in place of the model's own; "
+            "% with bootstrap intervals over problems.", "", rates.markdown(rows), ""]
 
 
 def render_html(models: dict[str, dict], training: dict[str, dict] | None = None,
@@ -134,6 +158,21 @@ def render_html(models: dict[str, dict], training: dict[str, dict] | None = None
     for group, label in (("per_task", "task"), ("per_difficulty", "difficulty")):
         rows = {f"{n}: {g}": m for n, r in models.items() for g, m in r[group].items()}
         body += [f"<h2>Per {label}</h2>", _table(rows, f"model: {label}")]
+    conditional = _conditional_rows(models)
+    if conditional:
+        import pandas as pd
+
+        from selfcorrect import rates
+
+        frame = pd.DataFrame.from_dict(
+            {name: {rates.LABELS[k]: rates.cell(c.get(k), signed=k == "swap_gap")
+                    for k in rates.CONDITIONAL} for name, c in conditional.items()},
+            orient="index")
+        frame.index.name = "model: difficulty"
+        body += ["<h2>Second attempt given the first</h2><p>P(right at t2 | wrong at t1), "
+                 "P(wrong at t2 | right at t1), the share of attempt 2s that change the answer "
+                 "after a right / a wrong attempt 1, and the swap control (attempt 1 replaced by "
+                 "another problem's) when run.</p>", frame.to_html(escape=True, border=0)]
     study = {n: r["summary"] for n, r in models.items() if "majority_k_t1" in r["summary"]}
     if study:
         import pandas as pd

@@ -21,8 +21,12 @@ Equal budgets: every trained row takes stage1_steps + stage2_steps gradient step
 samples (stage1_steps + stage2_steps) * problems_per_step * samples_per_problem episodes
 (the SFT rows sample theirs from the base model up front). Each trained row runs for every
 seed; results land in <out>/rows/<row>-s<seed>.json, and a re-run skips what is there.
-Evaluation: greedy (the paper's) and sampled (eval.sampling_k episodes per problem at
-train.temperature), on the held-out eval split only; nothing is tuned on it.
+Seeds: the rows of a primary contrast (PRIMARY_ROWS: base, score, naive_multi_turn, star) run
+--seeds (default 0-4), the exploratory rows the first three of them (--exploratory-seeds).
+Evaluation: greedy (the paper's, the headline) and sampled (eval.sampling_k episodes per
+problem at train.temperature), each with the swap control (rollout.swap_control), on the eval
+split; `--split dev` evaluates on the dev split instead (into results/repro-dev), which is
+where every choice (budgets, learning rates, beta2, Stage I's anchor) is made.
 """
 from __future__ import annotations
 
@@ -47,6 +51,8 @@ ROWS: dict[str, list[str]] = {
     "score": [],
 }
 SFT_ROWS = ("star", "pair_sft")
+#: rows in a primary contrast (repro_compare.PRIMARY): 5 seeds by default; the others are exploratory
+PRIMARY_ROWS = ("base", "score", "naive_multi_turn", "star")
 
 
 def row_config(base: config_mod.RunConfig, row: str, seed: int) -> config_mod.RunConfig:
@@ -85,35 +91,43 @@ def train_row(cfg, row: str, base_model: str, problems, workdir: Path) -> tuple[
     return str(workdir / "model"), history
 
 
-def evaluate_row(cfg, name: str, model: str, problems_uri: str, workdir: Path) -> dict:
-    """Greedy and sampled evaluation on the eval split: {"greedy": ..., "sampled": ...}."""
+def evaluate_row(cfg, name: str, model: str, problems_uri: str, workdir: Path,
+                 split: str = "eval", swap: tuple[str, ...] = ("greedy", "sampled")) -> dict:
+    """Greedy and sampled evaluation on `split`, with the swap control in the modes `swap` names:
+    {"greedy": ..., "sampled": ...}; each holds "outcomes", per episode [problem_id, sample,
+    right@t1, right@t2, changed, swap_right@t2, swap_copied] (selfcorrect.rates), which
+    selfcorrect.repro_compare pairs across rows."""
     from selfcorrect.evaluate_cli import evaluate_models
 
     out = {}
     greedy = dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, temperature=0.0))
     out["greedy"] = evaluate_models({name: model}, problems_uri, str(workdir / "eval-greedy"),
-                                    greedy)[name]
+                                    greedy, split=split, swap_control="greedy" in swap)[name]
     k = max(2, cfg.eval.sampling_k)
     sampled = dataclasses.replace(cfg, generate=dataclasses.replace(
         cfg.generate, temperature=cfg.eval.sampling_temperature or cfg.train.temperature))
     out["sampled"] = evaluate_models({name: model}, problems_uri, str(workdir / "eval-sampled"),
-                                     sampled, samples=k)[name]
-    for mode in ("greedy", "sampled"):
-        out[mode]["outcomes"] = outcomes(workdir / f"eval-{mode}" / name / "verdicts.jsonl")
+                                     sampled, samples=k, split=split,
+                                     swap_control="sampled" in swap)[name]
     return out
 
 
-def outcomes(verdicts_path: Path) -> list[list]:
-    """[problem_id, sample, correct@t1, correct@t2] per episode: what selfcorrect.repro_compare
-    pairs across rows."""
-    from selfcorrect.evaluate import keyed_turn_pairs
-    from selfcorrect.records import Verdict, read
+def row_seeds(rows: list[str], seeds: list[int], exploratory: list[int]) -> list[tuple[int, str]]:
+    """(seed, row) in the order they run: seed-major, so a partial run holds every row of its
+    first seeds; primary rows take `seeds`, the others `exploratory`, base only the first
+    (it is not trained: its greedy evaluation has no seed)."""
+    plan = []
+    for seed in dict.fromkeys([*seeds, *exploratory]):
+        for row in rows:
+            mine = seeds if row in PRIMARY_ROWS else exploratory
+            if seed in mine and (row != "base" or seed == mine[0]):
+                plan.append((seed, row))
+    return plan
 
-    return [[pid, sample, bool(ok1), bool(ok2)] for (pid, sample), ok1, ok2
-            in keyed_turn_pairs(read(str(verdicts_path), Verdict), lambda v: v.correct)]
 
-
-def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_models: bool = False) -> dict:
+def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_models: bool = False,
+        exploratory_seeds: list[int] | None = None, split: str = "eval",
+        swap: tuple[str, ...] = ("greedy", "sampled")) -> dict:
     from selfcorrect.data.prepare import prepare
     from selfcorrect.records import write_jsonl
 
@@ -127,8 +141,11 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
         raise FileNotFoundError(f"model.path: {base_model} holds no testbed model; `make testbed` "
                                 "builds it (selfcorrect pretrain --preset testbed)")
     (out_dir / "rows").mkdir(exist_ok=True)
-    # seed-major: a partial run holds every row of its first seeds
-    for seed, row in [(seed, row) for seed in seeds for row in rows if row != "base" or seed == seeds[0]]:
+    if not any(p.split == split for p in problems):
+        raise ValueError(f"repro --split {split}: the data ({base_cfg.data.source}) has no "
+                         f"'{split}' problems; splits present: {sorted({p.split for p in problems})}")
+    exploratory = seeds[:3] if exploratory_seeds is None else exploratory_seeds
+    for seed, row in row_seeds(rows, seeds, exploratory):
         done = out_dir / "rows" / f"{row}-s{seed}.json"
         if done.is_file():
             print(f"[repro] {row} seed {seed}: done before, skipped", flush=True)
@@ -140,9 +157,9 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
         t0 = time.perf_counter()
         model, history = train_row(cfg, row, base_model, train, workdir)
         t1 = time.perf_counter()
-        result = evaluate_row(cfg, row, model, problems_uri, workdir)
+        result = evaluate_row(cfg, row, model, problems_uri, workdir, split, swap)
         t2 = time.perf_counter()
-        record = {"row": row, "seed": seed, "train_s": t1 - t0, "eval_s": t2 - t1,
+        record = {"row": row, "seed": seed, "split": split, "train_s": t1 - t0, "eval_s": t2 - t1,
                   "config": cfg.to_dict(), "history": history,
                   "outcomes": {mode: r["outcomes"] for mode, r in result.items()},
                   **{mode: {"summary": r["summary"], "edit_ratios": r["edit_ratios"],
@@ -158,7 +175,7 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
             shutil.rmtree(workdir, ignore_errors=True)
     from selfcorrect import repro_report
 
-    return repro_report.write(out_dir, list(ROWS))
+    return repro_report.write(out_dir, list(ROWS), split=split)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,10 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(p, default_preset="testbed")
     p.add_argument("--rows", default=",".join(ROWS), help="which methods, comma-separated, "
                    "from: " + ", ".join(ROWS))
-    p.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated "
-                   "(default: 0,1,2)")
-    p.add_argument("--output", default="results/repro", help="folder for table.md, "
-                   "table.json and plots/ (default: results/repro)")
+    p.add_argument("--seeds", default="0,1,2,3,4",
+                   help="training seeds of the primary-contrast rows (" + ", ".join(PRIMARY_ROWS)
+                   + "), comma-separated (default: 0,1,2,3,4)")
+    p.add_argument("--exploratory-seeds",
+                   help="seeds of the other rows (default: the first three of --seeds)")
+    p.add_argument("--split", default="eval", choices=("eval", "dev"),
+                   help="evaluate on this split: dev for every choice, eval for the committed tables")
+    p.add_argument("--output", help="folder for table.md, table.json and plots/ (default: "
+                   "results/repro for eval, results/repro-dev for dev)")
+    p.add_argument("--swap-control", default="both", choices=("both", "greedy", "none"),
+                   help="which evaluations run the swap control (sampled: about 2x its time)")
     p.add_argument("--keep-models", action="store_true", help="keep each trained model "
                    "(several MB each) under --output")
     args = p.parse_args(argv)
@@ -187,12 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_mod.load(args.preset, args.config, args.overrides)
         seeds = [int(s) for s in args.seeds.split(",")]
+        exploratory = None if args.exploratory_seeds is None else \
+            [int(s) for s in args.exploratory_seeds.split(",")]
     except (config_mod.ConfigError, ValueError) as e:
-        print(f"config error: {e}", file=sys.stderr)
+        print(f"config error: {e} (--seeds/--exploratory-seeds take comma-separated integers)",
+              file=sys.stderr)
         return 2
+    output = args.output or ("results/repro" if args.split == "eval" else "results/repro-dev")
     started = time.perf_counter()
-    run(cfg, rows, seeds, Path(args.output), keep_models=args.keep_models)
-    print(f"[repro] wrote {args.output}/table.md, table.json and plots/ in "
+    try:
+        run(cfg, rows, seeds, Path(output), keep_models=args.keep_models,
+            exploratory_seeds=exploratory, split=args.split,
+            swap={"both": ("greedy", "sampled"), "greedy": ("greedy",), "none": ()}[args.swap_control])
+    except ValueError as e:
+        print(f"repro: {e}", file=sys.stderr)
+        return 2
+    print(f"[repro] wrote {output}/table.md, table.json and plots/ in "
           f"{time.perf_counter() - started:.0f} s", flush=True)
     return 0
 

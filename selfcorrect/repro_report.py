@@ -1,18 +1,22 @@
 """The repro table and plots from <out>/rows/<row>-s<seed>.json (written by selfcorrect.repro).
 
-Per row and decoding mode (greedy, sampled): each metric's mean over seeds, its spread
-(min..max over seeds), and the 95% percentile-bootstrap interval of each seed's model over
-the eval problems (a problem's samples resampled together), its ends averaged over seeds (for
-one seed, that model's own interval). The interval is over problems, not over seeds: the
-spread shows the seed-to-seed variation. Below the table, SCoRe minus each row, paired over
-the same problems, with an interval over problems and seeds both (selfcorrect.repro_compare).
+Greedy decoding (the paper's protocol) is the headline; sampled comes second.
+Per row and decoding mode: each metric's mean over seeds, its spread (min..max over seeds),
+and a 95% hierarchical percentile-bootstrap interval (selfcorrect.rates.interval: seeds with
+replacement, then problems with replacement within each drawn seed, a problem's samples
+together), so the interval holds seed-to-seed variance as well as problem variance. The
+base row is not trained: one seed, a problems-only interval. Then the conditional rates
+(P(right t2 | wrong t1), P(wrong t2 | right t1), change shares, the swap control) with the
+same intervals, overall and per difficulty; the primary contrasts with Holm-corrected
+p-values (repro_compare.primary_contrasts); and, labelled exploratory, SCoRe minus every
+row and the ablation contrasts (paired, uncorrected).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from selfcorrect import repro_compare
+from selfcorrect import rates, repro_compare
 from selfcorrect.evaluate import LABELS, METRICS
 
 MODES = ("greedy", "sampled")
@@ -28,14 +32,35 @@ def load_rows(out_dir: Path, order: list[str]) -> dict[str, list[dict]]:
         {name: recs for name, recs in rows.items() if name not in order}
 
 
-def aggregate(records: list[dict], mode: str) -> dict:
-    """Mean, min, max over seeds, and the seeds' bootstrap interval ends averaged (each
-    seed's interval resamples the same eval episodes)."""
+def aggregate(records: list[dict], mode: str, difficulty_of: dict[str, str] | None = None) -> dict:
+    """Mean, min, max over seeds, and the hierarchical bootstrap interval over seeds and
+    problems (rates.interval) of each metric; "conditional" and "conditional_by_difficulty"
+    hold the conditional rates with the same intervals. Records without outcomes (written
+    before they were kept): the seeds' own intervals averaged, no conditional rates."""
+    import numpy as np
+
     out = {"seeds": len(records)}
+    cells = None
+    if all(mode in r.get("outcomes", {}) for r in records):
+        pids = sorted({o[0] for o in records[0]["outcomes"][mode]})
+        counts = np.stack([rates.problem_counts(r["outcomes"][mode], pids) for r in records])
+        cells = rates.interval(counts)
+        out["conditional"] = {k: cells[k] for k in rates.CONDITIONAL}
+        if difficulty_of:
+            groups: dict[str, list[int]] = {}
+            for i, pid in enumerate(pids):
+                groups.setdefault(difficulty_of.get(pid, "all"), []).append(i)
+            out["conditional_by_difficulty"] = {
+                g: {k: c for k, c in rates.interval(counts[:, idx]).items()
+                    if k in rates.CONDITIONAL or k == "accuracy_t1"}
+                for g, idx in sorted(groups.items())}
     for key in METRICS:
         values = [r[mode]["summary"][key] for r in records]
-        lows = [r[mode]["summary"].get(f"{key}_ci_low", v) for r, v in zip(records, values)]
-        highs = [r[mode]["summary"].get(f"{key}_ci_high", v) for r, v in zip(records, values)]
+        if cells is not None:
+            lows, highs = [cells[key]["ci_low"]], [cells[key]["ci_high"]]
+        else:
+            lows = [r[mode]["summary"].get(f"{key}_ci_low", v) for r, v in zip(records, values)]
+            highs = [r[mode]["summary"].get(f"{key}_ci_high", v) for r, v in zip(records, values)]
         out[key] = {"mean": sum(values) / len(values), "min": min(values), "max": max(values),
                     "ci_low": sum(lows) / len(lows), "ci_high": sum(highs) / len(highs)}
     for key in ("unchanged_share", "answer_repeat_share", "n"):
@@ -140,29 +165,69 @@ def plots(rows: dict[str, list[dict]], table: dict, out_dir: Path) -> list[Path]
     return written
 
 
-def write(out_dir: Path, order: list[str]) -> dict:
+def difficulties(out_dir: Path) -> dict[str, str]:
+    """{problem id: evaluate.difficulty label} from the run's problems.jsonl ({} if absent)."""
+    from selfcorrect.evaluate import difficulty
+    from selfcorrect.records import Problem, read
+
+    path = out_dir / "problems.jsonl"
+    return {p.id: difficulty(p) for p in read(str(path), Problem)} if path.is_file() else {}
+
+
+def conditional_sections(table: dict, mode: str) -> list[str]:
+    """The conditional rates and the swap control, per row, then per row and difficulty."""
+    overall = {n: m[mode]["conditional"] for n, m in table.items() if "conditional" in m[mode]}
+    if not overall:
+        return []
+    by_difficulty = {f"{n}: {g}": cells for n, m in table.items()
+                     for g, cells in m[mode].get("conditional_by_difficulty", {}).items()}
+    out = [f"### Second attempt given the first, {mode} (% of the episodes conditioned on; "
+           "[95% interval over seeds and problems]; swapped: attempt 1 replaced by another "
+           "problem's, a fixed derangement; own - swapped paired over the same episodes)", "",
+           rates.markdown(overall), ""]
+    if len(by_difficulty) > len(overall):
+        out += [f"### ... per difficulty, {mode}", "", rates.markdown(by_difficulty), ""]
+    return out
+
+
+def write(out_dir: Path, order: list[str], split: str = "eval") -> dict:
     from selfcorrect import __version__
 
     rows = load_rows(out_dir, order)
-    table = {name: {mode: aggregate(recs, mode) for mode in MODES} for name, recs in rows.items()}
-    md = [f"# SCoRe on the testbed (selfcorrect {__version__})", ""]
+    labels = difficulties(out_dir)
+    table = {name: {mode: aggregate(recs, mode, labels) for mode in MODES}
+             for name, recs in rows.items()}
+    md = [f"# SCoRe on the testbed (selfcorrect {__version__}, {split} split)", ""]
+    if split != "eval":
+        md += [f"Evaluated on the {split} split, for choices; not the committed eval tables.", ""]
+    primary = repro_compare.primary_contrasts(rows, mode="greedy")
+    if primary:
+        md += ["## Primary contrasts, greedy decoding (docs/testbed.md; points, paired over the "
+               "same problems, 95% interval resampling problems and each row's seeds; two-sided "
+               "bootstrap p, Holm-corrected over the family)", "",
+               repro_compare.primary_markdown(primary), ""]
     for mode in MODES:
-        md += [f"## {mode} decoding (eval split; % of all episodes; mean ±half-spread over seeds "
-               "[95% bootstrap interval])", "", markdown(table, mode), ""]
+        md += [f"## {mode} decoding ({split} split; % of all episodes; mean ±half-spread over seeds "
+               "[95% interval over seeds and problems])", "", markdown(table, mode), ""]
+        md += conditional_sections(table, mode)
     diffs = {mode: repro_compare.compare(rows, REFERENCE, mode) for mode in MODES}
     for mode in MODES:
         if diffs[mode]:
-            md += [f"## {REFERENCE} minus each row, {mode} decoding (points; paired over the same "
-                   "problems, 95% interval resampling problems and each row's seeds; * excludes 0)",
+            md += [f"## Exploratory: {REFERENCE} minus each row, {mode} decoding (points; paired "
+                   "over the same problems, 95% interval resampling problems and each row's "
+                   "seeds; * excludes 0, no correction for multiplicity)",
                    "", repro_compare.markdown(diffs[mode], REFERENCE), ""]
     ablations = {mode: repro_compare.differences(rows, repro_compare.ABLATIONS, mode)
                  for mode in MODES}
-    if ablations["sampled"]:
-        md += ["## Ablation contrasts, sampled decoding (Stage I or not x bonus or not; paired "
-               "as above)", "", repro_compare.markdown(ablations["sampled"]), ""]
+    for mode in MODES:
+        if ablations[mode]:
+            md += [f"## Exploratory: ablation contrasts, {mode} decoding (Stage I or not x bonus "
+                   "or not; paired as above, uncorrected)", "",
+                   repro_compare.markdown(ablations[mode]), ""]
     (out_dir / "table.md").write_text("\n".join(md))
     (out_dir / "table.json").write_text(json.dumps(
-        {"version": __version__, "rows": table, f"{REFERENCE}_minus": diffs,
+        {"version": __version__, "split": split, "rows": table, "primary": primary,
+         f"{REFERENCE}_minus": diffs,
          "ablations": {mode: {f"{a} minus {b}": cells for (a, b), cells in d.items()}
                        for mode, d in ablations.items()}}, indent=2))
     configs = out_dir / "configs"

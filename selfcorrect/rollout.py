@@ -212,6 +212,52 @@ def second_prompt(tokenizer, problem: Problem, first: Turn, templates=None) -> l
     return first.prompt_ids + first.ids + glue
 
 
+def swapped_second_prompt(tokenizer, problem: Problem, other_first: Turn, templates=None) -> list[int]:
+    """The swap control's attempt-2 prompt (evaluation only): `problem`'s own attempt-1
+    prompt, then another problem's attempt-1 tokens in place of its own, then the glue."""
+    own = first_prompt(tokenizer, problem, templates)
+    return second_prompt(tokenizer, problem, Turn(own, other_first.ids, other_first.text,
+                                                  other_first.truncated), templates)
+
+
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation of range(n) with no fixed point (Sattolo's algorithm: one cycle),
+    for n >= 2: problem i takes problem perm[i]'s attempt 1 in the swap control."""
+    import random
+
+    if n < 2:
+        raise ValueError(f"swap control: needs at least 2 problems to swap attempts, got {n}")
+    perm, rng = list(range(n)), random.Random(seed)
+    for i in range(n - 1, 0, -1):
+        j = rng.randrange(i)
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
+def swap_control(model, tokenizer, episodes: list[Episode], *, seed: int, temperature: float,
+                 max_new_tokens: int, batch_size: int, templates=None,
+                 sample_seed: int | None = None) -> list[tuple[Episode, Turn]]:
+    """Attempt 2 regenerated for every episode with its attempt 1 replaced by the attempt 1
+    of the same sample of another problem (a fixed derangement of the problems, `seed`):
+    (the donor episode, the new attempt 2) per episode, in order. Evaluation only."""
+    problems = list(dict.fromkeys(e.problem.id for e in episodes))
+    perm = derangement(len(problems), seed)
+    donor_of = {pid: problems[perm[i]] for i, pid in enumerate(problems)}
+    by_key = {(e.problem.id, e.sample): e for e in episodes}
+    donors = []
+    for e in episodes:
+        key = (donor_of[e.problem.id], e.sample)
+        if key not in by_key:
+            raise ValueError(f"swap control: problem {key[0]!r} has no sample {key[1]} to lend "
+                             f"problem {e.problem.id!r}; every problem needs the same samples")
+        donors.append(by_key[key])
+    ids = [swapped_second_prompt(tokenizer, e.problem, d.first, templates)
+           for e, d in zip(episodes, donors)]
+    turns = generate(model, tokenizer, ids, temperature=temperature, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, desc="swap control", seed=sample_seed)
+    return list(zip(donors, turns))
+
+
 def settings(model, tokenizer, *, temperature: float, max_new_tokens: int):
     """The complete GenerationConfig of a rollout: softmax(logits / temperature) sampling
     (greedy at 0) with every other logits processor off, stopping at stop_ids()."""

@@ -2,12 +2,13 @@ import doctest
 
 import pytest
 
-from selfcorrect import baselines, evaluate, testbed
+from selfcorrect import baselines, evaluate, repro_compare, testbed
 from selfcorrect.data import arithmetic, chain
 from selfcorrect.train import sft
 
 
-@pytest.mark.parametrize("module", [evaluate, arithmetic, chain, testbed, sft, baselines])
+@pytest.mark.parametrize("module", [evaluate, arithmetic, chain, testbed, sft, baselines,
+                                    repro_compare])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -42,8 +42,27 @@ def test_evaluate_two_models_writes_results_and_report(setup, capsys):
         assert m["accuracy_t1"] == pytest.approx(sum(correct[0::2]) / 6)
         assert m["k"] == 2 and 0 <= m["majority_half_k_t2"] <= 1
     page = (out / "report.html").read_text()
-    assert page.count("<table") == 4 and "Sampling study" in page and page.count("data:image/png;base64,") == 3
+    assert page.count("<table") == 5 and "Sampling study" in page and page.count("data:image/png;base64,") == 3
     assert "| model |" in (out / "report.md").read_text()
+
+
+def test_swap_control_regenerates_attempt2_after_another_problems_attempt1(setup):
+    out = setup / "swap"
+    assert cli.main(["evaluate", "--model", str(setup / "model"), "--problems",
+                     str(setup / "problems.jsonl"), "--output", str(out), *FAST,
+                     "--swap-control"]) == 0
+    swapped = [json.loads(x) for x in (out / "model" / "swap-attempts.jsonl").read_text().splitlines()]
+    verdicts = (out / "model" / "swap-verdicts.jsonl").read_text().splitlines()
+    assert len(swapped) == len(verdicts) == 3 and {a["turn"] for a in swapped} == {2}
+    m = json.loads((out / "results.json").read_text())["model"]
+    wrong = json.loads((out / "details.json").read_text())["model"]["outcomes"]
+    n_wrong = sum(not o[2] for o in wrong)
+    assert m["swap_fix_rate_n"] == m["fix_rate_n"] == n_wrong
+    if n_wrong:
+        assert 0 <= m["swap_fix_rate"] <= 1 and m["swap_gap"] == pytest.approx(
+            m["fix_rate"] - m["swap_fix_rate"])
+    assert all(len(o) == 7 and o[5] is not None for o in wrong)
+    assert "swapped y1" in (out / "report.md").read_text()
 
 
 def test_evaluate_errors_name_the_file(setup, capsys):

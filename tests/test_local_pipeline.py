@@ -172,7 +172,8 @@ def test_evaluate_wrote_html_markdown_and_details(local_run):
     cfg, out = local_run
     run = Path(out["run_dir"])
     page = _artifact(run, "evaluate", "html").read_text()
-    assert page.count("<table") == 3 and "Accuracy@t2" in page
+    # summary, per task, per difficulty, and attempt 2 given attempt 1 (selfcorrect.rates)
+    assert page.count("<table") == 4 and "Accuracy@t2" in page and "P(right t2 | wrong t1)" in page
     # accuracy by turn, i->c / c->i, edit histogram, and both stages' training curves
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 5
     assert "Training curve of stage II" in page
@@ -184,6 +185,9 @@ def test_evaluate_wrote_html_markdown_and_details(local_run):
         assert len(details[name]["edit_ratios"]) == cfg.data.n_eval
         s = details[name]["summary"]
         assert s["accuracy_t2_ci_low"] <= s["accuracy_t2"] <= s["accuracy_t2_ci_high"]
+        # the conditional rates condition on every eval episode, split by attempt 1's verdict
+        assert s["fix_rate_n"] + s["break_rate_n"] == cfg.data.n_eval
+        assert "fix_rate" in next(iter(details[name]["per_difficulty"].values()))
 
 
 def test_gate_open_promotes_model_with_manifest(local_run):

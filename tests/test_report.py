@@ -24,6 +24,8 @@ def test_markdown_has_summary_and_breakdowns():
     assert md.startswith("# Self-correction")
     assert "| base |" in md and "| trained |" in md and "Accuracy@t2" in md
     assert "trained: + 1-digit" in md and "trained: + 2-digit" in md and "base: math" in md
+    # base: one wrong attempt 1 (arith-14+14... all but +3 wrong), conditional rates per difficulty
+    assert "## Second attempt given the first" in md and "| trained: + 2-digit |" in md
 
 
 def test_html_has_tables_and_decodable_images():
@@ -31,7 +33,8 @@ def test_html_has_tables_and_decodable_images():
                                                   {"step": 1.0, "reward_t1": 0.2, "reward_t2": 0.4}]}}
     page = report.render_html(_models(), training, title="Report <test>")
     assert page.startswith("<!doctype html>") and "Report &lt;test&gt;" in page
-    assert page.count("<table") == 3   # summary, per task, per difficulty
+    assert page.count("<table") == 4   # summary, per task, per difficulty, conditional rates
+    assert "P(right t2 | wrong t1)" in page and "changed | right t1" in page
     assert "Accuracy@t2" in page and "same answer y2" in page and "trained: + 2-digit" in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 4            # accuracy by turn, i->c/c->i, edit histogram, stage I curve

@@ -35,7 +35,18 @@ def test_repro_rows_table_plots_and_resume(toy_testbed, tmp_path, capsys):
     assert table["score"]["sampled"]["n"] == 8          # 4 eval problems x k = 2
     md = (out / "table.md").read_text()
     assert "## greedy decoding" in md and "| score_no_stage1 | 2 |" in md
-    assert "## score minus each row, sampled decoding" in md and "| single_turn | " in md
+    assert md.index("## greedy decoding") < md.index("## sampled decoding")   # greedy first
+    assert "## Exploratory: score minus each row, sampled decoding" in md and "| single_turn | " in md
+    # primary contrasts measurable here: score vs base only (no naive_multi_turn, no star)
+    primary = json.loads((out / "table.json").read_text())["primary"]
+    assert [(c["b"], c["metric"]) for c in primary] == [("base", "delta"), ("base", "accuracy_t2")]
+    assert all(c["p"] <= c["p_holm"] <= 1 for c in primary) and "## Primary contrasts" in md
+    cond = table["score"]["greedy"]["conditional"]
+    assert cond["fix_rate"]["n"] + cond["break_rate"]["n"] == 2 * 4      # 2 seeds x 4 problems
+    assert cond["swap_fix_rate"]["n"] == cond["fix_rate"]["n"]            # the swap control ran
+    assert "P(right t2 \\| wrong t1)" in md and "swapped y1" in md
+    by_difficulty = table["score"]["greedy"]["conditional_by_difficulty"]
+    assert sum(c["fix_rate"]["n"] + c["break_rate"]["n"] for c in by_difficulty.values()) == 8
     diffs = json.loads((out / "table.json").read_text())["score_minus"]["sampled"]
     assert set(diffs) == {"base", "single_turn", "score_no_stage1"}
     assert diffs["base"]["delta"]["ci_low"] <= diffs["base"]["delta"]["diff"] <= \
@@ -47,6 +58,7 @@ def test_repro_rows_table_plots_and_resume(toy_testbed, tmp_path, capsys):
     assert record["config"]["train"]["stage2_steps"] == 2     # equal budget
     assert len(record["history"]["stage2"]) == 2
     assert len(record["outcomes"]["sampled"]) == 8 and len(record["outcomes"]["greedy"]) == 4
+    assert all(len(o) == 7 for o in record["outcomes"]["greedy"])
     capsys.readouterr()
     assert cli.main(argv) == 0                          # resumable: nothing re-runs
     assert capsys.readouterr().out.count("done before, skipped") == 7
@@ -61,6 +73,23 @@ def test_sft_baseline_with_nothing_to_learn_says_so(toy_testbed, tmp_path):
     cfg = config.load("testbed", overrides=[f"model.path={toy_testbed}", *SETS])
     with pytest.raises(ValueError, match="star: the base model's 8 episodes gave no training example"):
         baselines.run(cfg, "star", toy_testbed, generate(4, 1)[:4], str(tmp_path / "m"))
+
+
+def test_primary_rows_take_five_seeds_exploratory_rows_three():
+    plan = repro.row_seeds(["base", "score", "single_turn", "star"], [0, 1, 2, 3, 4], [0, 1, 2])
+    seeds = {row: [s for s, r in plan if r == row] for row in ("base", "score", "single_turn", "star")}
+    assert seeds == {"base": [0], "score": [0, 1, 2, 3, 4], "single_turn": [0, 1, 2],
+                     "star": [0, 1, 2, 3, 4]}
+    assert plan[:3] == [(0, "base"), (0, "score"), (0, "single_turn")]    # seed-major
+
+
+def test_repro_dev_split_needs_dev_problems(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert repro.main(["--output", str(tmp_path / "out"), "--rows", "base", "--split", "dev",
+                       "--set", f"model.path={tmp_path / 'm'}", "--set", "data.n_train=4",
+                       "--set", "data.n_eval=2", "--set", "data.dev_fraction=0"]) == 2
+    assert "no 'dev' problems" in capsys.readouterr().err
 
 
 def test_repro_refuses_unknown_rows(capsys):

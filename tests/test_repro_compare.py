@@ -37,7 +37,8 @@ def test_a_row_that_corrects_more_is_measured_above_with_an_interval_excluding_z
     assert d["ci_low"] > 0 and d["ci_low"] <= d["diff"] <= d["ci_high"]
     twin = diffs["twin"]["delta"]
     assert twin["ci_low"] < 0 < twin["ci_high"]
-    assert diffs["twin"]["delta_c_to_i"] == {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert diffs["twin"]["delta_c_to_i"] == {"diff": 0.0, "ci_low": 0.0, "ci_high": 0.0, "p": 1.0}
+    assert d["p"] < 0.01 and twin["p"] > 0.05
 
 
 def test_pairing_removes_the_spread_the_problems_share():

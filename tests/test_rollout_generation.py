@@ -285,3 +285,34 @@ def test_a_seeded_sampled_rollout_repeats_and_leaves_the_callers_random_state():
     assert ids(7) == first != ids(8)
     torch.manual_seed(123)
     assert torch.equal(torch.rand(1), after)
+
+
+def test_swap_control_prompt_holds_another_problems_attempt():
+    """The swap control's attempt 2 follows the problem's own prompt, then the attempt 1 of
+    the same sample of another problem (a seeded derangement), then the correction glue."""
+    cfg = config.load("tiny")
+    model, tok = models.load(cfg.model)
+    problems = [Problem(id=f"p{i}", task="math", prompt=f"What is {i} + {i * 7}?", answer="0")
+                for i in range(4)]
+    episodes = rollout.two_attempts(model, tok, problems, samples=2, temperature=1.0,
+                                    max_new_tokens=6, batch_size=8, seed=1)
+    swapped = rollout.swap_control(model, tok, episodes, seed=0, temperature=0.0,
+                                   max_new_tokens=6, batch_size=8)
+    perm = rollout.derangement(4, 0)
+    assert sorted(perm) == [0, 1, 2, 3] and all(perm[i] != i for i in range(4))
+    assert perm == rollout.derangement(4, 0)                       # fixed by its seed
+    assert any(rollout.derangement(6, s) != rollout.derangement(6, 0) for s in range(1, 6))
+    for e, (donor, turn) in zip(episodes, swapped):
+        assert donor.problem.id == f"p{perm[int(e.problem.id[1:])]}" and donor.sample == e.sample
+        own = rollout.first_prompt(tok, e.problem)
+        expected = rollout.second_prompt(tok, e.problem, rollout.Turn(own, donor.first.ids, "", False))
+        assert turn.prompt_ids == expected
+        assert expected[:len(own)] == own and expected[len(own):len(own) + len(donor.first.ids)] == \
+            donor.first.ids
+        assert tok.decode(expected).startswith(tok.decode(own) + donor.first.text)
+    # greedy: the swapped attempt 2 is what generating from that prompt gives
+    again = rollout.generate(model, tok, [t.prompt_ids for _, t in swapped], temperature=0.0,
+                             max_new_tokens=6, batch_size=8)
+    assert [t.ids for t in again] == [t.ids for _, t in swapped]
+    with pytest.raises(ValueError, match="at least 2 problems"):
+        rollout.derangement(1, 0)

@@ -78,6 +78,27 @@ def test_one_engine_step_raises_rewarded_and_lowers_penalised_attempt2(tiny_conf
     assert ref_now == pytest.approx(before[0], abs=1e-5)
 
 
+def test_stage1_kl_setting_reaches_the_step_loss(tiny_config):
+    """train.stage1_kl reaches the step: with the policy away from the reference, Stage I's
+    loss (zero advantages: KL terms only) differs between token and sequence."""
+    import dataclasses
+
+    losses = {}
+    for kind in ("token", "sequence"):
+        train = dataclasses.replace(tiny_config.train, stage1_kl=kind, beta2=1.0)
+        policy, tok = models.load(tiny_config.model)
+        ref_cfg = dataclasses.replace(tiny_config.model, seed=tiny_config.model.seed + 1)
+        reference = ds_engine.freeze(models.load(ref_cfg)[0])     # differs from the policy
+        engine = ds_engine.build(policy, train, micro_batch_size=2)
+        prompt = "User: What is 2 + 2?\n\nAssistant: "
+        eps = [episode(tok, prompt, " 5 or so", " 4", 0), episode(tok, prompt, " 5 or so", " 3", 1)]
+        zero = torch.zeros(1, 2)
+        losses[kind] = loop.train_step(engine, reference, eps, zero, zero, stage=1, train=train,
+                                       pad_id=tok.pad_token_id)["loss"]
+    assert losses["sequence"] != pytest.approx(losses["token"], rel=1e-3)
+    assert min(losses.values()) > 0       # Stage I, zero advantages: the KL terms only
+
+
 @pytest.fixture(scope="module")
 def two_stages(tmp_path_factory):
     cfg = config.load("tiny", overrides=["train.gradient_accumulation_steps=2"])
@@ -196,3 +217,30 @@ def test_engine_uses_the_configured_optimizer(name, cls):
     assert type(engine.optimizer) is cls
     assert engine.get_lr() == [1e-4]
     assert not engine.module.training          # dropout off: scoring matches sampling
+
+
+def test_sft_baselines_keep_the_rl_rows_constant_learning_rate(tiny_config, tmp_path):
+    """STaR / Pair-SFT train at the RL rows' constant rate (issue 23: SFT used to decay to 0);
+    sft.train's own default still decays (the testbed's pretraining)."""
+    import dataclasses
+
+    from selfcorrect import baselines
+    from selfcorrect.records import Attempt, Verdict
+    from selfcorrect.train import sft
+
+    cfg = dataclasses.replace(tiny_config, train=dataclasses.replace(
+        tiny_config.train, stage1_steps=2, stage2_steps=2, problems_per_step=1,
+        samples_per_problem=2, learning_rate=1e-3))
+    problem = PROBLEMS[0]
+    attempts = [Attempt(problem.id, s, t, text, "base") for s in (0, 1)
+                for t, text in ((1, "5"), (2, "4"))]
+    verdicts = [Verdict(problem.id, s, t, t == 2, float(t == 2)) for s in (0, 1) for t in (1, 2)]
+    model, tok = models.load(cfg.model)
+    history = baselines.train(cfg, "star", "", [problem], attempts, verdicts,
+                              str(tmp_path / "star"), model=model, tok=tok)
+    assert [h["lr"] for h in history] == [1e-3] * 4
+    rows = [row for c in baselines.conversations("star", [problem], attempts, verdicts)
+            for row in sft.turn_rows(tok, c, last_only=True)]
+    _, decayed = sft.train(models.load(cfg.model)[0], tok, rows,
+                           sft.SFTConfig(steps=4, batch_size=2, learning_rate=1e-3), cfg.train)
+    assert len({h["lr"] for h in decayed}) > 1 and max(h["lr"] for h in decayed) <= 1e-3

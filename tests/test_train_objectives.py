@@ -314,3 +314,81 @@ def test_token_entropy_by_hand():
     assert torch.allclose(ent, torch.tensor([[math.log(2), 0.0]]), atol=1e-6)
     # temperature 2 flattens [log 1, log 1e-12 ...]: entropy grows
     assert obj.token_entropy(logits, 2.0)[0, 1] > 0
+
+
+def _tiny_lm(seed: int, vocab: int = 4):
+    """A real (tiny) GPT-2 in float64, small enough to enumerate every continuation."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=vocab, n_positions=16, n_embd=8, n_layer=1, n_head=2,
+                     bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    model = GPT2LMHeadModel(cfg).double().eval()        # eval: no dropout
+    with torch.no_grad():       # a larger init, so policy and reference differ visibly
+        for p in model.parameters():
+            p.mul_(8.0)
+    return model
+
+
+def _all_continuations(model, prompt: list[int], length: int, vocab: int):
+    """Every continuation y of `length` tokens: (token log-probs [N, length] under the model,
+    the next-token log-distributions at each position [N, length, vocab])."""
+    import itertools
+
+    ys = torch.tensor(list(itertools.product(range(vocab), repeat=length)))
+    ids = torch.cat([torch.tensor(prompt).expand(len(ys), -1), ys], 1)
+    dist = torch.log_softmax(model(input_ids=ids).logits[:, len(prompt) - 1:-1], -1)
+    return dist.gather(-1, ys[..., None]).squeeze(-1), dist      # float64 throughout
+
+
+def test_sequence_kl_equals_the_sum_of_token_kls_and_its_k2_gradient_is_exact():
+    """On a tiny GPT-2, over all 4^3 continuations: the sequence KL(pi || ref) (exact) equals
+    the expected sum of per-token KLs (chain rule) and the expectation of sequence_kl's k1;
+    sequence_kl's k2, as a loss, has the exact sequence KL's gradient, which the per-token
+    k2 (each token's own log-ratio only) does not."""
+    vocab, prompt = 4, [1, 2]
+    policy, ref = _tiny_lm(0, vocab), _tiny_lm(1, vocab)
+    with torch.no_grad():
+        ref_logp, ref_dist = _all_continuations(ref, prompt, 3, vocab)
+    logp, dist = _all_continuations(policy, prompt, 3, vocab)
+    mask = torch.ones_like(logp)
+    weight = logp.sum(-1).exp()                                   # pi(y)
+    assert weight.sum().item() == pytest.approx(1.0)
+    exact = (weight * (logp - ref_logp).sum(-1)).sum()           # KL of sequences
+    per_token = (dist.exp() * (dist - ref_dist)).sum(-1)          # KL at each prefix [N, 3]
+    # position t's prefix y_<t has probability pi(y_<t); each continuation row carries it
+    # weighted by pi(y_t..) so summing pi(y) * KL_t over rows is E_{y<t}[KL_t]
+    chained = (weight[:, None] * per_token).sum()
+    assert exact.item() > 0.05
+    assert chained.item() == pytest.approx(exact.item(), rel=1e-9)
+    k1 = (weight * obj.sequence_kl(logp, ref_logp, mask, "k1")).sum()
+    assert k1.item() == pytest.approx(exact.item(), rel=1e-9)
+
+    params = [p for p in policy.parameters() if p.requires_grad]
+    (g_exact,) = [torch.cat([g.flatten() for g in torch.autograd.grad(exact, params, retain_graph=True)])]
+    fixed = weight.detach()
+    seq = (fixed * obj.sequence_kl(logp, ref_logp, mask, "k2")).sum()
+    g_seq = torch.cat([g.flatten() for g in torch.autograd.grad(seq, params, retain_graph=True)])
+    tok = (fixed * (obj.kl_per_token(logp, ref_logp, "k2") * mask).sum(-1)).sum()
+    g_tok = torch.cat([g.flatten() for g in torch.autograd.grad(tok, params, retain_graph=True)])
+    assert torch.allclose(g_seq, g_exact, atol=1e-9, rtol=1e-7)
+    assert (g_tok - g_exact).norm() > 1e-3 * g_exact.norm()
+
+
+def test_stage1_sequence_kl_replaces_attempt1s_token_kl_in_the_loss():
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.4, 0.3]], dtype=torch.float64))
+    ref = torch.log(torch.tensor([[0.25, 0.5, 0.1, 0.3]], dtype=torch.float64))
+    mask1, mask2 = torch.tensor([[1.0, 1.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    zero = torch.zeros(1, 1)
+    for kind in ("token", "sequence"):
+        terms = obj.stage_terms(1, zero, zero, alpha=10, beta1=0.01, beta2=0.5, stage1_kl=kind,
+                               baseline_kind="none")
+        loss, _ = obj.episode_loss(logp, ref, mask1, mask2, terms, slice(0, 1), normaliser=4)
+        d = torch.log(torch.tensor([2.0, 0.5, 4.0]))        # token log-ratios of y1, y1, y2
+        attempt2 = 0.01 * d[2] ** 2 / 2
+        attempt1 = 0.5 * (d[0] + d[1]) ** 2 / 2 if kind == "sequence" else 0.5 * (d[0] ** 2 + d[1] ** 2) / 2
+        assert loss.item() == pytest.approx(((attempt1 + attempt2) / 4).item()), kind
+    assert obj.stage_terms(2, zero, zero, alpha=10, beta1=0.01, beta2=0.5, stage1_kl="sequence",
+                           baseline_kind="none").kl1 == "token"     # Stage II: per token
+    with pytest.raises(ValueError, match="train.stage1_kl"):
+        obj.stage_terms(1, zero, zero, alpha=10, beta1=0.01, beta2=0.5, stage1_kl="episode")

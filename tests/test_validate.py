@@ -182,6 +182,22 @@ def test_stage1_kl_limit_comes_from_thresholds(tmp_path):
         v.suite_with("train_steps", {"max_stage1_kl_t1": float("nan")})
 
 
+def test_testbed_preset_stage1_gate_trips_on_a_drifting_attempt1(tmp_path):
+    """The testbed preset's Stage I limit (docs/testbed.md "Stage I's anchor"): a Stage I step
+    at 0.03 nats/token (a run whose Accuracy@t1 moved 3 points on dev) fails the gate; the
+    anchored runs' 0.007 passes; the general default lets both through."""
+    from selfcorrect import config
+
+    limits = config.load("testbed").gates.thresholds()
+    assert limits["max_stage1_kl_t1"] < config.GateConfig().max_stage1_kl_t1
+    for kl, passes in ((0.007, True), (0.03, False)):
+        rows = valid_rows()["train_steps"]
+        _set(2, kl_t1=kl)(rows)
+        uri = write(tmp_path / f"steps-{kl}.jsonl", rows)
+        assert v.validate("train_steps", uri, thresholds=limits).success is passes
+        assert v.validate("train_steps", uri).success
+
+
 def test_threshold_reports_share_and_allowance(tmp_path):
     rows = valid_rows()["attempts"]
     _empty(3)(rows)

@@ -150,7 +150,7 @@ def train_step(engine, reference, episodes: list[rollout.Episode], r1: torch.Ten
     """
     terms = obj.stage_terms(stage, r1, r2, alpha=train.alpha, beta1=train.beta1,
                             beta2=train.beta2, baseline_kind=train.baseline,
-                            single_turn=train.single_turn)
+                            single_turn=train.single_turn, stage1_kl=train.stage1_kl)
     n, gas = len(episodes), train.gradient_accumulation_steps
     if n % gas:
         raise ValueError(f"train.gradient_accumulation_steps: {gas} must divide the {n} episodes "

@@ -161,10 +161,12 @@ class StageTerms:
     adv2: Tensor   # [P, k]
     beta1: float   # KL weight on attempt-1 tokens
     beta2: float   # KL weight on attempt-2 tokens
+    kl1: str = "token"   # attempt 1's KL per token or on the whole sequence (sequence_kl)
 
 
 def stage_terms(stage: int, r1: Tensor, r2: Tensor, *, alpha: float, beta1: float, beta2: float,
-                baseline_kind: str = "rloo", single_turn: bool = False) -> StageTerms:
+                baseline_kind: str = "rloo", single_turn: bool = False,
+                stage1_kl: str = "token") -> StageTerms:
     """Advantages per turn (baseline computed within each problem's k samples, per turn).
 
     Stage I:  attempt 1 has no reward term (A_1 = 0), KL weight beta2 (held near pi_ref);
@@ -172,13 +174,17 @@ def stage_terms(stage: int, r1: Tensor, r2: Tensor, *, alpha: float, beta1: floa
     Stage II: A_1 = r1 - b(r1); A_2 = s - b(s) with s = shaped_reward(r1, r2, alpha); beta1 on both.
     single_turn (the paper's ablation, either stage): A_1 = r1 - b(r1), KL weight beta1;
               attempt 2 carries no term at all (A_2 = 0, weight 0).
+    stage1_kl: "sequence": Stage I's attempt-1 KL is taken on the whole attempt (sequence_kl).
     """
     if stage not in (1, 2):
         raise ValueError(f"stage: {stage!r}; SCoRe has stages 1 and 2")
+    if stage1_kl not in ("token", "sequence"):
+        raise ValueError(f"train.stage1_kl: {stage1_kl!r}; use 'token' or 'sequence'")
     if single_turn:
         return StageTerms(r1 - baseline(r1, baseline_kind), torch.zeros_like(r2), beta1, 0.0)
     if stage == 1:
-        return StageTerms(torch.zeros_like(r1), r2 - baseline(r2, baseline_kind), beta2, beta1)
+        return StageTerms(torch.zeros_like(r1), r2 - baseline(r2, baseline_kind), beta2, beta1,
+                          kl1=stage1_kl)
     s = shaped_reward(r1, r2, alpha)
     return StageTerms(r1 - baseline(r1, baseline_kind), s - baseline(s, baseline_kind),
                       beta1, beta1)
@@ -208,6 +214,21 @@ def reinforce_loss(logp: Tensor, ref_logp: Tensor, mask: Tensor, advantage: Tens
     return (per_token * mask).sum(-1) / normaliser, kl_per_token(logp.detach(), ref_logp, "k3")
 
 
+def sequence_kl(logp: Tensor, ref_logp: Tensor, mask: Tensor, estimator: str = "k2") -> Tensor:
+    """The KL estimator of whole sequences, per row [R]: `kl_per_token`'s estimator applied to
+    the sequence log-ratio D = sum_t mask * (log pi - log pi_ref) (the sum of the token
+    log-ratios: log pi(y) - log pi_ref(y) of the sequence).
+
+    As a loss term (y drawn from pi), k2's gradient E[D grad log pi(y)] is the gradient of
+    the sequence KL(pi || pi_ref) exactly, future tokens' divergence included; the per-token
+    k2 keeps only each token's own d_t. Its value (k1: D) is unbiased for the sequence KL,
+    which equals the expected sum of the per-token KLs (chain rule);
+    tests/test_train_objectives.py checks both on a tiny model by enumerating its sequences.
+    """
+    d = ((logp - ref_logp.detach()) * mask).sum(-1)
+    return kl_per_token(d, torch.zeros_like(d), estimator)
+
+
 def tis_weights(logp: Tensor, sampler_logp: Tensor, cap: float) -> Tensor:
     """Truncated importance weights min(pi_train / pi_sampler, cap) per token, detached: they
     correct for the sampler (vLLM) and the trainer scoring the same tokens slightly
@@ -234,7 +255,10 @@ def episode_loss(logp: Tensor, ref_logp: Tensor, mask1: Tensor, mask2: Tensor, t
     adv = a1 * mask1 + a2 * mask2
     if token_weights is not None:
         adv = adv * token_weights.detach()
-    beta = terms.beta1 * mask1 + terms.beta2 * mask2
+    sequence = terms.kl1 == "sequence"
+    beta = (0.0 if sequence else terms.beta1) * mask1 + terms.beta2 * mask2
     rows, kl = reinforce_loss(logp, ref_logp, mask1 + mask2, adv, beta.to(logp),
                               normaliser=normaliser, kl_estimator=kl_estimator)
+    if sequence:    # attempt 1's KL on the whole attempt (Stage I's anchor)
+        rows = rows + terms.beta1 * sequence_kl(logp, ref_logp, mask1, kl_estimator) / normaliser
     return rows.mean(), kl

@@ -79,6 +79,7 @@ class SFTConfig:
     learning_rate: float
     seed: int = 0
     warmup_steps: int = 0
+    decay: bool = True      # linear decay to 0 at `steps`; False: constant after the warm-up
 
 
 def train(model, tokenizer, rows: list[Row], sft: SFTConfig, train_cfg: TrainConfig, *,
@@ -87,18 +88,20 @@ def train(model, tokenizer, rows: list[Row], sft: SFTConfig, train_cfg: TrainCon
 
     Optimiser, clipping, ZeRO stage and LoRA (train.lora_rank: only an adapter trains, the
     saved model is merged) come from `train_cfg` (the RL stages' settings), with the learning
-    rate and schedule of `sft` (linear warm-up, then linear decay to 0).
+    rate and schedule of `sft` (linear warm-up, then linear decay to 0, or constant with
+    `sft.decay` False: the RL stages' schedule).
     """
     if not rows:
         raise ValueError("SFT: no training rows")
     cfg = dataclasses.replace(train_cfg, learning_rate=sft.learning_rate, gradient_accumulation_steps=1)
     engine = ds_engine.build(model, cfg, micro_batch_size=sft.batch_size,
-                             warmup_steps=sft.warmup_steps, total_steps=sft.steps)
+                             warmup_steps=sft.warmup_steps, total_steps=sft.steps if sft.decay else 0)
     rng = random.Random(sft.seed)
     history: list[dict[str, float]] = []
     bar = tqdm(range(sft.steps), desc=desc, unit="step", disable=engine.global_rank != 0)
     for step in bar:
         t0 = time.perf_counter()
+        lr = float(engine.get_lr()[0])      # this step's learning rate
         if cfg.lora_rank and cfg.lora_dropout:
             from selfcorrect.train import lora
 
@@ -112,7 +115,7 @@ def train(model, tokenizer, rows: list[Row], sft: SFTConfig, train_cfg: TrainCon
                                                  labels[:, 1:].reshape(-1), ignore_index=-100)
         engine.backward(loss)
         engine.step()
-        history.append({"step": float(step), "loss": loss.item(),
+        history.append({"step": float(step), "loss": loss.item(), "lr": lr,
                         "tokens": float((labels != -100).sum()), "step_s": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{loss.item():.3f}")
     return engine, history
