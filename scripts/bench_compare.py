@@ -20,57 +20,13 @@ Usage: python scripts/bench_compare.py [--steps 4] [--problems 2] [--samples 4] 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / ".cache" / "bench" / "smollm2-135m-instruct-fp32"
-
-
-class PeakRSS:
-    """Peak resident memory of this process during the block, above what it held before."""
-
-    def __enter__(self):
-        _trim()     # hand freed heap back first, else the other side's growth hides this one's
-        self.proc, self.peak, self.stop = psutil.Process(), 0, threading.Event()
-        self.base = self.proc.memory_info().rss
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-        return self
-
-    def _watch(self):
-        while not self.stop.wait(0.01):
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-        self.extra = max(self.peak, self.proc.memory_info().rss) - self.base
-
-
-def _trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):     # not glibc: peak figures include reused heap
-        pass
-
-
-def model_folder(cfg) -> Path:
-    """The demo model dequantised to fp32 and saved once; both sides load this folder."""
-    from selfcorrect import models
-
-    if not (MODEL_DIR / "config.json").is_file():
-        net, tok = models.load(cfg.model)
-        models.save(net, tok, str(MODEL_DIR))
-    return MODEL_DIR
-
+from bench_common import PeakRSS, matmul_params, matmul_peak, model_folder
 
 class Ours:
     """One Stage II step of this project per call (rollout, rewards, train_step)."""
@@ -181,7 +137,6 @@ def main() -> None:
 
     import trl
 
-    from bench_train import matmul_params, matmul_peak
     from selfcorrect import config
     from selfcorrect.data.prepare import prepare
 

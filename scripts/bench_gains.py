@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     args = parser.parse_args()
 
-    from bench_compare import model_folder
+    from bench_common import model_folder
 
     from selfcorrect import config, models, rollout
     from selfcorrect.data.prepare import prepare

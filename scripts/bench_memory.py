@@ -35,7 +35,7 @@ def rss_mb() -> float:
 
 
 def one_variant(args) -> dict:
-    from bench_compare import model_folder
+    from bench_common import model_folder
 
     from selfcorrect import config
     from selfcorrect.data.prepare import prepare
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     if args.variant:
         print("RESULT " + json.dumps(one_variant(args)), flush=True)
         return 0
-    from bench_compare import model_folder
+    from bench_common import model_folder
 
     from selfcorrect import config
 

