@@ -30,8 +30,9 @@ from pathlib import Path
 
 from selfcorrect import __version__
 from selfcorrect.config import ConfigError
+from selfcorrect.pipelines import PIPELINE_NAME
 
-PIPELINE = "selfcorrect-score"
+PIPELINE = PIPELINE_NAME
 VERTEX_PIN = "google-cloud-aiplatform==1.165.1"
 
 

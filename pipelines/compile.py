@@ -87,23 +87,6 @@ def compile_pipeline(output_dir: str | Path = "dist", config: dict | None = None
     return out
 
 
-def read_spec(path: str | Path) -> dict:
-    """The PipelineSpec of a compiled file (its first YAML document)."""
-    return next(iter(_documents(path)))
-
-
-def read_platform_spec(path: str | Path) -> dict:
-    """The Kubernetes platform spec of a compiled file ({} when it has none)."""
-    docs = _documents(path)
-    return docs[1] if len(docs) > 1 else {}
-
-
-def _documents(path: str | Path) -> list:
-    import yaml
-
-    return [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
-
-
 _DEFAULT = re.compile(r"^(#.*\[Default: )(\{.*\})\]$")
 
 

@@ -48,9 +48,9 @@ from selfcorrect.components import (data_fingerprint, decide_promotion, evaluate
                                     sample_attempts, sampling_study, train_stage1, train_stage2,
                                     validate_data, verify_attempts)
 from selfcorrect.config import RunConfig
+from selfcorrect.pipelines import PIPELINE_NAME
 from selfcorrect.pipelines.placement import place
 
-PIPELINE_NAME = "selfcorrect-score"
 RETRY = {"num_retries": 2, "backoff_duration": "60s"}
 TRAIN_RETRY = {"num_retries": 2, "backoff_duration": "120s", "backoff_factor": 2.0}
 # The run-time keys: every section but resources (placement, fixed at compile time) and

@@ -82,18 +82,6 @@ def summarise(verdicts: list[Verdict], attempts: list[Attempt]) -> dict[str, flo
     return m
 
 
-def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """One row per model, metrics in percent, as in the paper's tables."""
-    head = "| model | " + " | ".join(LABELS[k] for k in METRICS) + " | unchanged y2 | n |"
-    rule = "|---" * (len(METRICS) + 3) + "|"
-    rows = [f"| {name} | " + " | ".join(f"{100 * m[k]:.1f}" for k in METRICS)
-            + f" | {100 * m.get('unchanged_share', 0):.1f} | {int(m['n'])} |"
-            for name, m in results.items()]
-    return "\n".join([head, rule, *rows])
-
-
-# --- Confidence intervals, breakdowns and answer repeats (the evaluate step's details) ---
-
 def bootstrap_ci(pairs: list[tuple[bool, bool]], *, clusters: list | None = None,
                  samples: int = 1000, confidence: float = 0.95,
                  seed: int = 0) -> dict[str, tuple[float, float]]:
@@ -267,7 +255,7 @@ def evaluate_model(verdicts: list[Verdict], attempts: list[Attempt], problems: l
 
 
 def markdown_ci_table(results: dict[str, dict[str, float]]) -> str:
-    """Like markdown_table, each cell `value [low, high]` in percent, from evaluate_model summaries."""
+    """One row per model, each cell `value [low, high]` in percent (as in the paper's tables), from evaluate_model summaries."""
     head = "| model | " + " | ".join(LABELS[k] for k in METRICS) + " | n |"
     rule = "|---" * (len(METRICS) + 2) + "|"
     rows = [f"| {name} | " + " | ".join(

@@ -247,11 +247,6 @@ def from_bytes(uri: str, data: bytes, cls: type[R]) -> list[R]:
     return [from_dict(cls, value, uri, row) for row, value in parse_jsonl(uri, decode(uri, data))]
 
 
-def read_jsonl(uri: str, cls: type[R]) -> list[R]:
-    """Kept for its callers: the same as read(), so it takes Parquet too."""
-    return read(uri, cls)
-
-
 _BINARY = [(b"\x1f\x8b", "a gzip-compressed file; decompress it first"),
            (b"PK\x03\x04", "a zip archive; extract the file first"),
            (b"BZh", "a bzip2-compressed file; decompress it first"),

@@ -107,13 +107,6 @@ def load_suite(kind: str) -> dict:
     return json.loads(_schema_text(f"{kind}.suite.json"))
 
 
-def load_schema(kind: str) -> dict:
-    """The JSON Schema of one row of the kind (problems -> problem.schema.json,
-    eval_rows -> eval_row.schema.json): the record's contract, the suite's source."""
-    _record_type(kind)
-    return contract.load(contract.RECORDS[kind])
-
-
 def validate(kind: str, uri: str, *, problems_uri: str | None = None,
              thresholds: dict[str, float] | None = None) -> Result:
     """Run the kind's suite and cross checks over the dataset (JSONL or Parquet) at uri."""

@@ -7,7 +7,7 @@ import yaml
 
 from selfcorrect import __version__, config
 from selfcorrect.cli import main
-from selfcorrect.records import Attempt, Problem, read_jsonl, write_jsonl
+from selfcorrect.records import Attempt, Problem, read, write_jsonl
 
 
 def test_compile_writes_the_versioned_yaml(tmp_path, capsys):
@@ -78,7 +78,7 @@ def test_prepare_and_verify_take_preset_config_and_set(tmp_path, capsys):
                  str(problems)]) == 0                        # a flag wins over the settings
     assert json.loads(capsys.readouterr().out)["train"] == 4
     attempts = tmp_path / "attempts.jsonl"
-    rows = read_jsonl(str(problems), Problem)
+    rows = read(str(problems), Problem)
     write_jsonl(str(attempts), [Attempt(problem_id=p.id, sample=0, turn=1, completion="no",
                                         model="m") for p in rows])
     verify = ["verify", "--problems", str(problems), "--attempts", str(attempts), "--output",

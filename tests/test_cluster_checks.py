@@ -13,7 +13,8 @@ from kfp_standin import KfpStandIn  # noqa: E402
 from selfcorrect import config  # noqa: E402
 from selfcorrect.cli import main  # noqa: E402
 from selfcorrect.cluster_checks import findings  # noqa: E402
-from selfcorrect.pipelines.compile import compile_pipeline, read_platform_spec, read_spec  # noqa: E402
+from selfcorrect.pipelines.compile import compile_pipeline  # noqa: E402
+from compiled import read_platform_spec, read_spec  # noqa: E402
 from selfcorrect.train import launch, loop  # noqa: E402
 
 GPUS = ["--set", "resources.accelerator_type=nvidia.com/gpu",

@@ -3,7 +3,8 @@ import re
 import yaml
 
 from selfcorrect import __version__, images
-from selfcorrect.pipelines.compile import compile_pipeline, read_platform_spec, read_spec
+from selfcorrect.pipelines.compile import compile_pipeline
+from compiled import read_platform_spec, read_spec
 
 STEPS = {"prepare-problems", "prepare-model", "validate-data", "sample-attempts",
          "verify-attempts", "train-stage1", "train-stage2", "evaluate"}

@@ -12,7 +12,7 @@ from kfp.dsl import Dataset
 from selfcorrect import __version__, images, records
 from selfcorrect.pipelines.compile import compile_pipeline, component_file
 from selfcorrect.pipelines.compile import components as all_components
-from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl
+from selfcorrect.records import Attempt, Problem, Verdict, read, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,7 +92,7 @@ def test_verifier_gate_and_evaluator_from_yaml_in_another_pipeline_run_locally(t
                          attempts_uri=str(tmp_path / "attempts.jsonl"))
     (run,) = (tmp_path / "root").glob("check-answers-*")
     verdicts = {(v.problem_id, v.turn): v.correct
-                for v in read_jsonl(str(run / "verify-attempts" / "verdicts"), Verdict)}
+                for v in read(str(run / "verify-attempts" / "verdicts"), Verdict)}
     assert verdicts == {("p1", 1): False, ("p1", 2): True, ("p2", 1): True, ("p2", 2): True}
     results = json.loads(Path(task.output.path).read_text())
     assert results["trained"]["accuracy_t1"] == 0.5 and results["trained"]["accuracy_t2"] == 1.0

@@ -13,7 +13,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from selfcorrect import __version__, images
-from selfcorrect.pipelines.compile import compile_pipeline, read_platform_spec, read_spec
+from selfcorrect.pipelines.compile import compile_pipeline
+from compiled import read_platform_spec, read_spec
 
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

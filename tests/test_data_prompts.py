@@ -1,6 +1,6 @@
 from selfcorrect import evaluate, prompts
 from selfcorrect.data import arithmetic
-from selfcorrect.records import Attempt, Problem, RecordError, Verdict, read_jsonl, write_jsonl
+from selfcorrect.records import Attempt, Problem, RecordError, Verdict, read, write_jsonl
 
 import pytest
 
@@ -36,14 +36,14 @@ def test_records_round_trip_and_errors_name_file_row_field(tmp_path):
     path = str(tmp_path / "v.jsonl")
     rows = [Verdict("a", 0, 1, True, 1.0, "", "m"), Verdict("a", 0, 2, False, 0.0, "wrong", "m")]
     write_jsonl(path, rows)
-    assert read_jsonl(path, Verdict) == rows
+    assert read(path, Verdict) == rows
     (tmp_path / "bad.jsonl").write_text('{"problem_id": "a", "sample": 0, "turn": 1, '
                                         '"completion": 5, "model": "m"}\n')
     with pytest.raises(RecordError, match=r"bad.jsonl: row 1: field 'completion': expected str"):
-        read_jsonl(str(tmp_path / "bad.jsonl"), Attempt)
+        read(str(tmp_path / "bad.jsonl"), Attempt)
     (tmp_path / "broken.jsonl").write_text('\n{"id": "a"\n')
     with pytest.raises(RecordError, match=r"row 2: field '\*': not valid JSON"):
-        read_jsonl(str(tmp_path / "broken.jsonl"), Problem)
+        read(str(tmp_path / "broken.jsonl"), Problem)
 
 
 def test_metrics_by_hand():

@@ -11,7 +11,7 @@ from selfcorrect import storage
 from selfcorrect.config import ConfigError, DataConfig, build
 from selfcorrect.data import algebra, prepare as prep
 from selfcorrect.data.arithmetic import split_of
-from selfcorrect.records import Problem, Verdict, read_jsonl, write_jsonl
+from selfcorrect.records import Problem, Verdict, read, write_jsonl
 from selfcorrect.verify import code as code_verify
 
 
@@ -72,7 +72,7 @@ def test_math_single_problem_json_file_and_parquet(tmp_path):
 
 def test_humaneval_offline_with_a_stable_hash_split(tmp_path):
     rc, out = run(tmp_path, "humaneval")
-    ps = read_jsonl(str(out), Problem)
+    ps = read(str(out), Problem)
     assert rc == 0 and len(ps) == 164 and {p.task for p in ps} == {"code"}
     assert all(p.test and p.entry_point and p.split == split_of(p.id) for p in ps)
     assert 0 < sum(p.split == "eval" for p in ps) < 164
@@ -121,7 +121,7 @@ def test_gcs_source_and_missing_object(tmp_path, gcs):
     storage.write_text(uri, "".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
     out = storage.join(gcs, "out", "problems.jsonl")
     assert prep.main(["--source", "gsm8k", "--path", uri, "--output", out]) == 0
-    assert [p.answer for p in read_jsonl(out, Problem)] == ["7", "1200"]
+    assert [p.answer for p in read(out, Problem)] == ["7", "1200"]
     missing = storage.join(gcs, "gsm8k", "nope.jsonl")
     out2 = storage.join(gcs, "out", "never.jsonl")
     assert prep.main(["--source", "gsm8k", "--path", missing, "--output", out2]) == 2
@@ -138,9 +138,9 @@ def test_difficulty_filter_cli(tmp_path):
                                 for s, ok in enumerate(map(bool, oks))])
     rc, out = run(tmp_path, "generic", problems, "--verdicts", str(verdicts), "--drop-always-solved",
                   "--drop-never-solved")
-    assert rc == 0 and [p.id for p in read_jsonl(str(out), Problem)] == ["mid", "new", "ev"]
+    assert rc == 0 and [p.id for p in read(str(out), Problem)] == ["mid", "new", "ev"]
     rc, out = run(tmp_path, "generic", problems, "--verdicts", str(verdicts), "--drop-never-solved")
-    assert rc == 0 and [p.id for p in read_jsonl(str(out), Problem)] == ["easy", "mid", "new", "ev"]
+    assert rc == 0 and [p.id for p in read(str(out), Problem)] == ["easy", "mid", "new", "ev"]
 
 
 @pytest.mark.parametrize("data, key", [
@@ -161,7 +161,7 @@ def test_prepare_is_a_selfcorrect_subcommand(tmp_path):
     r = subprocess.run([sys.executable, "-m", "selfcorrect.cli", "prepare", "--source", "arithmetic",
                         "--output", str(out), "--n-train", "3", "--n-eval", "2"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["written"] == 5 and len(read_jsonl(str(out), Problem)) == 5
+    assert json.loads(r.stdout)["written"] == 5 and len(read(str(out), Problem)) == 5
     r = subprocess.run([sys.executable, "-m", "selfcorrect.cli", "prepare", "--source", "gsm8k",
                         "--output", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and "data.path: required" in r.stderr

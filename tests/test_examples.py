@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from selfcorrect import cluster_checks, config
-from selfcorrect.pipelines.compile import compile_pipeline, read_spec
+from selfcorrect.pipelines.compile import compile_pipeline
+from compiled import read_spec
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from selfcorrect import cli, extras
-from selfcorrect.records import Attempt, Problem, read_jsonl, write_jsonl
+from selfcorrect.records import Attempt, Problem, read, write_jsonl
 from selfcorrect.verify import cli as vcli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def test_verify_in_process_gives_what_beam_gives(tmp_path):
         args = ["--problems", problems, "--attempts", attempts, "--output", str(tmp_path / f"{mode}.jsonl"),
                 "--dead-letters", str(tmp_path / f"{mode}-dead.jsonl")]
         assert vcli.main(args + (["--in-process"] if mode == "local" else [])) == 0
-        out[mode] = (read_jsonl(tmp_path / f"{mode}.jsonl", vcli.Verdict),
+        out[mode] = (read(tmp_path / f"{mode}.jsonl", vcli.Verdict),
                      (tmp_path / f"{mode}-dead.jsonl").read_text())
     assert out["beam"] == out["local"]
     verdicts, dead = out["local"]

@@ -6,7 +6,7 @@ import pytest
 
 from selfcorrect import config, validate
 from selfcorrect.components import filter_problems, validate_data
-from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl
+from selfcorrect.records import Attempt, Problem, Verdict, read, write_jsonl
 
 
 def _art(path):
@@ -48,7 +48,7 @@ def test_validate_data_copies_without_quarantine_and_quarantines_when_configured
                               report=_art(data / "r.md"), data_docs=_art(data / "r.html"),
                               clean=clean, quarantined=q,
                               problems=_art(data / "p.jsonl"), quarantine=True)
-    assert [a.turn for a in read_jsonl(clean.path, Attempt)] == [1, 2, 1]
+    assert [a.turn for a in read(clean.path, Attempt)] == [1, 2, 1]
     assert len((data / "q.jsonl").read_text().splitlines()) == 1
     assert clean.metadata["rows"] == 3 and q.metadata["rows"] == 1
     with pytest.raises(validate.GateFailed):       # the same data without quarantine fails
@@ -68,7 +68,7 @@ def test_filter_problems_is_a_copy_unless_configured(data):
         out = _art(data / "f.jsonl")
         filter_problems.python_func(problems=_art(data / "p.jsonl"),
                                     verdicts=_art(data / "v.jsonl"), filtered=out, **flags)
-        assert [p.id for p in read_jsonl(out.path, Problem)] == kept
+        assert [p.id for p in read(out.path, Problem)] == kept
         assert out.metadata["kept"] == len(kept)
 
 
@@ -100,7 +100,7 @@ def test_quarantine_and_failing_gate_through_kfp_local(data):
     """quarantine (gates.quarantine) moves the bad row out and the run goes on; without it the
     same data fails the task and the run, and the report names the failing check and row."""
     run = _gated("attempts", str(data / "a.jsonl"), str(data / "p.jsonl"), True, "", data / "q")
-    assert [a.turn for a in read_jsonl(str(run / "validate-data" / "clean"), Attempt)] == [1, 2, 1]
+    assert [a.turn for a in read(str(run / "validate-data" / "clean"), Attempt)] == [1, 2, 1]
     (moved,) = [json.loads(line) for line in (run / "validate-data" / "quarantined").read_text().splitlines()]
     assert moved["row"] == 4 and moved["record"]["turn"] == 3 and moved["failed"]
     assert "Quarantined 1 rows" in (run / "validate-data" / "report").read_text()

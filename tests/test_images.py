@@ -6,7 +6,8 @@ import pytest
 
 from selfcorrect import __version__, images
 from selfcorrect.cli import main
-from selfcorrect.pipelines.compile import component_file, read_spec, version_name
+from selfcorrect.pipelines.compile import component_file, version_name
+from compiled import read_spec
 
 
 def _git(repo, *args):

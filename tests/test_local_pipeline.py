@@ -8,7 +8,7 @@ import pytest
 
 from selfcorrect import config
 from selfcorrect.evaluate import METRICS
-from selfcorrect.records import Attempt, EvalRow, Problem, Verdict, read_jsonl
+from selfcorrect.records import Attempt, EvalRow, Problem, Verdict, read
 
 pytestmark = pytest.mark.local
 
@@ -103,12 +103,12 @@ def test_results_hold_five_metrics_for_both_models(local_run):
 def test_every_step_left_well_formed_artifacts(local_run):
     cfg, out = local_run
     run = Path(out["run_dir"])
-    problems = read_jsonl(str(_artifact(run, "prepare-problems", "problems")), Problem)
+    problems = read(str(_artifact(run, "prepare-problems", "problems")), Problem)
     assert len(problems) == cfg.data.n_train + cfg.data.n_eval
     probe = cfg.data.n_train * cfg.data.filter_samples     # base model: train-split turn 1s
     for label, extra in (("", probe), ("-2", 0), ("-3", 0)):  # base, Stage I, Stage II models
-        attempts = read_jsonl(str(_artifact(run, f"sample-attempts{label}", "attempts")), Attempt)
-        verdicts = read_jsonl(str(_artifact(run, f"verify-attempts{label}", "verdicts")), Verdict)
+        attempts = read(str(_artifact(run, f"sample-attempts{label}", "attempts")), Attempt)
+        verdicts = read(str(_artifact(run, f"verify-attempts{label}", "verdicts")), Verdict)
         assert len(attempts) == len(verdicts) == 2 * cfg.data.n_eval + extra
         assert {(a.problem_id, a.turn) for a in attempts} == {(v.problem_id, v.turn) for v in verdicts}
     for stage in ("train-stage1", "train-stage2"):
@@ -143,7 +143,7 @@ def test_difficulty_filter_judged_every_train_problem(local_run):
 
 def test_eval_rows_are_one_per_model_and_eval_problem(local_run):
     cfg, out = local_run
-    rows = read_jsonl(str(_artifact(Path(out["run_dir"]), "evaluate", "rows")), EvalRow)
+    rows = read(str(_artifact(Path(out["run_dir"]), "evaluate", "rows")), EvalRow)
     assert len(rows) == 3 * cfg.data.n_eval
     assert {r.model for r in rows} == {"base", "stage1", "trained"}
     for name, summary in out["results"].items():
@@ -161,7 +161,7 @@ def test_sampling_study_ran_for_both_models(local_run):
                            for k in ("majority_k_t1", "majority_half_k_t2")}
     assert all(0 <= v <= 1 for v in logged.values())
     for name in ("base", "trained"):
-        verdicts = read_jsonl(str(_artifact(run, "sampling-study", "study") / name / "verdicts.jsonl"), Verdict)
+        verdicts = read(str(_artifact(run, "sampling-study", "study") / name / "verdicts.jsonl"), Verdict)
         assert len(verdicts) == 2 * 2 * cfg.data.n_eval          # k episodes x 2 turns
     assert "| trained |" in _artifact(run, "sampling-study", "report").read_text()
 
@@ -204,7 +204,7 @@ def test_gate_open_promotes_model_with_manifest(local_run):
     assert current["metrics"] == out["results"]["trained"]
     assert Path(current["data"]["problems"]).is_file()
     assert (Path(current["uri"]) / "model.safetensors").is_file()
-    kept = read_jsonl(str(Path(current["uri"]) / "eval_rows.jsonl"), EvalRow)
+    kept = read(str(Path(current["uri"]) / "eval_rows.jsonl"), EvalRow)
     assert len(kept) == 3 * cfg.data.n_eval and current["data"]["eval_rows"]
     assert json.loads((Path(current["uri"]) / "manifest.json").read_text()) == current
 

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from selfcorrect import config
-from selfcorrect.pipelines.compile import compile_pipeline, read_platform_spec, read_spec
+from selfcorrect.pipelines.compile import compile_pipeline
+from compiled import read_platform_spec, read_spec
 from selfcorrect.pipelines.placement import SCRATCH_ENV, vertex_drops
 
 SETS = ["resources.accelerator_type=nvidia.com/gpu", "resources.accelerator_count=8",

@@ -49,7 +49,7 @@ def test_round_trip_jsonl_parquet_jsonl_local(tmp_path, cls):
     records.write(tmp_path / "c.jsonl", again)
     assert records.read(tmp_path / "c.jsonl", cls) == rows
     assert (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
-    assert records.read_jsonl(tmp_path / "b.parquet", cls) == rows    # old callers read both
+    assert records.read(tmp_path / "b.parquet", cls) == rows    # old callers read both
 
 
 @pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.__name__)

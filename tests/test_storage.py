@@ -324,15 +324,15 @@ def test_join_gcs():
 
 
 def test_records_read_and_write_gcs_through_the_same_code(gs_prefix):
-    from selfcorrect.records import Problem, RecordError, read_jsonl, write_jsonl
+    from selfcorrect.records import Problem, RecordError, read, write_jsonl
 
     rows = [Problem("p1", "math", "What is 1 + 1?", "2"), Problem("p2", "math", "2 * 3?", "6")]
     uri = f"{gs_prefix}/problems.jsonl"
     assert write_jsonl(uri, rows) == 2
-    assert read_jsonl(uri, Problem) == rows
+    assert read(uri, Problem) == rows
     storage.write_text(f"{gs_prefix}/bad.jsonl", '{"id": "p1", "task": "math"}\n')
     with pytest.raises(RecordError, match=r"gs://.*/bad.jsonl: row 1: field 'prompt': missing"):
-        read_jsonl(f"{gs_prefix}/bad.jsonl", Problem)
+        read(f"{gs_prefix}/bad.jsonl", Problem)
 
 
 def test_text_that_is_not_unicode_is_refused_and_nothing_is_written(tmp_path):

@@ -12,7 +12,7 @@ from collections import Counter
 import jsonschema
 import pytest
 
-from selfcorrect import records
+from selfcorrect import contract, records
 from selfcorrect import validate as v
 from selfcorrect.records import Attempt, EvalRow, Problem, TrainStep, Verdict
 
@@ -213,7 +213,7 @@ JSON_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boo
 
 @pytest.mark.parametrize("kind", list(v.KINDS))
 def test_schema_matches_record_fields(kind):
-    schema, cls = v.load_schema(kind), v.KINDS[kind]
+    schema, cls = contract.load(contract.RECORDS[kind]), v.KINDS[kind]
     fields = dataclasses.fields(cls)
     assert schema["title"] == cls.__name__ and schema["additionalProperties"] is False
     assert list(schema["properties"]) == [f.name for f in fields]
@@ -231,7 +231,7 @@ def test_schema_matches_record_fields(kind):
 
 @pytest.mark.parametrize("kind", list(v.KINDS))
 def test_schema_enums_are_the_suite_value_sets(kind):
-    props = v.load_schema(kind)["properties"]
+    props = contract.load(contract.RECORDS[kind])["properties"]
     sets = {e["kwargs"]["column"]: e["kwargs"]["value_set"]
             for e in v.load_suite(kind)["expectations"]
             if e["type"] == IN_SET and "row_condition" not in e["kwargs"]}
@@ -240,7 +240,7 @@ def test_schema_enums_are_the_suite_value_sets(kind):
 
 @pytest.mark.parametrize("kind", list(v.KINDS))
 def test_schema_accepts_and_rejects_what_records_does(kind):
-    validator = jsonschema.Draft202012Validator(v.load_schema(kind))
+    validator = jsonschema.Draft202012Validator(contract.load(contract.RECORDS[kind]))
     cls = v.KINDS[kind]
     rows = valid_rows()[kind]
     for row in rows:
@@ -268,7 +268,7 @@ ROW_RULES = {IN_SET, BETWEEN, MATCH}     # what one row can break; the JSON Sche
 def test_schema_rejects_the_rows_the_gate_does(kind, edit, expected, example_rows):
     """The suite is generated from the schema: a JSON Schema validator rejects exactly the rows
     that test_violation_is_named sees the GX gate reject (no GX run here)."""
-    validator = jsonschema.Draft202012Validator(v.load_schema(kind))
+    validator = jsonschema.Draft202012Validator(contract.load(contract.RECORDS[kind]))
     rows = valid_rows()[kind]
     edit(rows)
     assert [i for i, row in enumerate(rows, start=1) if not validator.is_valid(row)] == example_rows
@@ -391,7 +391,7 @@ def test_quarantine_moves_bad_rows_with_counts_and_passes_the_rest(tmp_path, fil
                                   f"{IN_SET} (turn)": 1, "problem_id_known (problem_id)": 1}
     assert "Quarantined 5 rows" in report.read_text() and "turn2_has_turn1 (turn): 2" in report.read_text()
     assert [r for i, r in enumerate(rows, 1) if i not in (3, 4, 6, 9, 10)] == \
-        [dataclasses.asdict(a) for a in records.read_jsonl(str(clean), Attempt)]
+        [dataclasses.asdict(a) for a in records.read(str(clean), Attempt)]
     assert v.validate("attempts", str(clean), problems_uri=files["problems"]).success
 
 
@@ -425,7 +425,7 @@ def test_cli_thresholds_and_quarantine(tmp_path, files, capsys):
     q, clean = tmp_path / "q.jsonl", tmp_path / "clean.jsonl"
     rc = v.main(["--kind", "problems", write(tmp_path / "p.jsonl", rows), "--quarantine", str(q), "--clean", str(clean)])
     assert rc == 0 and "Quarantined 2 rows" in capsys.readouterr().out   # both copies of the duplicate id
-    assert [r.id for r in records.read_jsonl(str(clean), Problem)] == ["p2", "p3"]
+    assert [r.id for r in records.read(str(clean), Problem)] == ["p2", "p3"]
 
 
 # ---- the longest prompt (data.max_prompt_chars) is a gate, not only a prepare check ------
@@ -467,7 +467,7 @@ def test_prompt_limit_comes_from_thresholds_and_the_cli(tmp_path, capsys):
     q, clean = tmp_path / "q.jsonl", tmp_path / "clean.jsonl"      # an over-long row can be quarantined
     assert v.main(["--kind", "problems", uri, "--max-prompt-chars", "200", "--quarantine", str(q),
                    "--clean", str(clean)]) == 0
-    assert [r.id for r in records.read_jsonl(str(clean), Problem)] == ["p2", "p3"]
+    assert [r.id for r in records.read(str(clean), Problem)] == ["p2", "p3"]
 
 
 @pytest.mark.parametrize("value", [0, 2.5, True, float("inf")])

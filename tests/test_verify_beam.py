@@ -8,7 +8,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl
+from selfcorrect.records import Attempt, Problem, Verdict, read, write_jsonl
 from selfcorrect.verify import beam as vbeam
 
 
@@ -87,7 +87,7 @@ def test_run_with_two_worker_processes(tmp_path):
                        pipeline_args=["--direct_num_workers=2"],
                        dead_letter_uri=str(tmp_path / "out" / "dead.jsonl"), timeout_s=5)
     assert counts == {"verdicts": 8, "correct": 4, "dead_letters": 1}
-    verdicts = read_jsonl(str(tmp_path / "out" / "verdicts.jsonl"), Verdict)
+    verdicts = read(str(tmp_path / "out" / "verdicts.jsonl"), Verdict)
     keys = [(v.problem_id, v.sample, v.turn) for v in verdicts]
     assert keys == sorted(keys) and len(keys) == 8
     assert [v for v in verdicts if v.verifier == "math-verify"] == expected()
@@ -107,7 +107,7 @@ def test_cli_passes_unknown_options_to_beam(tmp_path, capsys):
     assert rc == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
         "verdicts": 6, "correct": 3, "dead_letters": 0}
-    assert read_jsonl(str(tmp_path / "verdicts.jsonl"), Verdict) == expected()
+    assert read(str(tmp_path / "verdicts.jsonl"), Verdict) == expected()
 
 
 def test_cli_reports_a_bad_record(tmp_path, capsys):

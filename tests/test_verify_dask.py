@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from selfcorrect.records import Attempt, Problem, Verdict, read_jsonl, write_jsonl  # noqa: E402
+from selfcorrect.records import Attempt, Problem, Verdict, read, write_jsonl  # noqa: E402
 from selfcorrect.verify import beam as vbeam  # noqa: E402
 from selfcorrect.verify.dask_cluster import local_cluster  # noqa: E402
 
@@ -85,7 +85,7 @@ def test_direct_and_dask_give_the_same_verdicts_and_dead_letters(tmp_path, capsy
     assert direct == {"verdicts": n - 2, "correct": len(MATH) * 2 + len(HOSTILE), "dead_letters": 2}
     assert _sorted_lines(tmp_path / "dask.jsonl") == _sorted_lines(tmp_path / "direct.jsonl")
     assert _sorted_lines(tmp_path / "dask-dead.jsonl") == _sorted_lines(tmp_path / "direct-dead.jsonl")
-    verdicts = read_jsonl(str(tmp_path / "dask.jsonl"), Verdict)
+    verdicts = read(str(tmp_path / "dask.jsonl"), Verdict)
     code = {(v.sample, v.turn): v for v in verdicts if v.problem_id == CODE.id}
     for i, why in enumerate(HOSTILE.values()):
         assert not code[i, 1].correct and code[i, 1].reason.startswith(why), code[i, 1]
@@ -126,7 +126,7 @@ def test_a_worker_killed_mid_step_loses_and_doubles_no_verdict(tmp_path):
         assert sum(w.poll() is None for w in cluster.workers.values()) == 1
     assert not errors, errors
     assert out["counts"] == {"verdicts": len(attempts), "correct": len(attempts), "dead_letters": 0}
-    verdicts = read_jsonl(str(tmp_path / "verdicts.jsonl"), Verdict)
+    verdicts = read(str(tmp_path / "verdicts.jsonl"), Verdict)
     keys = [(v.problem_id, v.sample, v.turn) for v in verdicts]
     assert sorted(keys) == sorted((x.problem_id, x.sample, x.turn) for x in attempts)  # each once
 

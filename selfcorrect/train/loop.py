@@ -301,7 +301,7 @@ def run_stage(cfg: RunConfig, stage: int, *, init_path: str | None, reference_pa
     rank = engine.global_rank
     if engine.world_size != world:
         raise RuntimeError(f"WORLD_SIZE={world} but DeepSpeed runs {engine.world_size} processes")
-    synced = train.zero_stage == 3 and world > 1
+    synced = rollout.needs_synced_gpus(train.zero_stage)
     backend = vllm_backend(cfg, init_path, rank, engine.device) \
         if train.rollout_backend == "vllm" else None
     source = checkpoint_dir
