@@ -33,42 +33,23 @@ def decide_promotion(results: Input[Dataset], decision: Output[Markdown],
         Output: Whether to promote the trained model.
     """
     import dataclasses
-    import json
 
     from selfcorrect import promote, storage
-
-    table = json.loads(storage.read_text(results.path))
-    if eval_rows is not None:
-        from collections import defaultdict
-
-        from selfcorrect.evaluate import METRICS, self_correction_metrics
-        from selfcorrect.records import EvalRow, read
-
-        pairs = defaultdict(list)
-        for r in read(eval_rows.path, EvalRow):
-            pairs[r.model].append((r.correct_t1, r.correct_t2))
-        for name in ("trained", "base"):
-            if name not in pairs:
-                raise ValueError(f"{eval_rows.path}: no eval rows for the {name!r} model")
-            recomputed = self_correction_metrics(pairs[name])
-            for key in METRICS:
-                if abs(recomputed[key] - table[name][key]) > 1e-9:
-                    raise ValueError(f"{results.path}: {name} {key} = {table[name][key]!r}, but "
-                                     f"its gated eval rows give {recomputed[key]!r}")
-            table[name] = {**table[name], **recomputed}
-        decision.metadata["trained_episodes"] = len(pairs["trained"])
     from selfcorrect.config import PromotionConfig, build
 
+    table, episodes = promote.gated_table(results.path, eval_rows.path if eval_rows else None)
     rule = build(PromotionConfig, {"min_gain_over_base": min_gain_over_base,
                                    "min_gain_over_current": min_gain_over_current,
                                    "max_delta_c_to_i": max_delta_c_to_i}, "promotion.")
-    registry = promote.registry_uri({"promotion": {"registry": registry}, "output_dir": output_dir})
+    registry = promote.registry_uri(registry, output_dir)
     current = promote.read_current(registry)
     verdict = promote.decide(table["trained"], table["base"], current, dataclasses.asdict(rule))
     storage.write_text(decision.path, verdict.to_markdown())
     decision.metadata.update({"promote": verdict.promote, "reasons": verdict.reasons,
                               "registry": registry,
                               "current": current.get("id") if current else ""})
+    if episodes is not None:
+        decision.metadata["trained_episodes"] = episodes
     return verdict.promote
 
 
@@ -103,22 +84,14 @@ def promote_model(model: Input[Model], results: Input[Dataset], problems: Input[
 
     from selfcorrect import promote, storage
 
-    table = json.loads(storage.read_text(results.path))
-    metrics = table["trained"]
-    reasons = promote.Decision(True, [line[2:] for line in
-                                      storage.read_text(decision.path).splitlines()
-                                      if line.startswith("- ")])
-    resolved = storage.join(model.path, "resolved_config.json")
-    recorded = json.loads(storage.read_text(resolved)) if storage.exists(resolved) else {}
-    manifest = promote.manifest(recorded, metrics,
-                                {"problems": problems.uri, "verdicts": verdicts.uri,
-                                 "model": model.uri,
-                                 **({"eval_rows": eval_rows.uri} if eval_rows else {})},
-                                model.metadata.get("name", "model"), reasons)
-    manifest["run_id"] = run_id
-    registry = promote.registry_uri({"promotion": {"registry": registry}, "output_dir": output_dir})
-    uri = promote.promote(model.path, registry, manifest,
-                          {"eval_rows.jsonl": eval_rows.path} if eval_rows else None,
-                          base=table.get("base"))
-    storage.write_text(entry.path, json.dumps({**manifest, "uri": uri}, indent=2))
+    registry = promote.registry_uri(registry, output_dir)
+    table, _ = promote.gated_table(results.path)
+    manifest = promote.register(
+        model.path, registry, table=table, reasons=list(decision.metadata.get("reasons", [])),
+        name=model.metadata.get("name", "model"), run_id=run_id,
+        data={"problems": problems.uri, "verdicts": verdicts.uri, "model": model.uri,
+              **({"eval_rows": eval_rows.uri} if eval_rows else {})},
+        eval_rows_path=eval_rows.path if eval_rows else None)
+    storage.write_text(entry.path, json.dumps(manifest, indent=2))
+    uri = manifest["uri"]
     entry.metadata.update({"registry": registry, "uri": uri, "id": manifest["id"]})

@@ -42,14 +42,14 @@ class Decision:
         return "\n".join([head, "", *[f"- {r}" for r in self.reasons], ""])
 
 
-def registry_uri(config: dict) -> str:
-    """The configured registry, or <output_dir>/registry.
+def registry_uri(registry: str, output_dir: str) -> str:
+    """promotion.registry, or <output_dir>/registry when it is "".
 
     Inside a Kubernetes pod (a cluster's pipeline step) a local folder would vanish with the
     pod, so every run would find nothing promoted: that is an error naming the keys to set.
     Vertex AI's /gcs/ mount is a bucket, not the pod's disk, and is accepted.
     """
-    uri = config["promotion"]["registry"] or storage.join(config["output_dir"], "registry")
+    uri = registry or storage.join(output_dir, "registry")
     if os.environ.get("KUBERNETES_SERVICE_HOST") and "://" not in uri \
             and not uri.startswith("/gcs/"):
         raise ValueError(f"promotion.registry: {uri} is a folder inside this pod and vanishes "
@@ -194,3 +194,44 @@ def promote(model_dir: str, registry: str, entry: dict, extra: dict[str, str] | 
     storage.write_text(storage.join(target, MANIFEST), text)
     storage.write_text(storage.join(registry, CURRENT), text)   # last: readers see a whole entry
     return target
+
+
+def gated_table(results_uri: str, eval_rows_uri: str | None = None) -> tuple[dict, int | None]:
+    """evaluate's {model: summary} table, and the trained model's episode count. With the gated
+    eval rows, "trained" and "base" rest on metrics recomputed from those rows, and a results
+    file that disagrees with them (a metric off by more than 1e-9) is a ValueError naming the
+    model and the metric."""
+    from selfcorrect.evaluate import METRICS, self_correction_metrics
+    from selfcorrect.records import EvalRow, read
+
+    table = json.loads(storage.read_text(results_uri))
+    if eval_rows_uri is None:
+        return table, None
+    pairs: dict[str, list] = {}
+    for r in read(eval_rows_uri, EvalRow):
+        pairs.setdefault(r.model, []).append((r.correct_t1, r.correct_t2))
+    for name in ("trained", "base"):
+        if name not in pairs:
+            raise ValueError(f"{eval_rows_uri}: no eval rows for the {name!r} model")
+        recomputed = self_correction_metrics(pairs[name])
+        for key in METRICS:
+            if abs(recomputed[key] - table[name][key]) > 1e-9:
+                raise ValueError(f"{results_uri}: {name} {key} = {table[name][key]!r}, but "
+                                 f"its gated eval rows give {recomputed[key]!r}")
+        table[name] = {**table[name], **recomputed}
+    return table, len(pairs["trained"])
+
+
+def register(model_dir: str, registry: str, *, table: dict, reasons: list[str], name: str,
+             data: dict[str, str], run_id: str = "", eval_rows_path: str | None = None) -> dict:
+    """promote() the model folder with its manifest: the config it was trained with (its
+    resolved_config.json, {} when absent), the "trained" metrics, the data URIs, the decision's
+    reasons and the run; the eval rows, when given, beside it. Returns the manifest with its uri."""
+    resolved = storage.join(model_dir, "resolved_config.json")
+    recorded = json.loads(storage.read_text(resolved)) if storage.exists(resolved) else {}
+    entry = manifest(recorded, table["trained"], data, name, Decision(True, list(reasons)))
+    entry["run_id"] = run_id
+    uri = promote(model_dir, registry, entry,
+                  {"eval_rows.jsonl": eval_rows_path} if eval_rows_path else None,
+                  base=table.get("base"))
+    return {**entry, "uri": uri}

@@ -207,6 +207,9 @@ def test_gate_open_promotes_model_with_manifest(local_run):
     kept = read(str(Path(current["uri"]) / "eval_rows.jsonl"), EvalRow)
     assert len(kept) == 3 * cfg.data.n_eval and current["data"]["eval_rows"]
     assert json.loads((Path(current["uri"]) / "manifest.json").read_text()) == current
+    reasons = current["decision"]["reasons"]       # from the decision's metadata, not its Markdown
+    assert reasons and all(f"- {r}" in _artifact(run, "decide-promotion", "decision").read_text()
+                           for r in reasons)
 
 
 def test_gate_closed_skips_promotion(rejected_run):

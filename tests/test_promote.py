@@ -25,7 +25,7 @@ def test_decide_each_condition_passes_and_fails():
 
 def test_promote_writes_model_and_manifest_then_gate_reads_it(tmp_path):
     cfg = config.load("tiny", overrides=[f"output_dir={tmp_path}"]).to_dict()
-    registry = promote.registry_uri(cfg)
+    registry = promote.registry_uri(cfg["promotion"]["registry"], cfg["output_dir"])
     assert registry == str(tmp_path / "registry")
     assert promote.read_current(registry) is None
     model = tmp_path / "model"
@@ -136,11 +136,11 @@ def test_registry_in_a_pod_must_be_in_the_artifact_store(monkeypatch, tmp_path):
     cfg = config.load("tiny", overrides=[f"output_dir={tmp_path}"]).to_dict()
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     with pytest.raises(ValueError, match="promotion.registry: .*vanishes with it.*output_dir"):
-        promote.registry_uri(cfg)
+        promote.registry_uri(cfg["promotion"]["registry"], cfg["output_dir"])
     remote = config.load("tiny", overrides=["output_dir=gs://bucket/runs"], local=False).to_dict()
-    assert promote.registry_uri(remote) == "gs://bucket/runs/registry"
+    assert promote.registry_uri(remote["promotion"]["registry"], remote["output_dir"]) == "gs://bucket/runs/registry"
     fuse = config.load("tiny", overrides=["promotion.registry=/gcs/bucket/registry"]).to_dict()
-    assert promote.registry_uri(fuse) == "/gcs/bucket/registry"
+    assert promote.registry_uri(fuse["promotion"]["registry"], fuse["output_dir"]) == "/gcs/bucket/registry"
 
 
 def test_the_registered_model_is_what_from_pretrained_loads_with_a_card_and_no_training_state(tmp_path):
