@@ -104,6 +104,7 @@ SUBCOMMANDS = {
     "evaluate": ("selfcorrect.evaluate_cli:main", "evaluate model folders on a problems file"),
     "prepare": ("selfcorrect.data.prepare:main", "build Problem JSONL from a problem source"),
     "pretrain": ("selfcorrect.testbed:main", "pretrain the testbed model from scratch (chain task)"),
+    "testbed-base": ("selfcorrect.testbed_base:main", "the testbed base model on dev: checker, Delta"),
     "repro": ("selfcorrect.repro:main", "the paper's rows on the testbed: table and plots"),
 }
 

@@ -71,21 +71,25 @@ def new_model(cfg: RunConfig, tok):
 
 
 def student(cfg: RunConfig) -> chain.Student:
-    return chain.Student(p_hard=cfg.pretrain.p_hard, p_easy=cfg.pretrain.p_easy,
-                         p_copy=cfg.pretrain.p_copy)
+    p = cfg.pretrain
+    return chain.Student(p_hard=p.p_hard, p_easy=p.p_easy, p_copy=p.p_copy, p_check=p.p_check,
+                         p_doubt=p.p_doubt)
 
 
 def traces(problems: list[Problem], cfg: RunConfig) -> list[list[dict]]:
-    """`pretrain.traces` two-turn conversations in the pipeline's episode format:
-    problem, attempt 1, the correction instruction, attempt 2 (the student's)."""
+    """The pretraining documents, shuffled: `pretrain.traces` two-turn conversations in the
+    pipeline's episode format (problem, attempt 1, the correction instruction, the student's
+    attempt 2) and `pretrain.checks` one-step checking documents (chain.checking_document)."""
     rng = random.Random(cfg.pretrain.seed)
     writer = student(cfg)
     out = []
     for _ in range(cfg.pretrain.traces):
         problem = rng.choice(problems)
-        first, second = writer.episode(problem.prompt, rng)
+        first, second, _ = writer.episode(problem.prompt, rng)
         out.append(prompts.messages(problem, first, cfg.prompts) +
                    [{"role": "assistant", "content": second}])
+    out += [chain.checking_document(rng, writer) for _ in range(cfg.pretrain.checks)]
+    rng.shuffle(out)
     return out
 
 
@@ -107,10 +111,11 @@ def pretrain(cfg: RunConfig, output_dir: str) -> dict[str, float]:
                          "pretrained on the chain task (data.source=chain)")
     started = time.perf_counter()
     cfg = testbed_config(cfg)
-    data = dataclasses.replace(cfg.data, n_train=cfg.pretrain.problems, n_eval=1)
-    train_problems = [p for p in chain.generate(data.n_train, data.n_eval, steps=data.chain_steps,
+    data = cfg.data     # ids hashing to eval or dev never reach pretraining
+    train_problems = [p for p in chain.generate(cfg.pretrain.problems, 1, steps=data.chain_steps,
                                                 hard_share=data.chain_hard_share, seed=data.seed,
-                                                eval_fraction=data.eval_fraction)
+                                                eval_fraction=data.eval_fraction,
+                                                dev_fraction=data.dev_fraction)
                       if p.split == "train"]
     tok = tokenizer()
     model = new_model(cfg, tok)
