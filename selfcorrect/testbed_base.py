@@ -6,8 +6,9 @@ Greedy two-attempt episodes give Accuracy@t1, @t2, Delta and its two parts (Delt
 at t1, right at t2; Delta_c->i: the reverse), and how often attempt 2 checks (`check:...`).
 The same with `--samples` episodes per problem at temperature 1 (the training policy). The
 checker: every step of the model's own greedy attempt 1 is put to it as a checking document
-(`check 47+5=42`) and its greedy verdict compared with the right one; beside it, how often
-the model's own steps are right (its solving).
+(`check 47+5=42`) and its greedy verdict compared with the right one, on all steps, the hard
+ones (a carry or a borrow), the right and the wrong ones; beside it, how often the model's own
+steps are right (its solving), on all and on the hard ones.
 """
 from __future__ import annotations
 
@@ -40,20 +41,30 @@ def checker_figures(model, tok, firsts: list[str], batch_size: int = 500) -> dic
 
     steps = [s for text in firsts for s in chain.steps_of(text)]
     if not steps:
-        raise ValueError("checker: the attempts hold no a+b=c step to check")
+        return {"steps": 0.0}
     texts = [prompts.render(tok, [{"role": "user", "content": f"check {s}"}]) + "<|assistant|>"
              for s in steps]
     said = rollout.generate(model, tok, texts, temperature=0.0, max_new_tokens=16,
                             batch_size=batch_size, desc="check steps")
     truth = [chain.check_step(s) for s in steps]
-    ok = [t.text.strip().endswith(" ok") for t in said]
-    hit = [o == t for o, t in zip(ok, truth)]
-    n_right = sum(truth)
-    return {"steps": float(len(steps)), "steps_right": 100 * n_right / len(steps),
-            "checker_accuracy": 100 * sum(hit) / len(steps),
-            "checker_on_right_steps": 100 * sum(h for h, t in zip(hit, truth) if t) / max(1, n_right),
-            "checker_on_wrong_steps": 100 * sum(h for h, t in zip(hit, truth) if not t)
-            / max(1, len(steps) - n_right)}
+    hit = [t.text.strip().endswith(" ok") == right for t, right in zip(said, truth)]
+    hard = [chain.is_hard(*_operands(s)) for s in steps]
+
+    def share(values, where):
+        kept = [v for v, w in zip(values, where) if w]
+        return 100 * sum(kept) / len(kept) if kept else float("nan")
+
+    every = [True] * len(steps)
+    return {"steps": float(len(steps)), "hard_steps": float(sum(hard)),
+            "solving_accuracy": share(truth, every), "solving_on_hard": share(truth, hard),
+            "checker_accuracy": share(hit, every), "checker_on_hard": share(hit, hard),
+            "checker_on_right_steps": share(hit, truth),
+            "checker_on_wrong_steps": share(hit, [not t for t in truth])}
+
+
+def _operands(step: str) -> tuple[int, str, int]:
+    start, ((op, operand),) = chain.parse(step.split("=")[0])
+    return start, op, operand
 
 
 def measure(model, tok, problems, cfg, *, samples: int = 4) -> dict[str, dict[str, float]]:

@@ -108,8 +108,10 @@ def test_turn_rows_merge_turns_and_mask_only_answers():
                                       skip_special_tokens=False) == "4+5=8<|end|>"
 
 
-def test_pretrain_cli_writes_a_model_the_rollout_uses(tmp_path):
-    from selfcorrect import cli, models, rollout
+def test_pretrain_cli_writes_a_model_the_rollout_uses(tmp_path, capsys):
+    import json
+
+    from selfcorrect import cli, models, rollout, testbed_base
 
     out = tmp_path / "tb"
     assert cli.main(["pretrain", "--output", str(out), "--set", "pretrain.steps=3",
@@ -122,6 +124,21 @@ def test_pretrain_cli_writes_a_model_the_rollout_uses(tmp_path):
     eps = rollout.two_attempts(model, tok, [Problem("p", "math", "47+5", answer="52")],
                                max_new_tokens=5, templates=cfg.prompts)
     assert eps[0].first.prompt_ids[:1] == [tok.convert_tokens_to_ids("<|user|>")]
+    # the base figures on the dev split (an untrained model: the checker's verdicts are noise)
+    capsys.readouterr()
+    assert cli.main(["testbed-base", "--model", str(out), "--set", "data.n_dev=6",
+                     "--set", "generate.max_new_tokens=8", "--samples", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["split"] == "dev" and figures["problems"] == 6
+    g = figures["greedy"]
+    assert g["delta"] == g["accuracy_t2"] - g["accuracy_t1"] == g["delta_i_to_c"] - g["delta_c_to_i"]
+    assert set(figures["sampled"]) == set(g)
+    # the checker put to given attempts' steps: 47+5=42 (hard, wrong), 42+1=43, 41+5=46 (right)
+    c = testbed_base.checker_figures(model, tok, ["47+5=42,42+1=43", "41+5=46"])
+    assert (c["steps"], c["hard_steps"], c["solving_on_hard"]) == (3, 1, 0)
+    assert round(c["solving_accuracy"], 6) == round(200 / 3, 6)
+    assert c["checker_on_wrong_steps"] in (0, 100) and c["checker_on_right_steps"] in (0, 50, 100)
+    assert abs(3 * c["checker_accuracy"] - 2 * c["checker_on_right_steps"] - c["checker_on_wrong_steps"]) < 1e-6
 
 
 def test_pretrain_refuses_another_task(capsys):
