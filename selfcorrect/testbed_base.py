@@ -42,12 +42,12 @@ def checker_figures(model, tok, firsts: list[str], batch_size: int = 500) -> dic
     steps = [s for text in firsts for s in chain.steps_of(text)]
     if not steps:
         return {"steps": 0.0}
-    texts = [prompts.render(tok, [{"role": "user", "content": f"check {s}"}]) + "<|assistant|>"
-             for s in steps]
-    said = rollout.generate(model, tok, texts, temperature=0.0, max_new_tokens=16,
+    texts = [prompts.render(tok, [{"role": "user", "content": f"check {s}"}]) for s in steps]
+    said = rollout.generate(model, tok, texts, temperature=0.0, max_new_tokens=32,
                             batch_size=batch_size, desc="check steps")
     truth = [chain.check_step(s) for s in steps]
-    hit = [t.text.strip().endswith(" ok") == right for t, right in zip(said, truth)]
+    hit = [[v for _, v in chain.verdicts_of(t.text)][-1:] == ["ok" if right else "wrong"]
+           for t, right in zip(said, truth)]
     hard = [chain.is_hard(*_operands(s)) for s in steps]
 
     def share(values, where):

@@ -12,11 +12,11 @@ digits wrong) with probability `p_hard`; any other step slips by one with probab
 the student fails hard problems when decoding greedily.
 
 `Student.episode` writes the two-turn traces the testbed model is pretrained on. Attempt 2
-rarely checks (`p_check`: `check:47+5=42 wrong,47+5=52,...`, a reliable check then a fix);
+rarely checks (`p_check`: `check:47+5 is 52 so 42 wrong,47+5=52,...`: a check, then a fix);
 mostly it second-guesses a step with a big operand (`p_doubt`: writes it one short, so a
 right answer turns wrong), copies, or solves afresh (errors and all). `checking_document`
-writes separate one-step checking documents (`check 47+5=42` -> `47+5=42 wrong`) with a
-reliable checker. So the base model holds a checking skill that is more reliable than its
+writes separate one-step checking documents (`check 47+5=42` -> `47+5 is 52 so 42 wrong`)
+with a reliable checker. So the base model holds a checking skill that is more reliable than its
 solving, and its greedy attempt 2 does not use it: it changes right answers to wrong (the
 second-guess) more often than wrong to right.
 """
@@ -32,6 +32,7 @@ from selfcorrect.records import Problem
 _PROBLEM = re.compile(r"\d+(?:[+-]\d+)+")
 _OP = re.compile(r"([+-])(\d+)")
 _STEP = re.compile(r"(\d+)([+-])(\d+)=(-?\d+)")
+_VERDICT = re.compile(r"(\d+)([+-])(\d+) is (-?\d+) so (-?\d+) (ok|wrong)")
 
 
 def parse(prompt: str) -> tuple[int, list[tuple[str, int]]]:
@@ -219,19 +220,36 @@ def steps_of(text: str) -> list[str]:
 
 
 def verdict(step: str) -> str:
-    """A checking document's answer: the step and `ok` or `wrong`."""
-    return f"{step} {'ok' if check_step(step) else 'wrong'}"
+    """The reliable checker's words on a step: the step's right value, then the written one
+    and `ok` or `wrong` (`47+5=42` -> `47+5 is 52 so 42 wrong`).
+
+    >>> verdict("47+5=42"), verdict("41+5=46")
+    ('47+5 is 52 so 42 wrong', '41+5 is 46 so 46 ok')
+    """
+    check_step(step)
+    m = _STEP.fullmatch(step)
+    right = apply(int(m[1]), m[2], int(m[3]))
+    return f"{m[1]}{m[2]}{m[3]} is {right} so {m[4]} {'ok' if right == int(m[4]) else 'wrong'}"
+
+
+def verdicts_of(text: str) -> list[tuple[str, str]]:
+    """The (step, `ok`/`wrong`) verdicts written in a text, in order.
+
+    >>> verdicts_of("check:47+5 is 52 so 42 wrong,47+5=52")
+    [('47+5=42', 'wrong')]
+    """
+    return [(f"{m[1]}{m[2]}{m[3]}={m[5]}", m[6]) for m in _VERDICT.finditer(text)]
 
 
 def check_and_fix(start: int, ops: list[tuple[str, int]], written: list[int],
                   solver: Student, rng: random.Random) -> str:
-    """Attempt 2 that checks attempt 1 step by step (`47+5=42 wrong`) and, at the first wrong
+    """Attempt 2 that checks attempt 1 step by step (`47+5 is 52 so 42 wrong`) and, at the first wrong
     step, writes it right and solves on from there (the solver's later steps may slip).
 
     >>> check_and_fix(47, [('+', 5), ('-', 8)], [42, 34], Student(p_easy=0), random.Random(0))
-    'check:47+5=42 wrong,47+5=52,52-8=44'
+    'check:47+5 is 52 so 42 wrong,47+5=52,52-8=44'
     >>> check_and_fix(41, [('+', 5)], [46], Student(), random.Random(0))
-    'check:41+5=46 ok'
+    'check:41+5 is 46 so 46 ok'
     """
     checked, value = [], start
     for i, ((op, operand), w) in enumerate(zip(ops, written)):
