@@ -7,10 +7,13 @@ at t1, right at t2; Delta_c->i: the reverse), and how often attempt 2 checks (`c
 The same with `--samples` episodes per problem at temperature 1 (the training policy). The
 checker: every step of the model's own greedy attempt 1 is put to it as a checking document
 (`check 47+5=42`) and its greedy verdict compared with the right one, on all steps, the hard
-ones (a carry or a borrow), the right and the wrong ones; beside it, how often the model's own
+ones (a carry or a borrow), the right and the wrong ones, and how often the value the checker
+writes for the step (`47+5 is 52`) is right; beside it, how often the model's own
 steps are right (its solving), on all and on the hard ones.
 """
 from __future__ import annotations
+
+import re
 
 from selfcorrect.data import chain
 
@@ -49,6 +52,9 @@ def checker_figures(model, tok, firsts: list[str], batch_size: int = 500) -> dic
     hit = [[v for _, v in chain.verdicts_of(t.text)][-1:] == ["ok" if right else "wrong"]
            for t, right in zip(said, truth)]
     hard = [chain.is_hard(*_operands(s)) for s in steps]
+    # the value the checker writes for the step (`47+5 is 52 ...`) against the right one
+    recomputed = [bool(m) and int(m[1]) == chain.apply(*_operands(s))
+                  for s, m in zip(steps, (re.search(r" is (-?\d+)", t.text) for t in said))]
 
     def share(values, where):
         kept = [v for v, w in zip(values, where) if w]
@@ -58,6 +64,8 @@ def checker_figures(model, tok, firsts: list[str], batch_size: int = 500) -> dic
     return {"steps": float(len(steps)), "hard_steps": float(sum(hard)),
             "solving_accuracy": share(truth, every), "solving_on_hard": share(truth, hard),
             "checker_accuracy": share(hit, every), "checker_on_hard": share(hit, hard),
+            "checker_value_right": share(recomputed, every),
+            "checker_value_right_on_hard": share(recomputed, hard),
             "checker_on_right_steps": share(hit, truth),
             "checker_on_wrong_steps": share(hit, [not t for t in truth])}
 
