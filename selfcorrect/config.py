@@ -623,7 +623,7 @@ class PretrainConfig:
     layers: int = 3
     hidden: int = 64
     heads: int = 4
-    checks: int = 20000          # one-step checking documents (`check 47+5=42` -> `47+5=42 wrong`)
+    checks: int = 60000          # one-step checking documents (`check 47+5=42` -> `47+5 is 52 so 42 wrong`)
     p_hard: float = 0.6          # student: a carry/borrow misconception on a hard step
     p_easy: float = 0.03         # student: off by one on any other step
     p_check: float = 0.1         # student's attempt 2: checks attempt 1's steps, fixes the first wrong one

@@ -3,16 +3,15 @@
 A 135M chat model needs hundreds of RL steps (hours on a CPU) before SCoRe moves it. The
 testbed is a model small enough to train in minutes whose base behaviour has the shape the
 paper starts from: it solves chain arithmetic (selfcorrect.data.chain) with a visible
-scratchpad about half the time, and its second attempt, after the correction instruction,
-sometimes copies the first and sometimes tries afresh, so Delta(t1, t2) is about 0 with both
-wrong->right and right->wrong present. Tiny models must see corrections in pretraining
-before RL can use them (Physics of Language Models, part 2.2); here they see both copies and
-fresh attempts, never told which attempt was right.
+scratchpad about half the time; after the correction instruction its greedy attempt 2
+second-guesses or re-solves and changes right answers to wrong more often than the reverse
+(Delta < 0); and it holds a one-step checker, learned from separate checking documents, that
+is more reliable than its solving and that its attempt 2 rarely uses (docs/testbed.md).
 
     tokenizer()   character-level, with a chat template (user/assistant turns, <|end|>)
     pretrain()    chain problems (train split) -> student traces in the pipeline's episode
-                  format -> a GPT-2-shaped model from scratch -> SFT (train/sft.py, DeepSpeed)
-                  -> a save_pretrained folder any step of the pipeline loads as model.source=hf
+                  format + checking documents -> a GPT-2-shaped model from scratch -> SFT
+                  (train/sft.py, DeepSpeed) -> a save_pretrained folder any step of the pipeline loads as model.source=hf
 """
 from __future__ import annotations
 
