@@ -2,12 +2,12 @@ import doctest
 
 import pytest
 
-from selfcorrect import baselines, evaluate, testbed
+from selfcorrect import baselines, evaluate, testbed, testbed_base
 from selfcorrect.data import arithmetic, chain
 from selfcorrect.train import sft
 
 
-@pytest.mark.parametrize("module", [evaluate, arithmetic, chain, testbed, sft, baselines])
+@pytest.mark.parametrize("module", [evaluate, arithmetic, chain, testbed, testbed_base, sft, baselines])
 def test_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

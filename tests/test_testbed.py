@@ -118,6 +118,7 @@ def test_pretrain_cli_writes_a_model_the_rollout_uses(tmp_path, capsys):
     out = tmp_path / "tb"
     assert cli.main(["pretrain", "--output", str(out), "--set", "pretrain.steps=3",
                      "--set", "pretrain.traces=50", "--set", "pretrain.problems=40",
+                     "--set", "pretrain.checks=30",
                      "--set", "pretrain.hidden=32", "--set", "pretrain.layers=1"]) == 0
     for name in ("config.json", "tokenizer.json", "resolved_config.json", "metrics.json"):
         assert (out / name).is_file(), name
@@ -199,8 +200,8 @@ def test_pretrain_and_sft_baseline_components_run_on_their_inputs(tmp_path):
 
     art = lambda p: SimpleNamespace(path=str(p), metadata={})  # noqa: E731
     cfg = config.load("testbed", overrides=[
-        "pretrain.steps=2", "pretrain.traces=20", "pretrain.problems=20", "pretrain.hidden=32",
-        "pretrain.layers=1", "train.stage1_steps=1", "train.stage2_steps=1",
+        "pretrain.steps=2", "pretrain.traces=20", "pretrain.checks=10", "pretrain.problems=20",
+        "pretrain.hidden=32", "pretrain.layers=1", "train.stage1_steps=1", "train.stage2_steps=1",
         "train.problems_per_step=1", "train.samples_per_problem=2"]).to_dict()
     base, m = art(tmp_path / "base"), Metrics()
     m.path = str(tmp_path / "m1")
