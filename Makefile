@@ -36,7 +36,8 @@ assets: $(STAMP) $(DEMO_GGUF) ## fetch the demo model (SmolLM2-135M-Instruct GGU
 # The testbed model: pretrained here from scratch (2000 steps: about 12-24 minutes on 2 cores,
 # the longer under load), then cached like the demo model.
 # One thread: on 2 shared cores torch's second thread mostly waits (2-4x slower under load).
-$(TESTBED): | $(STAMP) $(DS_STAMP)
+# Rebuilt when the code that writes its pretraining data changes (a stale cache would not show).
+$(TESTBED): selfcorrect/data/chain.py selfcorrect/testbed.py | $(STAMP) $(DS_STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect pretrain --preset testbed --output $(dir $@)
 
 testbed: setup $(TESTBED) ## pretrain the testbed model (chain arithmetic, ~0.2M parameters), once

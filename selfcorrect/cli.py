@@ -136,6 +136,8 @@ SUBCOMMANDS = {
                   "list or delete scheduled runs"),
     "pretrain": ("selfcorrect.testbed:main",
                  "pretrain the small testbed model from scratch (for `repro`)"),
+    "testbed-base": ("selfcorrect.testbed_base:main",
+                     "measure the testbed's base model on dev: its checker, its Delta"),
     "repro": ("selfcorrect.repro:main",
               "reproduce the paper's comparisons on the testbed: a table and plots"),
 }
@@ -146,7 +148,8 @@ COMMANDS = ("run", "compile", "config", *SUBCOMMANDS)
 #: without Beam, prepare's sources name their own
 NEEDS = {"run": ("kfp", "train", "beam", "gx"), "compile": ("kfp",), "validate": ("gx",),
          "submit": ("kfp",), "schedule": ("kfp",), "schedules": ("kfp",),
-         "evaluate": ("train", "beam"), "pretrain": ("train",), "repro": ("train",)}
+         "evaluate": ("train", "beam"), "pretrain": ("train",), "testbed-base": ("train",),
+         "repro": ("train",)}
 
 
 def _delegate(name: str, argv: list[str]) -> int:

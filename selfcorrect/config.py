@@ -677,7 +677,7 @@ class PretrainConfig:
     """The testbed model (selfcorrect.testbed): a small GPT-2-shaped transformer with a
     character tokenizer, pretrained from scratch on two-turn chain-arithmetic traces written
     by a noisy student (selfcorrect.data.chain). Problems come from `data` (chain source),
-    train split only; the eval split is never seen."""
+    train split only; the eval and dev splits are never seen."""
     traces: int = 40000          # two-turn episodes generated for pretraining (train problems, resampled)
     problems: int = 4000         # distinct train-split problems the traces are written for
     steps: int = 2000
@@ -687,17 +687,22 @@ class PretrainConfig:
     layers: int = 3
     hidden: int = 64
     heads: int = 4
-    p_hard: float = 0.6          # student: forgets a carry/borrow on a hard step
+    checks: int = 60000          # one-step checking documents (`check 47+5=42` -> `47+5 is 52 so 42 wrong`)
+    p_hard: float = 0.6          # student: a carry/borrow misconception on a hard step
     p_easy: float = 0.03         # student: off by one on any other step
-    p_copy: float = 0.5          # student: attempt 2 copies attempt 1 (else a fresh attempt)
+    p_check: float = 0.1         # student's attempt 2: checks attempt 1's steps, fixes the first wrong one
+    p_doubt: float = 0.7         # else second-guesses a step with operand >= 8 (writes it one short)
+    p_copy: float = 0.2          # else copies attempt 1 (else a fresh attempt)
     seed: int = 0
 
     def __post_init__(self):
         _positive(self, "traces", "problems", "steps", "batch_size", "layers", "hidden", "heads",
                   prefix="pretrain")
+        if self.checks < 0:
+            raise ConfigError(f"pretrain.checks: a count >= 0, got {self.checks}")
         if self.hidden % self.heads:
             raise ConfigError("pretrain.hidden: must be a multiple of pretrain.heads")
-        for name in ("p_hard", "p_easy", "p_copy"):
+        for name in ("p_hard", "p_easy", "p_copy", "p_check", "p_doubt"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"pretrain.{name}: a probability within [0, 1], got {getattr(self, name)}")
         if self.learning_rate <= 0:

@@ -3,16 +3,15 @@
 A 135M chat model needs hundreds of RL steps (hours on a CPU) before SCoRe moves it. The
 testbed is a model small enough to train in minutes whose base behaviour has the shape the
 paper starts from: it solves chain arithmetic (selfcorrect.data.chain) with a visible
-scratchpad about half the time, and its second attempt, after the correction instruction,
-sometimes copies the first and sometimes tries afresh, so Delta(t1, t2) is about 0 with both
-wrong->right and right->wrong present. Tiny models must see corrections in pretraining
-before RL can use them (Physics of Language Models, part 2.2); here they see both copies and
-fresh attempts, never told which attempt was right.
+scratchpad about half the time; after the correction instruction its greedy attempt 2
+second-guesses or re-solves and changes right answers to wrong more often than the reverse
+(Delta < 0); and it holds a one-step checker, learned from separate checking documents, that
+is more reliable than its solving and that its attempt 2 rarely uses (docs/testbed.md).
 
     tokenizer()   character-level, with a chat template (user/assistant turns, <|end|>)
     pretrain()    chain problems (train split) -> student traces in the pipeline's episode
-                  format -> a GPT-2-shaped model from scratch -> SFT (train/sft.py, DeepSpeed)
-                  -> a save_pretrained folder any step of the pipeline loads as model.source=hf
+                  format + checking documents -> a GPT-2-shaped model from scratch -> SFT
+                  (train/sft.py, DeepSpeed) -> a save_pretrained folder any step of the pipeline loads as model.source=hf
 """
 from __future__ import annotations
 
@@ -71,21 +70,25 @@ def new_model(cfg: RunConfig, tok):
 
 
 def student(cfg: RunConfig) -> chain.Student:
-    return chain.Student(p_hard=cfg.pretrain.p_hard, p_easy=cfg.pretrain.p_easy,
-                         p_copy=cfg.pretrain.p_copy)
+    p = cfg.pretrain
+    return chain.Student(p_hard=p.p_hard, p_easy=p.p_easy, p_copy=p.p_copy, p_check=p.p_check,
+                         p_doubt=p.p_doubt)
 
 
 def traces(problems: list[Problem], cfg: RunConfig) -> list[list[dict]]:
-    """`pretrain.traces` two-turn conversations in the pipeline's episode format:
-    problem, attempt 1, the correction instruction, attempt 2 (the student's)."""
+    """The pretraining documents, shuffled: `pretrain.traces` two-turn conversations in the
+    pipeline's episode format (problem, attempt 1, the correction instruction, the student's
+    attempt 2) and `pretrain.checks` one-step checking documents (chain.checking_document)."""
     rng = random.Random(cfg.pretrain.seed)
     writer = student(cfg)
     out = []
     for _ in range(cfg.pretrain.traces):
         problem = rng.choice(problems)
-        first, second = writer.episode(problem.prompt, rng)
+        first, second, _ = writer.episode(problem.prompt, rng)
         out.append(prompts.messages(problem, first, cfg.prompts) +
                    [{"role": "assistant", "content": second}])
+    out += [chain.checking_document(rng, writer) for _ in range(cfg.pretrain.checks)]
+    rng.shuffle(out)
     return out
 
 
@@ -107,10 +110,11 @@ def pretrain(cfg: RunConfig, output_dir: str) -> dict[str, float]:
                          "pretrained on the chain task (data.source=chain)")
     started = time.perf_counter()
     cfg = testbed_config(cfg)
-    data = dataclasses.replace(cfg.data, n_train=cfg.pretrain.problems, n_eval=1)
-    train_problems = [p for p in chain.generate(data.n_train, data.n_eval, steps=data.chain_steps,
+    data = cfg.data     # ids hashing to eval or dev never reach pretraining
+    train_problems = [p for p in chain.generate(cfg.pretrain.problems, 1, steps=data.chain_steps,
                                                 hard_share=data.chain_hard_share, seed=data.seed,
-                                                eval_fraction=data.eval_fraction)
+                                                eval_fraction=data.eval_fraction,
+                                                dev_fraction=data.dev_fraction)
                       if p.split == "train"]
     tok = tokenizer()
     model = new_model(cfg, tok)

@@ -2,12 +2,12 @@ import doctest
 
 import pytest
 
-from selfcorrect import baselines, evaluate, repro_compare, testbed
+from selfcorrect import baselines, evaluate, repro_compare, testbed, testbed_base
 from selfcorrect.data import arithmetic, chain
 from selfcorrect.train import sft
 
 
-@pytest.mark.parametrize("module", [evaluate, arithmetic, chain, testbed, sft, baselines,
+@pytest.mark.parametrize("module", [evaluate, arithmetic, chain, testbed, testbed_base, sft, baselines,
                                     repro_compare])
 def test_doctests(module):
     result = doctest.testmod(module)

@@ -11,6 +11,7 @@ def toy_testbed(tmp_path_factory):
     out = tmp_path_factory.mktemp("testbed") / "model"
     assert cli.main(["pretrain", "--output", str(out), "--set", "pretrain.steps=2",
                      "--set", "pretrain.traces=40", "--set", "pretrain.problems=30",
+                     "--set", "pretrain.checks=20",
                      "--set", "pretrain.hidden=32", "--set", "pretrain.layers=1"]) == 0
     return str(out)
 

@@ -30,26 +30,59 @@ def test_chain_rejects_bad_settings_and_prompts():
         chain.parse("4*5")
 
 
-def test_student_errors_are_where_the_misconception_says():
-    st, rng = chain.Student(p_hard=0.6, p_easy=0.0, p_copy=0.5), random.Random(0)
+def test_student_errors_are_the_misconceptions_and_touch_more_than_one_digit():
+    st, rng = chain.Student(p_hard=0.6, p_easy=0.0), random.Random(0)
     hard = Problem("h", "math", "47+5", answer="52")       # carries
     easy = Problem("e", "math", "41+5", answer="46")
     wrong_hard = sum(not verify(hard, st.attempt(hard.prompt, rng)).correct for _ in range(2000))
     assert 0.56 < wrong_hard / 2000 < 0.64
     assert all(st.attempt(easy.prompt, rng) == "41+5=46" for _ in range(200))
-    assert st.attempt("47+5", random.Random(1)) in ("47+5=52", "47+5=42")   # off by ten
-    copies = sum(a == b for a, b in (st.episode("47+5+3", rng) for _ in range(2000)))
-    # copy with p 0.5, else a fresh attempt that agrees by chance (0.6^2 + 0.4^2 = 0.52)
-    assert 0.71 < copies / 2000 < 0.81
+    assert st.attempt("47+5", random.Random(1)) in ("47+5=52", "47+5=42")   # forgot the carry
+    # a borrow taken the wrong way round: 42-5 -> 43, both digits wrong (not 37)
+    assert {st.attempt("42-5", rng) for _ in range(100)} == {"42-5=37", "42-5=43"}
 
 
-def test_student_episodes_have_delta_zero_with_flips_both_ways():
+def test_attempt_two_mostly_resolves_or_second_guesses_and_rarely_checks():
     st, rng = chain.Student(), random.Random(2)
-    ps = chain.generate(400, 1, seed=1)
-    pairs = [tuple(verify(p, a).correct for a in st.episode(p.prompt, rng)) for p in ps]
-    t1, t2 = (sum(x[i] for x in pairs) / len(pairs) for i in (0, 1))
-    assert 0.3 < t1 < 0.85 and abs(t2 - t1) < 0.06
-    assert sum(a and not b for a, b in pairs) > 10 and sum(b and not a for a, b in pairs) > 10
+    ps = chain.generate(1500, 1, steps=2, seed=1)
+    eps = [(p, *st.episode(p.prompt, rng)) for p in ps]
+    kinds = Counter(k for *_, k in eps)
+    assert 0.08 < kinds["check"] / len(eps) < 0.12
+    assert kinds["resolve"] + kinds["doubt"] > 0.6 * len(eps) and kinds["copy"] < 0.2 * len(eps)
+    for p, first, second, kind in eps:
+        if kind == "check":      # a reliable check, stopping at attempt 1's first wrong step
+            assert second.startswith("check:")
+            verdicts = chain.verdicts_of(second)
+            assert [step for step, _ in verdicts] == chain.steps_of(first)[:len(verdicts)]
+            assert all((said == "ok") == chain.check_step(step) for step, said in verdicts)
+            assert (verdicts[-1][1] == "wrong") == (not all(map(chain.check_step, chain.steps_of(first))))
+        if kind == "doubt":      # the first step with a big operand written one short
+            at = next(i for i, (_, op) in enumerate(chain.parse(p.prompt)[1]) if op >= st.doubt_from)
+            was, now = chain.steps_of(first)[at], chain.steps_of(second)[at]
+            assert chain.steps_of(second)[:at] == chain.steps_of(first)[:at]
+            assert abs(int(was.split("=")[1]) - int(now.split("=")[1])) == 1
+        if kind == "copy":
+            assert second == first
+    right = [(verify(p, a).correct, verify(p, b).correct) for p, a, b, _ in eps]
+    c_to_i, i_to_c = sum(a and not b for a, b in right), sum(b and not a for a, b in right)
+    assert c_to_i > i_to_c + 0.02 * len(eps)     # the traces' Delta is negative
+
+
+def test_checking_documents_are_right_and_balanced():
+    st, rng = chain.Student(), random.Random(3)
+    docs = [chain.checking_document(rng, st) for _ in range(2000)]
+    said, hard = [], 0
+    for user, answer in docs:
+        step = user["content"].removeprefix("check ")
+        (checked, verdict), = chain.verdicts_of(answer["content"])
+        assert checked == step and answer["content"] == chain.verdict(step)
+        said.append(verdict == "ok")
+        assert said[-1] == chain.check_step(step)
+        start, ((op, operand),) = chain.parse(step.split("=")[0])
+        hard += chain.is_hard(start, op, operand)
+    assert 0.45 < sum(said) / len(said) < 0.55 and 0.45 < hard / len(docs) < 0.55
+    with pytest.raises(ValueError, match="chain step '4\\*5=20'"):
+        chain.check_step("4*5=20")
 
 
 def test_tokenizer_is_characters_with_a_chat_template():
@@ -77,12 +110,15 @@ def test_turn_rows_merge_turns_and_mask_only_answers():
                                       skip_special_tokens=False) == "4+5=8<|end|>"
 
 
-def test_pretrain_cli_writes_a_model_the_rollout_uses(tmp_path):
-    from selfcorrect import cli, models, rollout
+def test_pretrain_cli_writes_a_model_the_rollout_uses(tmp_path, capsys):
+    import json
+
+    from selfcorrect import cli, models, rollout, testbed_base
 
     out = tmp_path / "tb"
     assert cli.main(["pretrain", "--output", str(out), "--set", "pretrain.steps=3",
                      "--set", "pretrain.traces=50", "--set", "pretrain.problems=40",
+                     "--set", "pretrain.checks=30",
                      "--set", "pretrain.hidden=32", "--set", "pretrain.layers=1"]) == 0
     for name in ("config.json", "tokenizer.json", "resolved_config.json", "metrics.json"):
         assert (out / name).is_file(), name
@@ -91,6 +127,21 @@ def test_pretrain_cli_writes_a_model_the_rollout_uses(tmp_path):
     eps = rollout.two_attempts(model, tok, [Problem("p", "math", "47+5", answer="52")],
                                max_new_tokens=5, templates=cfg.prompts)
     assert eps[0].first.prompt_ids[:1] == [tok.convert_tokens_to_ids("<|user|>")]
+    # the base figures on the dev split (an untrained model: the checker's verdicts are noise)
+    capsys.readouterr()
+    assert cli.main(["testbed-base", "--model", str(out), "--set", "data.n_dev=6",
+                     "--set", "generate.max_new_tokens=8", "--samples", "1"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["split"] == "dev" and figures["problems"] == 6
+    g = figures["greedy"]
+    assert g["delta"] == g["accuracy_t2"] - g["accuracy_t1"] == g["delta_i_to_c"] - g["delta_c_to_i"]
+    assert set(figures["sampled"]) == set(g)
+    # the checker put to given attempts' steps: 47+5=42 (hard, wrong), 42+1=43, 41+5=46 (right)
+    c = testbed_base.checker_figures(model, tok, ["47+5=42,42+1=43", "41+5=46"])
+    assert (c["steps"], c["hard_steps"], c["solving_on_hard"]) == (3, 1, 0)
+    assert round(c["solving_accuracy"], 6) == round(200 / 3, 6)
+    assert c["checker_on_wrong_steps"] in (0, 100) and c["checker_on_right_steps"] in (0, 50, 100)
+    assert abs(3 * c["checker_accuracy"] - 2 * c["checker_on_right_steps"] - c["checker_on_wrong_steps"]) < 1e-6
 
 
 def test_pretrain_refuses_another_task(capsys):
@@ -149,8 +200,8 @@ def test_pretrain_and_sft_baseline_components_run_on_their_inputs(tmp_path):
 
     art = lambda p: SimpleNamespace(path=str(p), metadata={})  # noqa: E731
     cfg = config.load("testbed", overrides=[
-        "pretrain.steps=2", "pretrain.traces=20", "pretrain.problems=20", "pretrain.hidden=32",
-        "pretrain.layers=1", "train.stage1_steps=1", "train.stage2_steps=1",
+        "pretrain.steps=2", "pretrain.traces=20", "pretrain.checks=10", "pretrain.problems=20",
+        "pretrain.hidden=32", "pretrain.layers=1", "train.stage1_steps=1", "train.stage2_steps=1",
         "train.problems_per_step=1", "train.samples_per_problem=2"]).to_dict()
     base, m = art(tmp_path / "base"), Metrics()
     m.path = str(tmp_path / "m1")

@@ -3,19 +3,22 @@
 A problem is a two-digit start and a few single-digit additions or subtractions,
 `47+5-8+6`; a solution writes every step with its running value, `47+5=52,52-8=44,44+6=50`,
 and its last number is the answer (what the math verifier extracts). A step is *hard* when it
-carries or borrows (47+5: the units overflow). Every step can be checked on its own, so an
-error in attempt 1 is there to be seen in attempt 2's prompt: verifying is easier than solving.
+carries or borrows (47+5: the units overflow).
 
-`Student` writes such solutions with a known misconception: on a hard step it forgets the
-carry (or the borrow) with probability `p_hard`, off by ten; on any other step it is off by
-one with probability `p_easy`; later steps go on from the value written. With p_hard > 0.5 a
-model that learned the student answers hard steps wrongly when decoding greedily, so problems
-with a hard step are failed at temperature 0 and sometimes solved when sampling.
+`Student` writes such solutions with two misconceptions: on a hard step it forgets the carry
+(`47+5=42`, off by ten) or takes the smaller units digit from the larger (`42-5=43`, both
+digits wrong) with probability `p_hard`; any other step slips by one with probability
+`p_easy`; later steps go on from the value written. With p_hard > 0.5 a model that learned
+the student fails hard problems when decoding greedily.
 
-`Student.episode` writes the two-turn traces the testbed model is pretrained on: attempt 2
-copies attempt 1 with probability `p_copy`, else it is a fresh attempt by the same student.
-Both behaviours are then in the base model, and its attempt 2 is exactly as good as its
-attempt 1 in expectation (Delta = 0, with both wrong->right and right->wrong present).
+`Student.episode` writes the two-turn traces the testbed model is pretrained on. Attempt 2
+rarely checks (`p_check`: `check:47+5 is 52 so 42 wrong,47+5=52,...`: a check, then a fix);
+mostly it second-guesses a step with a big operand (`p_doubt`: writes it one short, so a
+right answer turns wrong), copies, or solves afresh (errors and all). `checking_document`
+writes separate one-step checking documents (`check 47+5=42` -> `47+5 is 52 so 42 wrong`)
+with a reliable checker. So the base model holds a checking skill that is more reliable than its
+solving, and its greedy attempt 2 does not use it: it changes right answers to wrong (the
+second-guess) more often than wrong to right.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from selfcorrect.records import Problem
 
 _PROBLEM = re.compile(r"\d+(?:[+-]\d+)+")
 _OP = re.compile(r"([+-])(\d+)")
+_STEP = re.compile(r"(\d+)([+-])(\d+)=(-?\d+)")
+_VERDICT = re.compile(r"(\d+)([+-])(\d+) is (-?\d+) so (-?\d+) (ok|wrong)")
 
 
 def parse(prompt: str) -> tuple[int, list[tuple[str, int]]]:
@@ -119,32 +124,162 @@ def _hard_count(path: list[int], ops: list[tuple[str, int]]) -> int:
 
 @dataclass
 class Student:
-    """The noisy solver whose traces the testbed model imitates (see the module docstring)."""
+    """The noisy solver whose traces the testbed model imitates (see the module docstring).
+
+    Attempt 1: on a hard step it errs with probability `p_hard` (an addition forgets the carry,
+    off by ten; a subtraction takes the smaller units digit from the larger, `42-5=43`, which
+    changes both digits); any other step is off by one with probability `p_easy`; later steps
+    go on from the value written. Attempt 2 (`episode`): with probability `p_check` it checks
+    attempt 1's steps with a reliable checker and fixes the first wrong one; else, when attempt
+    1 has a step whose operand is `doubt_from` or more, it second-guesses the first such step
+    with probability `p_doubt` (writes it one short and goes on from there); else it copies
+    attempt 1 with probability `p_copy`, and otherwise solves afresh.
+    """
     p_hard: float = 0.6
     p_easy: float = 0.03
-    p_copy: float = 0.5
+    p_copy: float = 0.2
+    p_check: float = 0.1
+    p_doubt: float = 0.7
+    doubt_from: int = 8
 
     def values(self, start: int, ops: list[tuple[str, int]], rng: random.Random | None = None) -> list[int]:
         """The values written after each step (rng None: no errors)."""
         out, value = [], start
         for op, operand in ops:
-            right = apply(value, op, operand)
-            written = right
-            if rng is not None:
-                if is_hard(value, op, operand):
-                    if rng.random() < self.p_hard:   # forgot the carry / the borrow
-                        written = right - 10 if op == "+" else right + 10
-                elif rng.random() < self.p_easy:
-                    written = right + rng.choice((-1, 1))
-            out.append(written)
-            value = written
+            out.append(self.step(value, op, operand, rng))
+            value = out[-1]
         return out
+
+    def step(self, value: int, op: str, operand: int, rng: random.Random | None) -> int:
+        """One written step value (rng None: right)."""
+        right = apply(value, op, operand)
+        if rng is None:
+            return right
+        if is_hard(value, op, operand):
+            if rng.random() < self.p_hard:
+                return misconception(value, op, operand)
+        elif rng.random() < self.p_easy:
+            return right + rng.choice((-1, 1))
+        return right
 
     def attempt(self, prompt: str, rng: random.Random) -> str:
         start, ops = parse(prompt)
         return solution(start, ops, self.values(start, ops, rng))
 
-    def episode(self, prompt: str, rng: random.Random) -> tuple[str, str]:
-        """(attempt 1, attempt 2): attempt 2 copies with probability p_copy, else is fresh."""
-        first = self.attempt(prompt, rng)
-        return first, first if rng.random() < self.p_copy else self.attempt(prompt, rng)
+    def episode(self, prompt: str, rng: random.Random) -> tuple[str, str, str]:
+        """(attempt 1, attempt 2, kind): kind is check, doubt, copy or resolve."""
+        start, ops = parse(prompt)
+        written = self.values(start, ops, rng)
+        first = solution(start, ops, written)
+        if rng.random() < self.p_check:
+            return first, check_and_fix(start, ops, written, self, rng), "check"
+        doubted = [i for i, (_, operand) in enumerate(ops) if operand >= self.doubt_from]
+        if doubted and rng.random() < self.p_doubt:
+            return first, self._second_guess(start, ops, written, doubted[0], rng), "doubt"
+        if rng.random() < self.p_copy:
+            return first, first, "copy"
+        return first, self.attempt(prompt, rng), "resolve"
+
+    def _second_guess(self, start, ops, written, at, rng) -> str:
+        """Attempt 1 up to step `at`, that step one short, then solved on from there."""
+        doubted = written[at] - 1 if ops[at][0] == "+" else written[at] + 1
+        return solution(start, ops, written[:at] + [doubted] + self.values(doubted, ops[at + 1:], rng))
+
+
+def misconception(value: int, op: str, operand: int) -> int:
+    """The student's wrong value on a hard step: a forgotten carry (off by ten), or a borrow
+    done by taking the smaller units digit from the larger (`42-5` -> 43).
+
+    >>> misconception(47, "+", 5), misconception(42, "-", 5)
+    (42, 43)
+    """
+    if op == "+":
+        return apply(value, op, operand) - 10
+    return value - value % 10 + (operand - value % 10)
+
+
+def check_step(step: str) -> bool:
+    """Whether a written step `a+b=c` / `a-b=c` is right (the reliable checker).
+
+    >>> check_step("47+5=52"), check_step("47+5=42")
+    (True, False)
+    """
+    m = _STEP.fullmatch(step)
+    if not m:
+        raise ValueError(f"chain step {step!r}: expected a+b=c or a-b=c, e.g. 47+5=52")
+    return apply(int(m[1]), m[2], int(m[3])) == int(m[4])
+
+
+def steps_of(text: str) -> list[str]:
+    """The `a+b=c` steps written in an attempt, in order.
+
+    >>> steps_of("47+5=42,42-8=34")
+    ['47+5=42', '42-8=34']
+    """
+    return [m.group() for m in _STEP.finditer(text)]
+
+
+def verdict(step: str) -> str:
+    """The reliable checker's words on a step: the step's right value, then the written one
+    and `ok` or `wrong` (`47+5=42` -> `47+5 is 52 so 42 wrong`).
+
+    >>> verdict("47+5=42"), verdict("41+5=46")
+    ('47+5 is 52 so 42 wrong', '41+5 is 46 so 46 ok')
+    """
+    check_step(step)
+    m = _STEP.fullmatch(step)
+    right = apply(int(m[1]), m[2], int(m[3]))
+    return f"{m[1]}{m[2]}{m[3]} is {right} so {m[4]} {'ok' if right == int(m[4]) else 'wrong'}"
+
+
+def verdicts_of(text: str) -> list[tuple[str, str]]:
+    """The (step, `ok`/`wrong`) verdicts written in a text, in order.
+
+    >>> verdicts_of("check:47+5 is 52 so 42 wrong,47+5=52")
+    [('47+5=42', 'wrong')]
+    """
+    return [(f"{m[1]}{m[2]}{m[3]}={m[5]}", m[6]) for m in _VERDICT.finditer(text)]
+
+
+def check_and_fix(start: int, ops: list[tuple[str, int]], written: list[int],
+                  solver: Student, rng: random.Random) -> str:
+    """Attempt 2 that checks attempt 1 step by step (`47+5 is 52 so 42 wrong`) and, at the first wrong
+    step, writes it right and solves on from there (the solver's later steps may slip).
+
+    >>> check_and_fix(47, [('+', 5), ('-', 8)], [42, 34], Student(p_easy=0), random.Random(0))
+    'check:47+5 is 52 so 42 wrong,47+5=52,52-8=44'
+    >>> check_and_fix(41, [('+', 5)], [46], Student(), random.Random(0))
+    'check:41+5 is 46 so 46 ok'
+    """
+    checked, value = [], start
+    for i, ((op, operand), w) in enumerate(zip(ops, written)):
+        step = f"{value}{op}{operand}={w}"
+        checked.append(verdict(step))
+        if not check_step(step):
+            right = apply(value, op, operand)
+            rest = solver.values(right, ops[i + 1:], rng)
+            fixed = solution(value, ops[i:], [right] + rest)
+            return "check:" + ",".join(checked) + "," + fixed
+        value = w
+    return "check:" + ",".join(checked)
+
+
+def checking_document(rng: random.Random, solver: Student) -> list[dict]:
+    """A pretraining document that checks one step with the reliable checker: half of the
+    steps are hard; half of the values are right, the others a student's error (the
+    misconception, or off by one or by ten)."""
+    while True:
+        value, op, operand = rng.randint(10, 99), rng.choice("+-"), rng.randint(1, 9)
+        right = apply(value, op, operand)
+        if 10 <= right <= 99 and is_hard(value, op, operand) == (rng.random() < 0.5):
+            break
+    if rng.random() < 0.5:
+        written = right
+    else:
+        wrong = [right + d for d in (-1, 1, -10, 10)]
+        if is_hard(value, op, operand):
+            wrong += [misconception(value, op, operand)] * 4
+        written = rng.choice([w for w in wrong if w >= 0 and w != right])
+    step = f"{value}{op}{operand}={written}"
+    return [{"role": "user", "content": f"check {step}"},
+            {"role": "assistant", "content": verdict(step)}]
