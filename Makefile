@@ -37,7 +37,7 @@ assets: $(STAMP) $(DEMO_GGUF) ## fetch the demo model (SmolLM2-135M-Instruct GGU
 # the longer under load), then cached like the demo model.
 # One thread: on 2 shared cores torch's second thread mostly waits (2-4x slower under load).
 # Rebuilt when the code that writes its pretraining data changes (a stale cache would not show).
-$(TESTBED): selfcorrect/data/chain.py selfcorrect/testbed.py | $(STAMP) $(DS_STAMP)
+$(TESTBED): selfcorrect/data/chain.py selfcorrect/experiments/testbed.py | $(STAMP) $(DS_STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect pretrain --preset testbed --output $(dir $@)
 
 testbed: setup $(TESTBED) ## pretrain the testbed model (chain arithmetic, ~0.2M parameters), once

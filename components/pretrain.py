@@ -9,7 +9,7 @@ def pretrain_testbed(model: Output[Model], metrics: Output[Metrics], config: dic
     """Pretrain the testbed model from scratch (config sections `pretrain` and `data`).
 
     A small GPT-2-shaped transformer with a character tokenizer learns two-turn chain
-    arithmetic traces (selfcorrect.testbed): a base model whose attempt 2 sometimes copies
+    arithmetic traces (selfcorrect.experiments.testbed): a base model whose attempt 2 sometimes copies
     and sometimes retries, for studying self-correction in minutes.
 
     Args:
@@ -22,7 +22,7 @@ def pretrain_testbed(model: Output[Model], metrics: Output[Metrics], config: dic
         metrics: The pretraining summary (loss, parameters, ...).
     """
     from selfcorrect import config as cfg_mod
-    from selfcorrect import testbed
+    from selfcorrect.experiments import testbed
 
     cfg = cfg_mod.from_dict(config)
     summary = testbed.pretrain(cfg, model.path)

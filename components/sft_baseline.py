@@ -29,7 +29,7 @@ def sft_baseline(method: str, problems: Input[Dataset], attempts: Input[Dataset]
         model: The fine-tuned model folder.
         metrics: Examples and final_loss.
     """
-    from selfcorrect import baselines
+    from selfcorrect.experiments import baselines
     from selfcorrect import config as cfg_mod
     from selfcorrect.records import Attempt, Problem, Verdict, read
 

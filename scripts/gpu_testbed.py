@@ -72,14 +72,16 @@ def compare(row: str, measured: dict, table: dict) -> list[dict]:
 
 def stand_in(folder: Path) -> str:
     """A testbed-shaped model pretrained for a few steps (dry runs)."""
-    from selfcorrect import config, testbed
+    from selfcorrect import config
+    from selfcorrect.experiments import testbed
 
     testbed.pretrain(config.load("testbed", overrides=DRY_PRETRAIN), str(folder))
     return str(folder)
 
 
 def run(args, report, tmp: Path) -> None:
-    from selfcorrect import config, repro
+    from selfcorrect import config
+    from selfcorrect.experiments import repro
     from selfcorrect.data.prepare import prepare
 
     toy = args.dry and not args.testbed         # the stand-in gets toy rows; a testbed, real ones

@@ -134,11 +134,11 @@ SUBCOMMANDS = {
                  "retrain on a schedule on Kubeflow Pipelines or Vertex AI"),
     "schedules": ("selfcorrect.pipelines.cluster:main_schedules",
                   "list or delete scheduled runs"),
-    "pretrain": ("selfcorrect.testbed:main",
+    "pretrain": ("selfcorrect.experiments.testbed:main",
                  "pretrain the small testbed model from scratch (for `repro`)"),
-    "testbed-base": ("selfcorrect.testbed_base:main",
+    "testbed-base": ("selfcorrect.experiments.testbed_base:main",
                      "measure the testbed's base model on dev: its checker, its Delta"),
-    "repro": ("selfcorrect.repro:main",
+    "repro": ("selfcorrect.experiments.repro:main",
               "reproduce the paper's comparisons on the testbed: a table and plots"),
 }
 COMMANDS = ("run", "compile", "config", *SUBCOMMANDS)

@@ -674,7 +674,7 @@ class GateConfig:
 
 @dataclass
 class PretrainConfig:
-    """The testbed model (selfcorrect.testbed): a small GPT-2-shaped transformer with a
+    """The testbed model (selfcorrect.experiments.testbed): a small GPT-2-shaped transformer with a
     character tokenizer, pretrained from scratch on two-turn chain-arithmetic traces written
     by a noisy student (selfcorrect.data.chain). Problems come from `data` (chain source),
     train split only; the eval and dev splits are never seen."""

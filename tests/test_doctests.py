@@ -2,7 +2,8 @@ import doctest
 
 import pytest
 
-from selfcorrect import baselines, evaluate, repro_compare, testbed, testbed_base
+from selfcorrect import evaluate
+from selfcorrect.experiments import baselines, repro_compare, testbed, testbed_base
 from selfcorrect.data import arithmetic, chain
 from selfcorrect.train import sft
 

@@ -10,7 +10,8 @@ import dataclasses
 
 import pytest
 
-from selfcorrect import config, testbed
+from selfcorrect import config
+from selfcorrect.experiments import testbed
 from selfcorrect.records import Problem
 from selfcorrect.train import loop
 

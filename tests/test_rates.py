@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from selfcorrect import evaluate as ev
-from selfcorrect import rates, repro_compare
+from selfcorrect import rates
+from selfcorrect.experiments import repro_compare
 from selfcorrect.records import Attempt, Problem, Verdict
 
 # (right@t1, right@t2, changed, swap_right@t2, swap_copied) by hand:

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from selfcorrect import cli, repro
+from selfcorrect import cli
+from selfcorrect.experiments import repro
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,8 @@ def test_repro_rows_table_plots_and_resume(toy_testbed, tmp_path, capsys):
 @pytest.mark.slow
 def test_sft_baseline_with_nothing_to_learn_says_so(toy_testbed, tmp_path):
     """An untrained model solves nothing: STaR has no correct attempt 2 to train on."""
-    from selfcorrect import baselines, config
+    from selfcorrect import config
+    from selfcorrect.experiments import baselines
     from selfcorrect.data.chain import generate
 
     cfg = config.load("testbed", overrides=[f"model.path={toy_testbed}", *SETS])
@@ -89,7 +91,8 @@ def test_repro_dev_split_needs_dev_problems(tmp_path, capsys):
     (tmp_path / "m" / "config.json").write_text("{}")
     assert repro.main(["--output", str(tmp_path / "out"), "--rows", "base", "--split", "dev",
                        "--set", f"model.path={tmp_path / 'm'}", "--set", "data.n_train=4",
-                       "--set", "data.n_eval=2", "--set", "data.dev_fraction=0"]) == 2
+                       "--set", "data.n_eval=2", "--set", "data.dev_fraction=0",
+                       "--set", "data.n_dev=0"]) == 2
     assert "no 'dev' problems" in capsys.readouterr().err
 
 

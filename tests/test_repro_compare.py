@@ -1,8 +1,8 @@
-"""Paired row differences (selfcorrect.repro_compare) on outcomes built to a known answer."""
+"""Paired row differences (selfcorrect.experiments.repro_compare) on outcomes built to a known answer."""
 import numpy as np
 import pytest
 
-from selfcorrect import repro_compare
+from selfcorrect.experiments import repro_compare
 
 
 def record(row, seed, pairs_by_problem):
@@ -87,7 +87,7 @@ def test_ablation_contrasts_pair_any_two_rows_and_skip_absent_ones():
 
 
 def test_committed_configs_name_paths_relative_to_the_checkout(tmp_path):
-    from selfcorrect.repro_report import portable
+    from selfcorrect.experiments.repro_report import portable
 
     cfg = {"output_dir": f"{tmp_path}/runs", "model": {"path": f"{tmp_path}/.cache/assets/testbed"},
            "elsewhere": "/opt/models/x", "sets": [f"{tmp_path}/a"], "steps": 20}

@@ -4,7 +4,8 @@ from collections import Counter
 
 import pytest
 
-from selfcorrect import baselines, config, prompts, testbed
+from selfcorrect import config, prompts
+from selfcorrect.experiments import baselines, testbed
 from selfcorrect.data import chain
 from selfcorrect.records import Attempt, Problem, Verdict
 from selfcorrect.train import sft
@@ -113,7 +114,8 @@ def test_turn_rows_merge_turns_and_mask_only_answers():
 def test_pretrain_cli_writes_a_model_the_rollout_uses(tmp_path, capsys):
     import json
 
-    from selfcorrect import cli, models, rollout, testbed_base
+    from selfcorrect import cli, models, rollout
+    from selfcorrect.experiments import testbed_base
 
     out = tmp_path / "tb"
     assert cli.main(["pretrain", "--output", str(out), "--set", "pretrain.steps=3",

@@ -224,7 +224,7 @@ def test_sft_baselines_keep_the_rl_rows_constant_learning_rate(tiny_config, tmp_
     sft.train's own default still decays (the testbed's pretraining)."""
     import dataclasses
 
-    from selfcorrect import baselines
+    from selfcorrect.experiments import baselines
     from selfcorrect.records import Attempt, Verdict
     from selfcorrect.train import sft
 

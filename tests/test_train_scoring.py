@@ -104,7 +104,8 @@ def test_an_episode_whose_second_prompt_was_re_rendered_is_refused(tiny):
 def test_second_prompt_is_the_chat_template_render_of_the_two_turns(tmp_path):
     """Built from ids, attempt 2's prompt is what rendering the conversation would give when
     attempt 1 stopped on the end-of-turn token (the testbed's character tokenizer)."""
-    from selfcorrect import prompts, testbed
+    from selfcorrect import prompts
+    from selfcorrect.experiments import testbed
 
     tok = testbed.tokenizer()
     first = tok(prompts.render(tok, prompts.messages(PROBLEM)), add_special_tokens=False)["input_ids"]

@@ -36,7 +36,7 @@ def turn_rows(tokenizer, messages: list[dict], *, last_only: bool = False) -> li
     """Rows training every assistant turn of `messages` (see the module docstring);
     last_only: only the final assistant turn is a target (STaR / Pair-SFT train attempt 2).
 
-    >>> from selfcorrect import testbed
+    >>> from selfcorrect.experiments import testbed
     >>> tok = testbed.tokenizer()
     >>> msgs = [{"role": "user", "content": "1+2"}, {"role": "assistant", "content": "1+2=3"},
     ...         {"role": "user", "content": "check"}, {"role": "assistant", "content": "1+2=3"}]

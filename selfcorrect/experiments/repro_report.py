@@ -1,4 +1,4 @@
-"""The repro table and plots from <out>/rows/<row>-s<seed>.json (written by selfcorrect.repro).
+"""The repro table and plots from <out>/rows/<row>-s<seed>.json (written by selfcorrect.experiments.repro).
 
 Greedy decoding (the paper's protocol) is the headline; sampled comes second.
 Per row and decoding mode: each metric's mean over seeds, its spread (min..max over seeds),
@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfcorrect import rates, repro_compare
+from selfcorrect import rates
+from selfcorrect.experiments import repro_compare
 from selfcorrect.evaluate import LABELS, METRICS
 
 MODES = ("greedy", "sampled")

@@ -2,7 +2,7 @@
 
 Every row starts from the same pretrained testbed model (`make testbed`) and is trained and
 evaluated by the functions the pipeline's components call: SCoRe stages by
-selfcorrect.train.loop.run_stage (DeepSpeed), STaR and Pair-SFT by selfcorrect.baselines
+selfcorrect.train.loop.run_stage (DeepSpeed), STaR and Pair-SFT by selfcorrect.experiments.baselines
 (their data built from the base model's own verified attempts, then selfcorrect.train.sft),
 evaluation by selfcorrect.evaluate_cli.evaluate_models (rollout, the Beam verification step,
 the evaluate metrics with bootstrap intervals). Rows run in-process, one after another:
@@ -69,7 +69,7 @@ def row_config(base: config_mod.RunConfig, row: str, seed: int) -> config_mod.Ru
 
 def train_row(cfg, row: str, base_model: str, problems, workdir: Path) -> tuple[str, dict]:
     """Train one row; returns (model folder, training history per stage)."""
-    from selfcorrect import baselines
+    from selfcorrect.experiments import baselines
     from selfcorrect.train.loop import run_stage
 
     if row == "base":
@@ -96,7 +96,7 @@ def evaluate_row(cfg, name: str, model: str, problems_uri: str, workdir: Path,
     """Greedy and sampled evaluation on `split`, with the swap control in the modes `swap` names:
     {"greedy": ..., "sampled": ...}; each holds "outcomes", per episode [problem_id, sample,
     right@t1, right@t2, changed, swap_right@t2, swap_copied] (selfcorrect.rates), which
-    selfcorrect.repro_compare pairs across rows."""
+    selfcorrect.experiments.repro_compare pairs across rows."""
     from selfcorrect.evaluate_cli import evaluate_models
 
     out = {}
@@ -173,7 +173,7 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
               flush=True)
         if not keep_models:
             shutil.rmtree(workdir, ignore_errors=True)
-    from selfcorrect import repro_report
+    from selfcorrect.experiments import repro_report
 
     return repro_report.write(out_dir, list(ROWS), split=split)
 
