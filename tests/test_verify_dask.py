@@ -18,6 +18,7 @@ pytest.importorskip("distributed")
 
 from selfcorrect.records import Attempt, Problem, Verdict, read, write_jsonl  # noqa: E402
 from selfcorrect.verify import beam as vbeam  # noqa: E402
+from selfcorrect.verify import code  # noqa: E402
 from selfcorrect.verify.dask_cluster import local_cluster  # noqa: E402
 
 MARKER = Path("/tmp/selfcorrect-dask-test-marker")
@@ -140,7 +141,7 @@ def _first_worker_running_a_sandbox(cluster, runner, timeout_s: float) -> str:
                 children = psutil.Process(proc.pid).children(recursive=True)
             except psutil.NoSuchProcess:
                 continue
-            if any("-c" in (c.cmdline() or []) for c in _alive(children)):
+            if any(code.HARNESS in (c.cmdline() or []) for c in _alive(children)):
                 return address
         time.sleep(0.05)
     raise AssertionError("no worker started a sandbox (the step ended or never began)")
