@@ -48,11 +48,9 @@ def evaluate(problems: Input[Dataset],
             checks it).
     """
     import dataclasses
-    import json
 
     from selfcorrect import evaluate as ev
     from selfcorrect import report as rep
-    from selfcorrect import storage
     from selfcorrect.config import EvalConfig, build
     from selfcorrect.records import Attempt, Problem, TrainStep, Verdict, read, write_jsonl
 
@@ -77,11 +75,8 @@ def evaluate(problems: Input[Dataset],
     training = {stage: {"steps": [dataclasses.asdict(r) for r in read(steps.path, TrainStep)]}
                 for stage, steps in (("stage I", stage1_steps), ("stage II", stage2_steps))
                 if steps is not None}
-    storage.write_text(results.path, json.dumps({n: r["summary"] for n, r in models.items()},
-                                                indent=2))
-    storage.write_text(details.path, json.dumps(models, indent=2))
+    rep.write(models, training, results=results.path, details=details.path,
+              markdown_path=report.path, html_path=html.path)
     write_jsonl(rows.path, episodes)
     rows.metadata.update({"kind": "eval_rows", "rows": len(episodes), "format": "jsonl",
                           "models": list(models)})
-    storage.write_text(report.path, rep.markdown(models))
-    storage.write_text(html.path, rep.render_html(models, training))

@@ -5,7 +5,6 @@ so what training reports and what evaluation reports cannot drift apart.
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 from rapidfuzz.distance import Levenshtein
@@ -128,29 +127,15 @@ def problem_ci(verdicts: list[Verdict], **ci) -> dict[str, tuple[float, float]]:
                         **ci)
 
 
-_ARITH_ID = re.compile(r"^arith-(-?\d+)([-+*])(-?\d+)$")
-_ALGEBRA_ID = re.compile(r"^alg-(\d+)x([-+]\d+)=(-?\d+)$")
-
-
 def difficulty(problem: Problem) -> str:
-    """A difficulty label from generated problems' ids: arithmetic by operation and operand
-    digits, algebra (`alg-3x+4=10`) by coefficient digits; 'all' for anything else.
+    """The problem's difficulty label as its data source gave it; 'all' when it gave none.
 
-    >>> difficulty(Problem("arith-37+145", "math", "?")), difficulty(Problem("alg-12x-3=21", "math", "?"))
-    ('+ 3-digit', 'ax+b 2-digit')
+    >>> difficulty(Problem("arith-37+145", "math", "?", difficulty="+ 3-digit"))
+    '+ 3-digit'
     >>> difficulty(Problem("HumanEval/0", "code", "?"))
     'all'
     """
-    if m := _ARITH_ID.match(problem.id):
-        a, op, b = m.groups()
-        return f"{op} {max(len(a.lstrip('-')), len(b.lstrip('-')))}-digit"
-    if m := _ALGEBRA_ID.match(problem.id):
-        return f"ax+b {len(m.group(1))}-digit"
-    if problem.id.startswith("chain-"):
-        from selfcorrect.data.chain import hard_steps
-
-        return f"chain, {hard_steps(problem.prompt)} hard step(s)"
-    return "all"
+    return problem.difficulty or "all"
 
 
 def answer_repeat_share(attempts: list[Attempt]) -> float:

@@ -67,11 +67,10 @@ def evaluate_models(models: dict[str, str], problems_uri: str, output_dir: str, 
             out[name]["summary"].update(ev.sampling_study(attempts, verdicts, samples))
         if folder and Path(folder, "metrics.json").is_file():
             training[name] = json.loads(Path(folder, "metrics.json").read_text())
-    storage.write_text(storage.join(output_dir, "results.json"),
-                       json.dumps({n: r["summary"] for n, r in out.items()}, indent=2))
-    storage.write_text(storage.join(output_dir, "details.json"), json.dumps(out, indent=2))
-    storage.write_text(storage.join(output_dir, "report.md"), report.markdown(out))
-    storage.write_text(storage.join(output_dir, "report.html"), report.render_html(out, training))
+    report.write(out, training, results=storage.join(output_dir, "results.json"),
+                 details=storage.join(output_dir, "details.json"),
+                 markdown_path=storage.join(output_dir, "report.md"),
+                 html_path=storage.join(output_dir, "report.html"))
     return out
 
 

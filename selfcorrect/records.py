@@ -81,6 +81,7 @@ class Problem:
     entry_point: str = ""
     source: str = ""
     split: str = "train"
+    difficulty: str = ""
 
 
 @conforms_to("attempt")

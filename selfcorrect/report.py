@@ -191,3 +191,18 @@ def render_html(models: dict[str, dict], training: dict[str, dict] | None = None
     return ("<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
             + "\n".join(body) + "</body></html>\n")
+
+
+def write(models: dict[str, dict], training: dict[str, dict] | None, *, results: str,
+          details: str, markdown_path: str, html_path: str) -> None:
+    """The evaluation's four outputs (local or remote paths), as the evaluate step and
+    `selfcorrect evaluate` both write them: results ({model: summary} JSON, what promotion
+    reads), details (everything evaluate_model returned), the Markdown and the HTML report."""
+    import json
+
+    from selfcorrect import storage
+
+    storage.write_text(results, json.dumps({n: r["summary"] for n, r in models.items()}, indent=2))
+    storage.write_text(details, json.dumps(models, indent=2))
+    storage.write_text(markdown_path, markdown(models))
+    storage.write_text(html_path, render_html(models, training))

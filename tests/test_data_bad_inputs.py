@@ -39,7 +39,7 @@ CASES = [
      1, "test_list", "list"),
     ("generic unknown task", "generic", "a.jsonl", jl({"id": "a", "task": "chat", "prompt": "p"}), 1, "task", "math"),
     ("generic unknown field", "generic", "a.jsonl", jl({"id": "a", "task": "math", "prompt": "p", "answer": "1",
-                                                        "difficulty": 3}), 1, "difficulty", "unknown field"),
+                                                        "hardness": 3}), 1, "hardness", "unknown field"),
     ("generic math without answer", "generic", "a.jsonl", jl({"id": "a", "task": "math", "prompt": "p"}),
      1, "answer", "reference answer"),
     ("generic bad split", "generic", "a.jsonl", jl({"id": "a", "task": "math", "prompt": "p", "answer": "1",

@@ -50,6 +50,7 @@ def test_math_gsm8k_mbpp_in_published_formats(tmp_path):
     ps, _ = prep.prepare(DataConfig(source="math", path=write_jsonl_rows(tmp_path / "m.jsonl", MATH_ROWS)))
     assert [p.answer for p in ps] == ["1", "2"] and {p.task for p in ps} == {"math"}
     assert all(p.id.startswith("math-") and p.split == split_of(p.id) for p in ps)
+    assert [p.difficulty for p in ps] == ["Level 1", "Level 2"]     # MATH's level groups evaluation
     ps, _ = prep.prepare(DataConfig(source="gsm8k", path=write_jsonl_rows(tmp_path / "g.jsonl", GSM8K_ROWS)))
     assert [p.answer for p in ps] == ["7", "1200"]
     (p,), _ = prep.prepare(DataConfig(source="mbpp", path=write_jsonl_rows(tmp_path / "b.jsonl", MBPP_ROWS)))

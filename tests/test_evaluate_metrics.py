@@ -49,10 +49,17 @@ def test_bootstrap_ci_is_seeded_brackets_the_estimate_and_narrows_with_data():
     assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 2
 
 
-def test_difficulty_from_arithmetic_ids():
-    assert ev.difficulty(Problem("arith-7*8", "math", "?")) == "* 1-digit"
-    assert ev.difficulty(Problem("arith-37-45", "math", "?")) == "- 2-digit"
-    assert ev.difficulty(Problem("alg-7x+0=42", "math", "?")) == "ax+b 1-digit"
+def test_difficulty_comes_from_the_data_sources():
+    import re
+
+    from selfcorrect.data import algebra, arithmetic, chain
+
+    for p in arithmetic.generate(60, 20, seed=0, digits=2, operations="+-*"):
+        x, op, y = re.fullmatch(r"arith-(\d+)([-+*])(\d+)", p.id).groups()
+        assert ev.difficulty(p) == f"{op} {max(len(x), len(y))}-digit"
+    assert {ev.difficulty(p) for p in algebra.generate(20, 5, seed=0, digits=1)} == {"ax+b 1-digit"}
+    for p in chain.generate(20, 5, seed=0, steps=2, hard_share=0.5):
+        assert ev.difficulty(p) == f"chain, {chain.hard_steps(p.prompt)} hard step(s)"
     assert ev.difficulty(Problem("gsm8k-12", "math", "?")) == "all"
 
 
@@ -67,8 +74,10 @@ def test_answer_repeat_share_compares_extracted_answers():
 
 
 def test_evaluate_model_groups_by_task_and_difficulty():
-    problems = [Problem("arith-1+2", "math", "?", "3"), Problem("arith-10+20", "math", "?", "30"),
-                Problem("arith-11*12", "math", "?", "132"), Problem("HumanEval/0", "code", "?")]
+    problems = [Problem("arith-1+2", "math", "?", "3", difficulty="+ 1-digit"),
+                Problem("arith-10+20", "math", "?", "30", difficulty="+ 2-digit"),
+                Problem("arith-11*12", "math", "?", "132", difficulty="* 2-digit"),
+                Problem("HumanEval/0", "code", "?")]
     verdicts = _verdicts({"arith-1+2": (False, True), "arith-10+20": (True, True),
                           "arith-11*12": (True, False), "HumanEval/0": (False, False)})
     attempts = [Attempt(v.problem_id, 0, v.turn, "x" if v.turn == 1 else "xy", "m") for v in verdicts]
@@ -120,7 +129,8 @@ def test_sampling_study_hand_computed():
 def test_eval_rows_one_per_episode_with_both_turns():
     from selfcorrect.records import EvalRow
 
-    problems = [Problem("arith-12+5", "math", "?", answer="17"), Problem("p2", "math", "?", answer="4"),
+    problems = [Problem("arith-12+5", "math", "?", answer="17", difficulty="+ 2-digit"),
+                Problem("p2", "math", "?", answer="4"),
                 Problem("p3", "math", "?", answer="1")]
     verdicts = _verdicts({"arith-12+5": (False, True), "p2": (True, True)})
     verdicts.append(Verdict("p3", 0, 1, True, 1.0))                    # no turn 2: no row

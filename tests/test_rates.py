@@ -83,7 +83,8 @@ def test_markdown_table_keeps_its_columns():
 
 
 def test_evaluate_model_reports_conditional_rates_overall_and_per_difficulty():
-    problems = [Problem(f"arith-{a}+{b}", "math", "?", str(a + b))
+    problems = [Problem(f"arith-{a}+{b}", "math", "?", str(a + b),
+                        difficulty=f"+ {len(str(a))}-digit")
                 for a, b in ((1, 2), (3, 4), (10, 20), (30, 40))]
     flips = [(False, True), (True, True), (True, False), (False, False)]
     verdicts = [Verdict(p.id, 0, t, ok[t - 1], 1.0) for p, ok in zip(problems, flips) for t in (1, 2)]

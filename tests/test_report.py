@@ -8,7 +8,8 @@ from selfcorrect.records import Attempt, Problem, Verdict
 
 
 def _models():
-    problems = [Problem(f"arith-{a}+{a}", "math", "?", str(2 * a)) for a in (3, 14, 25, 36)]
+    problems = [Problem(f"arith-{a}+{a}", "math", "?", str(2 * a), difficulty=f"+ {len(str(a))}-digit")
+                for a in (3, 14, 25, 36)]
     out = {}
     for name, flips in (("base", (False, False, True, True)), ("trained", (True, True, True, False))):
         verdicts = [Verdict(p.id, 0, turn, ok if turn == 2 else p.id.endswith("+3"), 1.0)

@@ -35,7 +35,7 @@ def generate(n_train: int, n_eval: int, *, digits: int = 1, seed: int = 0,
         lhs = f"{a}x" if a != 1 else "x"
         lhs += f" + {b}" if b > 0 else f" - {-b}" if b < 0 else ""
         return Problem(id=f"alg-{a}x{b:+d}={c}", task="math", prompt=f"Solve for x: {lhs} = {c}.",
-                       answer=str(x), source="algebra")
+                       answer=str(x), source="algebra", difficulty=f"ax+b {len(str(a))}-digit")
 
     return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction,
                        n_dev=n_dev, dev_fraction=dev_fraction)

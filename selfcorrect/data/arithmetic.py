@@ -67,7 +67,8 @@ def generate(n_train: int, n_eval: int, *, operations: str = "+-", digits: int =
     def draw(rng: random.Random) -> Problem:
         a, b, op = rng.randint(lo, hi), rng.randint(lo, hi), rng.choice(operations)
         return Problem(id=f"arith-{a}{op}{b}", task="math", prompt=f"What is {a} {op} {b}?",
-                       answer=str(_OPS[op](a, b)), source="arithmetic")
+                       answer=str(_OPS[op](a, b)), source="arithmetic",
+                       difficulty=f"{op} {max(len(str(abs(a))), len(str(abs(b))))}-digit")
 
     return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction,
                        n_dev=n_dev, dev_fraction=dev_fraction)

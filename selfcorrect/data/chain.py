@@ -94,7 +94,7 @@ def generate(n_train: int, n_eval: int, *, steps: int = 3, hard_share: float = 0
                 break
         prompt = str(start) + "".join(f"{op}{n}" for op, n in ops)
         return Problem(id=f"chain-{prompt}", task="math", prompt=prompt, answer=str(path[-1]),
-                       source="chain")
+                       source="chain", difficulty=f"chain, {_hard_count(path, ops)} hard step(s)")
 
     return fill_splits(draw, n_train, n_eval, seed=seed, eval_fraction=eval_fraction,
                        n_dev=n_dev, dev_fraction=dev_fraction)

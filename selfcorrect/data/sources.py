@@ -103,13 +103,14 @@ def boxed(solution: str) -> str | None:
 
 def _math(uri, row, d):
     prompt, solution = _str(uri, row, d, "problem"), _str(uri, row, d, "solution")
-    for name in ("level", "type"):
-        _str(uri, row, d, name, required=False)
+    level = _str(uri, row, d, "level", required=False)
+    _str(uri, row, d, "type", required=False)
     answer = boxed(solution)
     if not answer:
         raise RecordError(uri, row, "solution", "no \\boxed{...} final answer (or its braces do not close)")
     pid = _given_id(uri, row, d, "unique_id", "id") or _id("math", prompt)
-    return Problem(id=pid, task="math", prompt=prompt, answer=answer, source="math", split="")
+    return Problem(id=pid, task="math", prompt=prompt, answer=answer, source="math", split="",
+                   difficulty=level.strip())
 
 
 def _gsm8k(uri, row, d):
