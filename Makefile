@@ -43,12 +43,12 @@ $(TESTBED): selfcorrect/data/chain.py selfcorrect/experiments/testbed.py | $(STA
 testbed: setup $(TESTBED) ## pretrain the testbed model (chain arithmetic, ~0.2M parameters), once
 
 repro: setup $(TESTBED) ## the paper's rows on the testbed, 5 seeds (primary rows): results/repro/ (table, plots)
-	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --output results/repro $(ARGS)
+	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --jobs 2 --output results/repro $(ARGS)
 
 # The 2 x 2 of RL rows at 4x the training budget (20 + 140 steps): does naive RL's Delta shrink
 # with longer training while the bonus keeps it (the paper's collapse argument)? About 50 min.
 repro-long: setup $(TESTBED) ## the RL rows at 4x the budget, 3 seeds: results/repro-long/
-	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --output results/repro-long \
+	OMP_NUM_THREADS=1 $(VENV)/bin/selfcorrect repro --jobs 2 --output results/repro-long \
 	  --rows base,naive_multi_turn,score_no_stage1,score_no_bonus,score --set train.stage2_steps=140 $(ARGS)
 
 run: setup $(TESTBED) ## run the whole pipeline locally on the testbed model and print the results

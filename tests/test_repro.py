@@ -105,3 +105,24 @@ def test_repro_needs_the_testbed_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="make testbed"):
         repro.main(["--output", str(tmp_path), "--rows", "base",
                     "--set", f"model.path={tmp_path / 'none'}"])
+
+
+@pytest.mark.slow
+def test_repro_jobs_split_the_rows_and_give_the_same_results(toy_testbed, tmp_path, capsys):
+    """--jobs 2 runs the plan in two processes; every row's outcomes equal a one-process run's."""
+    argv = ["--seeds", "0", "--set", f"model.path={toy_testbed}", "--rows", "base,score,single_turn",
+            "--swap-control", "greedy"]
+    for s in SETS:
+        argv += ["--set", s]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli.main(["repro", "--output", str(one), *argv]) == 0
+    assert cli.main(["repro", "--output", str(two), "--jobs", "2", *argv]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[repro] ") >= 3 and (two / "table.md").is_file()
+    assert sorted(p.name for p in (two / "logs").iterdir()) == ["shard-0.log", "shard-1.log"]
+    for row in ("base-s0", "score-s0", "single_turn-s0"):
+        a, b = (json.loads((d / "rows" / f"{row}.json").read_text()) for d in (one, two))
+        timing = ("step_s", "tokens_per_s")
+        untimed = lambda h: {s: [{k: v for k, v in step.items() if k not in timing}  # noqa: E731
+                                 for step in steps] for s, steps in h.items()}
+        assert a["outcomes"] == b["outcomes"] and untimed(a["history"]) == untimed(b["history"]), row

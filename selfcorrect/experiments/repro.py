@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -127,7 +128,10 @@ def row_seeds(rows: list[str], seeds: list[int], exploratory: list[int]) -> list
 
 def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_models: bool = False,
         exploratory_seeds: list[int] | None = None, split: str = "eval",
-        swap: tuple[str, ...] = ("greedy", "sampled")) -> dict:
+        swap: tuple[str, ...] = ("greedy", "sampled"), shard: tuple[int, int] = (0, 1)) -> dict:
+    """Train and evaluate every (seed, row) of the plan (row_seeds) not done before, then write
+    the report. shard (k, n): only every n-th of the plan from the k-th, and no report (the
+    process that started the shards writes it: `--jobs`)."""
     from selfcorrect.data.prepare import prepare
     from selfcorrect.records import write_jsonl
 
@@ -145,7 +149,8 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
         raise ValueError(f"repro --split {split}: the data ({base_cfg.data.source}) has no "
                          f"'{split}' problems; splits present: {sorted({p.split for p in problems})}")
     exploratory = seeds[:3] if exploratory_seeds is None else exploratory_seeds
-    for seed, row in row_seeds(rows, seeds, exploratory):
+    k, n = shard
+    for seed, row in row_seeds(rows, seeds, exploratory)[k::n]:
         done = out_dir / "rows" / f"{row}-s{seed}.json"
         if done.is_file():
             print(f"[repro] {row} seed {seed}: done before, skipped", flush=True)
@@ -173,9 +178,51 @@ def run(base_cfg, rows: list[str], seeds: list[int], out_dir: Path, *, keep_mode
               flush=True)
         if not keep_models:
             shutil.rmtree(workdir, ignore_errors=True)
+    if n > 1:
+        return {}
     from selfcorrect.experiments import repro_report
 
     return repro_report.write(out_dir, list(ROWS), split=split)
+
+
+def run_jobs(argv: list[str], jobs: int, out_dir: Path) -> int:
+    """`selfcorrect repro` with the same arguments in `jobs` processes, each taking every
+    jobs-th row of the plan; their [repro] lines pass through, the rest goes to
+    <out>/logs/shard-<k>.log. Returns the first non-zero exit status (0 when all succeeded)."""
+    import subprocess
+    import threading
+
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    rest, skip = [], False
+    for a in argv:                          # the same arguments, less --jobs N / --jobs=N
+        if not skip and a != "--jobs" and not a.startswith("--jobs="):
+            rest.append(a)
+        skip = a == "--jobs"
+    # each process finds its own port for its in-process DeepSpeed group (engine.py)
+    env = {k: v for k, v in os.environ.items() if k != "MASTER_PORT"}
+    procs = []
+    for k in range(jobs):
+        log = open(out_dir / "logs" / f"shard-{k}.log", "w")
+        procs.append((subprocess.Popen(
+            [sys.executable, "-m", "selfcorrect.experiments.repro", *rest, "--shard", f"{k}/{jobs}"],
+            stdout=subprocess.PIPE, stderr=log, text=True, env=env), log))
+    def relay(proc):
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+
+    threads = [threading.Thread(target=relay, args=(p,)) for p, _ in procs]
+    for t in threads:
+        t.start()
+    codes = [p.wait() for p, _ in procs]
+    for t in threads:
+        t.join()
+    for _, log in procs:
+        log.close()
+    bad = [(k, c) for k, c in enumerate(codes) if c]
+    for k, c in bad:
+        print(f"repro: process {k + 1} of {jobs} failed (exit {c}); its log: "
+              f"{out_dir / 'logs' / f'shard-{k}.log'}", file=sys.stderr)
+    return bad[0][1] if bad else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="which evaluations run the swap control (sampled: about 2x its time)")
     p.add_argument("--keep-models", action="store_true", help="keep each trained model "
                    "(several MB each) under --output")
+    p.add_argument("--jobs", type=int, default=1, help="run the rows in this many processes "
+                   "(one core each with OMP_NUM_THREADS=1; each row's result does not depend "
+                   "on which process ran it); their logs go to <output>/logs/")
+    p.add_argument("--shard", help=argparse.SUPPRESS)      # k/n: set by --jobs for its processes
     args = p.parse_args(argv)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
@@ -219,13 +270,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     output = args.output or ("results/repro" if args.split == "eval" else "results/repro-dev")
     started = time.perf_counter()
-    try:
-        run(cfg, rows, seeds, Path(output), keep_models=args.keep_models,
-            exploratory_seeds=exploratory, split=args.split,
-            swap={"both": ("greedy", "sampled"), "greedy": ("greedy",), "none": ()}[args.swap_control])
-    except ValueError as e:
-        print(f"repro: {e}", file=sys.stderr)
-        return 2
+    if args.jobs > 1:
+        rc = run_jobs(sys.argv[1:] if argv is None else argv, args.jobs, Path(output))
+        if rc:
+            return rc
+        from selfcorrect.experiments import repro_report
+
+        repro_report.write(Path(output), list(ROWS), split=args.split)
+    else:
+        shard = tuple(int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
+        try:
+            run(cfg, rows, seeds, Path(output), keep_models=args.keep_models,
+                exploratory_seeds=exploratory, split=args.split, shard=shard,
+                swap={"both": ("greedy", "sampled"), "greedy": ("greedy",),
+                      "none": ()}[args.swap_control])
+        except ValueError as e:
+            print(f"repro: {e}", file=sys.stderr)
+            return 2
+        if args.shard:
+            return 0
     print(f"[repro] wrote {output}/table.md, table.json and plots/ in "
           f"{time.perf_counter() - started:.0f} s", flush=True)
     return 0
