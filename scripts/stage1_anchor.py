@@ -65,7 +65,8 @@ def main() -> None:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     problems, _ = prepare(base.data)
-    problems_uri = str(out / "anchor-problems.jsonl")
+    (out / "work-anchor").mkdir(exist_ok=True)
+    problems_uri = str(out / "work-anchor" / "problems.jsonl")
     write_jsonl(problems_uri, problems)
     train = [q for q in problems if q.split == "train"]
     result_file = out / "stage1_anchor.json"

@@ -183,16 +183,17 @@ def test_stage1_kl_limit_comes_from_thresholds(tmp_path):
 
 
 def test_testbed_preset_stage1_gate_trips_on_a_drifting_attempt1(tmp_path):
-    """The testbed preset's Stage I limit (docs/testbed.md "Stage I's anchor"): a Stage I step
-    at 0.03 nats/token (a run whose Accuracy@t1 moved 3 points on dev) fails the gate; the
-    anchored runs' 0.007 passes; the general default lets both through."""
+    """The testbed preset's Stage I limit (results/repro-dev/stage1_anchor.md): a Stage I step
+    at 0.0019 nats/token (beta2 = 1: Accuracy@t1 moved 5.2 points on dev) fails the gate; the
+    anchored runs' 0.0009 (beta2 = 10, within 2 points) passes; the default lets both through."""
     from selfcorrect import config
 
     limits = config.load("testbed").gates.thresholds()
     assert limits["max_stage1_kl_t1"] < config.GateConfig().max_stage1_kl_t1
-    for kl, passes in ((0.007, True), (0.03, False)):
+    for kl, passes in ((0.0009, True), (0.0019, False)):
         rows = valid_rows()["train_steps"]
-        _set(2, kl_t1=kl)(rows)
+        for i in range(3):                      # Stage I's steps, rising to kl at its last
+            _set(i, kl_t1=kl * i / 2)(rows)
         uri = write(tmp_path / f"steps-{kl}.jsonl", rows)
         assert v.validate("train_steps", uri, thresholds=limits).success is passes
         assert v.validate("train_steps", uri).success
