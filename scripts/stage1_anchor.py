@@ -22,8 +22,16 @@ from pathlib import Path
 from selfcorrect import config as config_mod
 
 
-def one(cfg, problems_uri: str, train, workdir: Path, base_model: str) -> dict:
+def greedy_dev(cfg, model: str, problems_uri: str, workdir: Path) -> dict:
+    """{"acc_t1", "acc_t2"} in % of `model` on the dev split, greedy."""
     from selfcorrect.evaluate_cli import evaluate_models
+
+    greedy = dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, temperature=0.0))
+    s = evaluate_models({"m": model}, problems_uri, str(workdir), greedy, split="dev")["m"]["summary"]
+    return {"acc_t1": 100 * s["accuracy_t1"], "acc_t2": 100 * s["accuracy_t2"]}
+
+
+def one(cfg, problems_uri: str, train, workdir: Path, base_model: str) -> dict:
     from selfcorrect.train.loop import run_stage
 
     t0 = time.perf_counter()
@@ -31,10 +39,7 @@ def one(cfg, problems_uri: str, train, workdir: Path, base_model: str) -> dict:
               output_dir=str(workdir / "stage1"))
     steps = json.loads((workdir / "stage1" / "metrics.json").read_text())["steps"]
     t1 = time.perf_counter()
-    greedy = dataclasses.replace(cfg, generate=dataclasses.replace(cfg.generate, temperature=0.0))
-    s = evaluate_models({"stage1": str(workdir / "stage1")}, problems_uri, str(workdir / "eval"),
-                        greedy, split="dev")["stage1"]["summary"]
-    return {"acc_t1": 100 * s["accuracy_t1"], "acc_t2": 100 * s["accuracy_t2"],
+    return {**greedy_dev(cfg, str(workdir / "stage1"), problems_uri, workdir / "eval"),
             "max_kl_t1": max(h["kl_t1"] for h in steps),
             "mean_kl_t1": sum(h["kl_t1"] for h in steps) / len(steps),
             "train_s": t1 - t0, "eval_s": time.perf_counter() - t1}
@@ -51,7 +56,6 @@ def _order(key: str) -> tuple:
 
 def main() -> None:
     from selfcorrect.data.prepare import prepare
-    from selfcorrect.evaluate_cli import evaluate_models
     from selfcorrect.records import write_jsonl
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,11 +76,7 @@ def main() -> None:
     result_file = out / "stage1_anchor.json"
     results = json.loads(result_file.read_text()) if result_file.is_file() else {}
     if "base" not in results:
-        greedy = dataclasses.replace(base, generate=dataclasses.replace(base.generate,
-                                                                         temperature=0.0))
-        s = evaluate_models({"base": base.model.path}, problems_uri, str(out / "work-anchor"),
-                            greedy, split="dev")["base"]["summary"]
-        results["base"] = {"acc_t1": 100 * s["accuracy_t1"], "acc_t2": 100 * s["accuracy_t2"]}
+        results["base"] = greedy_dev(base, base.model.path, problems_uri, out / "work-anchor")
     todo = [(c, int(s)) for c in args.candidates.split(",") for s in args.seeds.split(",")]
     for cand, seed in todo:
         key = f"{cand} s{seed}"
